@@ -1,0 +1,101 @@
+// weft's native helpers: the few network-namespace syscalls that the `netlink`
+// package cannot make. Everything else goes through netlink from TypeScript.
+//
+//   setns(fd, nstype)      switch the calling thread into a namespace
+//   createNetns(path)      make a new network namespace pinned by a bind mount at path
+//   deleteNetns(path)      unpin it (lazy unmount) and remove the file
+//
+// createNetns runs unshare(CLONE_NEWNET) on a short-lived helper thread, so the
+// Node main thread never leaves its own namespace.
+#include <napi.h>
+
+#include <cerrno>
+#include <cstring>
+#include <fcntl.h>
+#include <sched.h>
+#include <string>
+#include <sys/mount.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <thread>
+#include <unistd.h>
+
+namespace {
+
+Napi::Error SysError(Napi::Env env, const char* syscall, int err, const std::string& path = "") {
+  std::string msg = std::string(syscall) + " failed: " + strerror(err);
+  if (!path.empty()) msg += " (" + path + ")";
+  Napi::Error e = Napi::Error::New(env, msg);
+  e.Set("errno", Napi::Number::New(env, err));
+  e.Set("syscall", Napi::String::New(env, syscall));
+  if (!path.empty()) e.Set("path", Napi::String::New(env, path));
+  return e;
+}
+
+Napi::Value SetNs(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (info.Length() < 1 || !info[0].IsNumber()) {
+    Napi::TypeError::New(env, "setns(fd, nstype?) needs a file descriptor").ThrowAsJavaScriptException();
+    return env.Undefined();
+  }
+  int fd = info[0].As<Napi::Number>().Int32Value();
+  int nstype = info.Length() > 1 && info[1].IsNumber() ? info[1].As<Napi::Number>().Int32Value() : CLONE_NEWNET;
+  if (setns(fd, nstype) != 0) SysError(env, "setns", errno).ThrowAsJavaScriptException();
+  return env.Undefined();
+}
+
+Napi::Value CreateNetns(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (info.Length() < 1 || !info[0].IsString()) {
+    Napi::TypeError::New(env, "createNetns(path) needs a path").ThrowAsJavaScriptException();
+    return env.Undefined();
+  }
+  std::string path = info[0].As<Napi::String>().Utf8Value();
+  int fd = open(path.c_str(), O_RDONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0444);
+  if (fd < 0) {
+    SysError(env, "open", errno, path).ThrowAsJavaScriptException();
+    return env.Undefined();
+  }
+  close(fd);
+  const char* failed = nullptr;
+  int err = 0;
+  std::thread worker([&]() {
+    if (unshare(CLONE_NEWNET) != 0) { failed = "unshare"; err = errno; return; }
+    std::string self = "/proc/self/task/" + std::to_string(syscall(SYS_gettid)) + "/ns/net";
+    if (mount(self.c_str(), path.c_str(), "none", MS_BIND, nullptr) != 0) { failed = "mount"; err = errno; }
+  });
+  worker.join();
+  if (failed != nullptr) {
+    unlink(path.c_str());
+    SysError(env, failed, err, path).ThrowAsJavaScriptException();
+  }
+  return env.Undefined();
+}
+
+Napi::Value DeleteNetns(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (info.Length() < 1 || !info[0].IsString()) {
+    Napi::TypeError::New(env, "deleteNetns(path) needs a path").ThrowAsJavaScriptException();
+    return env.Undefined();
+  }
+  std::string path = info[0].As<Napi::String>().Utf8Value();
+  // EINVAL: not a mount point (already unpinned); ENOENT: already gone. Both are fine.
+  if (umount2(path.c_str(), MNT_DETACH) != 0 && errno != EINVAL && errno != ENOENT) {
+    SysError(env, "umount2", errno, path).ThrowAsJavaScriptException();
+    return env.Undefined();
+  }
+  if (unlink(path.c_str()) != 0 && errno != ENOENT) SysError(env, "unlink", errno, path).ThrowAsJavaScriptException();
+  return env.Undefined();
+}
+
+Napi::Object Init(Napi::Env env, Napi::Object exports) {
+  exports.Set("setns", Napi::Function::New(env, SetNs));
+  exports.Set("createNetns", Napi::Function::New(env, CreateNetns));
+  exports.Set("deleteNetns", Napi::Function::New(env, DeleteNetns));
+  exports.Set("CLONE_NEWNET", Napi::Number::New(env, CLONE_NEWNET));
+  return exports;
+}
+
+}  // namespace
+
+NODE_API_MODULE(weft_native, Init)

@@ -1,0 +1,69 @@
+// What the data plane is told to program. The data plane turns this desired
+// state into kernel state through netlink and reads kernel state back for the
+// reconcile. It never reads the cluster store: the agent and the driver decide
+// what each host should have.
+//
+// Layout in the kernel (the same as Docker's own overlay driver):
+//   - per network, a network namespace of its own, pinned at
+//     <runDir>/netns/<nsName>, holding a bridge (no IP address) and, in cluster
+//     mode, a VXLAN device enslaved to it. A namespace of its own keeps bridged
+//     traffic out of the host's iptables (dockerd sets FORWARD to DROP and
+//     br_netfilter sends bridged frames through it).
+//   - per endpoint, a veth pair: one end on the bridge inside the network
+//     namespace, the other end in the host namespace, handed to Docker in Join
+//     (Docker moves it into the container and renames it ethN).
+
+export interface VxlanSpec {
+  /** Device name inside the network namespace, at most 15 characters. */
+  name: string;
+  vni: number;
+  /** This host's advertise (underlay) address: the VTEP's source address. */
+  local: string;
+  /** UDP destination port, 4789 by default. */
+  port: number;
+  /** MTU of the VXLAN device: underlay MTU minus 50. */
+  mtu: number;
+}
+
+export interface NetworkSpec {
+  /** Short stable id of the cluster network (10 hex digits), used to derive every name. */
+  id: string;
+  /** Path of the bind mount that pins the network namespace. */
+  nsPath: string;
+  /** Bridge name inside the network namespace. */
+  bridge: string;
+  /** MTU of every link of this network (bridge, veths, VXLAN). */
+  mtu: number;
+  /** Present in cluster mode. */
+  vxlan?: VxlanSpec;
+}
+
+export interface EndpointSpec {
+  /** Name of the end handed to Docker (host namespace), at most 15 characters. */
+  hostIf: string;
+  /** Name of the end on the bridge (network namespace), at most 15 characters. */
+  bridgeIf: string;
+  /** MAC of the container's interface, "02:42:0a:28:00:02". */
+  mac: string;
+  mtu: number;
+}
+
+/** A remote endpoint on another host: programs an FDB entry (mac -> vtep) and a permanent neighbour (ip -> mac). */
+export interface RemoteEndpoint {
+  ip: string;
+  mac: string;
+  vtep: string;
+}
+
+/** Everything a network's VXLAN device should forward to. */
+export interface PeerState {
+  endpoints: RemoteEndpoint[];
+  /** Underlay addresses of every other host with endpoints on the network: all-zero FDB entries for broadcast and multicast. */
+  floodVteps: string[];
+}
+
+/** What programPeers changed: the reconcile counts these as corrections. */
+export interface PeerDiff {
+  added: number;
+  removed: number;
+}
