@@ -1,0 +1,369 @@
+// The data plane: desired state in (types.ts), kernel state out, through
+// netlink only. Every method is idempotent, because restart recovery and
+// Docker's replays call them again on state that may already be there.
+//
+// Where things live (the "host" namespace is the process's own unless
+// hostNetns says otherwise, so tests can run several hosts in one process):
+//   - the network namespace, pinned at spec.nsPath: lo, the bridge, the VXLAN
+//     device, the bridge ends of the veths, the FDB and neighbour entries;
+//   - the host namespace: the host ends of the veths until Docker moves them,
+//     and the VXLAN device's UDP socket. The device is created from the host
+//     namespace with IFLA_NET_NS_FD pointing at the network namespace: the
+//     kernel opens a VXLAN socket in the namespace the device was created
+//     from (its link-netns), not the one it sits in, so the socket binds next
+//     to the underlay address while the device sits on the private bridge.
+import * as fs from 'fs';
+import * as path from 'path';
+import type { NetworkSpec, EndpointSpec, PeerState, PeerDiff, RemoteEndpoint } from './types';
+import { Rtnl, LinkInfo, errorCode } from './netlink';
+import { socketIn, forgetSocket, ensureNetns, removeNetns, isPinnedNetns, withNsFd } from './netns';
+import { MAX_IFNAME, networkIdFromNetnsName } from './names';
+
+export interface DataPlaneLogger {
+  debug(obj: object, msg?: string): void;
+  info(obj: object, msg?: string): void;
+  warn(obj: object, msg?: string): void;
+}
+
+export interface DataPlaneOptions {
+  /** weft's runtime directory; network namespaces are pinned under <runDir>/netns. */
+  runDir: string;
+  /** Path of the namespace that plays the host (default: this process's namespace). */
+  hostNetns?: string;
+  logger?: DataPlaneLogger;
+}
+
+const ZERO_MAC = '00:00:00:00:00:00';
+const IPV4 = /^(25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)(\.(25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)){3}$/;
+const MAC = /^[0-9a-f]{2}(:[0-9a-f]{2}){5}$/;
+const silent: DataPlaneLogger = { debug() {}, info() {}, warn() {} };
+
+function checkName(kind: string, name: string): void {
+  if (!name || name.length > MAX_IFNAME || /[\s/:]/.test(name)) {
+    throw new Error(`invalid ${kind} name "${name}": 1 to ${MAX_IFNAME} characters, no spaces, '/' or ':'`);
+  }
+}
+
+function wrap(what: string, e: unknown): Error {
+  const err = new Error(`${what}: ${(e as Error)?.message ?? String(e)}`, { cause: e });
+  const code = errorCode(e);
+  if (code) (err as Error & { code?: string }).code = code;
+  return err;
+}
+
+export class DataPlane {
+  private readonly runDir: string;
+  private readonly hostNetns: string | undefined;
+  private readonly log: DataPlaneLogger;
+  // Operations on one network run one at a time: a create racing a delete
+  // or a peer reconcile on the same namespace would see half-made state.
+  private readonly locks = new Map<string, Promise<unknown>>();
+  private readonly used = new Set<string>();
+  private closed = false;
+
+  constructor(opts: DataPlaneOptions) {
+    this.runDir = opts.runDir;
+    this.hostNetns = opts.hostNetns;
+    this.log = opts.logger ?? silent;
+  }
+
+  private get netnsDir(): string {
+    return path.join(this.runDir, 'netns');
+  }
+
+  private host(): Rtnl {
+    if (this.closed) throw new Error('the data plane is closed');
+    return socketIn(this.hostNetns);
+  }
+
+  private netSocket(net: NetworkSpec): Rtnl {
+    if (this.closed) throw new Error('the data plane is closed');
+    if (!isPinnedNetns(net.nsPath)) {
+      throw new Error(`network ${net.id}: namespace ${net.nsPath} does not exist (ensureNetwork first)`);
+    }
+    this.used.add(net.nsPath);
+    return socketIn(net.nsPath);
+  }
+
+  private serial<T>(key: string, fn: () => Promise<T>): Promise<T> {
+    const prev = this.locks.get(key) ?? Promise.resolve();
+    const run = prev.then(fn, fn);
+    const tail = run.catch(() => undefined);
+    this.locks.set(key, tail);
+    void tail.then(() => { if (this.locks.get(key) === tail) this.locks.delete(key); });
+    return run;
+  }
+
+  // ---- networks
+
+  async ensureNetwork(spec: NetworkSpec): Promise<void> {
+    checkName('bridge', spec.bridge);
+    if (spec.vxlan) checkName('vxlan', spec.vxlan.name);
+    return this.serial(spec.nsPath, async () => {
+      try {
+        await this.ensureNetworkLocked(spec);
+      } catch (e) {
+        throw wrap(`ensureNetwork ${spec.id} (netns ${spec.nsPath})`, e);
+      }
+    });
+  }
+
+  private async ensureNetworkLocked(spec: NetworkSpec): Promise<void> {
+    fs.mkdirSync(path.dirname(spec.nsPath), { recursive: true, mode: 0o755 });
+    if (ensureNetns(spec.nsPath)) this.log.info({ network: spec.id, netns: spec.nsPath }, 'network namespace created');
+    const ns = this.netSocket(spec);
+    const links = new Map((await ns.listLinks()).map((l) => [l.name, l]));
+
+    const lo = links.get('lo');
+    if (lo && !lo.up) await ns.setLink(lo.index, 'lo', { up: true });
+
+    let br = links.get(spec.bridge);
+    if (br && br.kind !== 'bridge') {
+      this.log.warn({ network: spec.id, link: br.name, kind: br.kind }, 'replacing a link that is not a bridge');
+      await ns.delLink(br.index);
+      br = undefined;
+    }
+    if (!br) {
+      await ns.createBridge(spec.bridge, spec.mtu);
+      br = await this.mustGet(ns, spec.bridge);
+      this.log.info({ network: spec.id, bridge: spec.bridge }, 'bridge created');
+    } else {
+      await this.fixLink(ns, br, { mtu: spec.mtu, up: true });
+    }
+
+    const vx = spec.vxlan;
+    for (const l of links.values()) {
+      // A VXLAN device that is not the one the spec names (or none is wanted): its VNI would still be claimed.
+      if (l.kind === 'vxlan' && l.name !== vx?.name) {
+        this.log.warn({ network: spec.id, link: l.name }, 'removing a VXLAN device not in the spec');
+        await ns.delLink(l.index);
+      }
+    }
+    if (!vx) return;
+    let v = links.get(vx.name);
+    if (v) {
+      const got = v.vxlan;
+      const wrong = v.kind !== 'vxlan' || !got || got.vni !== vx.vni || got.local !== vx.local ||
+        got.port !== vx.port || got.learning || !got.proxy || v.linkNetnsid === undefined;
+      if (wrong) {
+        this.log.warn({ network: spec.id, link: v.name, kind: v.kind, got, linkNetnsid: v.linkNetnsid, want: vx },
+          'VXLAN device differs from the spec: recreating it');
+        await ns.delLink(v.index);
+        v = undefined;
+      }
+    }
+    if (!v) {
+      const hostSock = this.host();
+      await withNsFd(spec.nsPath, (nsFd) => hostSock.createVxlan({ ...vx, nsFd }));
+      v = await this.mustGet(ns, vx.name);
+      this.log.info({ network: spec.id, vxlan: vx.name, vni: vx.vni, local: vx.local }, 'VXLAN device created');
+    }
+    await this.fixLink(ns, v, { mtu: vx.mtu, master: br.index, up: true });
+  }
+
+  private async mustGet(ns: Rtnl, name: string): Promise<LinkInfo> {
+    const l = await ns.getLink(name);
+    if (!l) throw new Error(`link ${name} vanished right after it was created in ${ns.label}`);
+    return l;
+  }
+
+  /** One setLink with only what differs. */
+  private async fixLink(ns: Rtnl, l: LinkInfo, want: { mtu?: number; master?: number; up?: boolean; mac?: string }): Promise<boolean> {
+    const c: { mtu?: number; master?: number; up?: boolean; mac?: string } = {};
+    if (want.mtu !== undefined && l.mtu !== want.mtu) c.mtu = want.mtu;
+    if (want.master !== undefined && l.master !== want.master) c.master = want.master;
+    if (want.up !== undefined && l.up !== want.up) c.up = want.up;
+    if (want.mac !== undefined && l.mac !== want.mac.toLowerCase()) c.mac = want.mac;
+    if (Object.keys(c).length === 0) return false;
+    await ns.setLink(l.index, l.name, c);
+    this.log.info({ link: l.name, netns: ns.label, change: c }, 'link brought back to spec');
+    return true;
+  }
+
+  async deleteNetwork(spec: NetworkSpec): Promise<void> {
+    return this.serial(spec.nsPath, async () => {
+      try {
+        if (isPinnedNetns(spec.nsPath)) {
+          const ns = socketIn(spec.nsPath);
+          // The kernel tears a dropped namespace down asynchronously. Deleting the
+          // veths and the VXLAN device now frees their host ends and the VNI at
+          // once, so the same network can be created again straight away.
+          for (const l of await ns.listLinks()) {
+            if (l.kind === 'veth' || l.kind === 'vxlan') await ns.delLink(l.index);
+          }
+        }
+        this.used.delete(spec.nsPath);
+        removeNetns(spec.nsPath);
+        this.log.info({ network: spec.id, netns: spec.nsPath }, 'network removed');
+      } catch (e) {
+        throw wrap(`deleteNetwork ${spec.id} (netns ${spec.nsPath})`, e);
+      }
+    });
+  }
+
+  async listNetworkIds(): Promise<string[]> {
+    let names: string[];
+    try {
+      names = await fs.promises.readdir(this.netnsDir);
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code === 'ENOENT') return [];
+      throw wrap(`listing ${this.netnsDir}`, e);
+    }
+    return names.map(networkIdFromNetnsName).filter((x): x is string => x !== undefined).sort();
+  }
+
+  // ---- endpoints
+
+  async createEndpoint(net: NetworkSpec, ep: EndpointSpec): Promise<void> {
+    checkName('host interface', ep.hostIf);
+    checkName('bridge interface', ep.bridgeIf);
+    if (!MAC.test(ep.mac.toLowerCase())) throw new Error(`createEndpoint ${ep.hostIf}: invalid MAC "${ep.mac}"`);
+    return this.serial(net.nsPath, async () => {
+      const what = `createEndpoint ${ep.bridgeIf}/${ep.hostIf} on network ${net.id} (netns ${net.nsPath})`;
+      let ns: Rtnl;
+      let br: LinkInfo | undefined;
+      let existing: LinkInfo | undefined;
+      try {
+        ns = this.netSocket(net);
+        br = await ns.getLink(net.bridge);
+        if (!br) throw new Error(`bridge ${net.bridge} is missing (ensureNetwork first)`);
+        existing = await ns.getLink(ep.bridgeIf);
+        if (existing && existing.kind !== 'veth') throw new Error(`${ep.bridgeIf} exists and is a ${existing.kind ?? 'device'}, not a veth`);
+        if (existing) {
+          await this.fixLink(ns, existing, { mtu: ep.mtu, master: br.index, up: true });
+          // Still here only until Docker moves it: then it is no longer ours to fix.
+          const h = await this.host().getLink(ep.hostIf);
+          if (h && h.kind === 'veth') await this.fixLink(this.host(), h, { mtu: ep.mtu, mac: ep.mac });
+          return;
+        }
+      } catch (e) {
+        throw wrap(what, e);
+      }
+      const bridgeIndex = br.index;
+      try {
+        // One request: the kernel creates both ends (the host end straight in the
+        // host namespace), enslaves and raises the bridge end, or does nothing.
+        await withNsFd(this.hostNetns, (hostFd) => ns.createVeth(
+          { name: ep.bridgeIf, mtu: ep.mtu, master: bridgeIndex, up: true },
+          { name: ep.hostIf, mtu: ep.mtu, mac: ep.mac, nsFd: hostFd }));
+      } catch (e) {
+        // Only a lost reply (timeout, dead socket) can leave the pair behind; it did not exist before this call.
+        try {
+          if (await ns.delLink(ep.bridgeIf)) this.log.warn({ link: ep.bridgeIf, netns: net.nsPath }, 'rolled back a half-made endpoint');
+        } catch (re) {
+          this.log.warn({ link: ep.bridgeIf, netns: net.nsPath, err: (re as Error).message }, 'rollback failed');
+        }
+        throw wrap(what, e);
+      }
+    });
+  }
+
+  async deleteEndpoint(net: NetworkSpec, ep: EndpointSpec): Promise<void> {
+    return this.serial(net.nsPath, async () => {
+      try {
+        // The bridge end is always ours to find; deleting it takes the peer with it, wherever Docker put it.
+        if (isPinnedNetns(net.nsPath)) await this.netSocket(net).delLink(ep.bridgeIf);
+        await this.host().delLink(ep.hostIf);
+      } catch (e) {
+        throw wrap(`deleteEndpoint ${ep.bridgeIf}/${ep.hostIf} on network ${net.id}`, e);
+      }
+    });
+  }
+
+  // ---- peers
+
+  async programPeers(net: NetworkSpec, desired: PeerState): Promise<PeerDiff> {
+    for (const ep of desired.endpoints) {
+      if (!IPV4.test(ep.ip) || !IPV4.test(ep.vtep) || !MAC.test(ep.mac.toLowerCase())) {
+        throw new Error(`programPeers ${net.id}: invalid remote endpoint ${JSON.stringify(ep)}`);
+      }
+    }
+    for (const v of desired.floodVteps) if (!IPV4.test(v)) throw new Error(`programPeers ${net.id}: invalid flood VTEP "${v}"`);
+    if (!net.vxlan) {
+      if (desired.endpoints.length || desired.floodVteps.length) throw new Error(`programPeers ${net.id}: the network has no VXLAN device`);
+      return { added: 0, removed: 0 };
+    }
+    const vxName = net.vxlan.name;
+    return this.serial(net.nsPath, async () => {
+      try {
+        const { ns, vx, fdb, neigh } = await this.readKernelPeers(net, vxName);
+        const wantFdb = new Set<string>();
+        for (const ep of desired.endpoints) wantFdb.add(`${ep.mac.toLowerCase()}|${ep.vtep}`);
+        for (const v of desired.floodVteps) wantFdb.add(`${ZERO_MAC}|${v}`);
+        const wantNeigh = new Map(desired.endpoints.map((ep) => [ep.ip, ep.mac.toLowerCase()]));
+
+        const fdbDel = [...fdb].filter((k) => !wantFdb.has(k));
+        const fdbAdd = [...wantFdb].filter((k) => !fdb.has(k));
+        const neighDel = [...neigh.keys()].filter((ip) => !wantNeigh.has(ip));
+        const neighSet = [...wantNeigh].filter(([ip, m]) => neigh.get(ip) !== m);
+        // A neighbour with the wrong MAC is replaced in place: one removal plus one addition.
+        const replaced = neighSet.filter(([ip]) => neigh.has(ip)).length;
+
+        const gone = (e: unknown) => { if (errorCode(e) !== 'ENOENT') throw e; };
+        const there = (e: unknown) => { if (errorCode(e) !== 'EEXIST') throw e; };
+        // Removals first, so a MAC that moved to another VTEP never has two destinations at once.
+        await Promise.all([
+          ...fdbDel.map((k) => { const [m, d] = k.split('|'); return ns.fdbDel(vx, m, d).catch(gone); }),
+          ...neighDel.map((ip) => ns.delNeighbour(vx, ip).catch(gone)),
+        ]);
+        await Promise.all([
+          ...fdbAdd.map((k) => { const [m, d] = k.split('|'); return ns.fdbAppend(vx, m, d).catch(there); }),
+          ...neighSet.map(([ip, m]) => ns.addNeighbour(vx, ip, m)),
+        ]);
+        const diff = { added: fdbAdd.length + neighSet.length, removed: fdbDel.length + neighDel.length + replaced };
+        if (diff.added || diff.removed) this.log.info({ network: net.id, ...diff }, 'peers programmed');
+        return diff;
+      } catch (e) {
+        throw wrap(`programPeers ${net.id} (netns ${net.nsPath})`, e);
+      }
+    });
+  }
+
+  async readPeers(net: NetworkSpec): Promise<PeerState> {
+    if (!net.vxlan) return { endpoints: [], floodVteps: [] };
+    const vxName = net.vxlan.name;
+    return this.serial(net.nsPath, async () => {
+      try {
+        const { fdb, neigh } = await this.readKernelPeers(net, vxName);
+        const macToVtep = new Map<string, string>();
+        const floodVteps: string[] = [];
+        for (const k of fdb) {
+          const [m, d] = k.split('|');
+          if (m === ZERO_MAC) floodVteps.push(d);
+          else macToVtep.set(m, d);
+        }
+        // Entries programmed in halves (FDB without neighbour or the reverse) show with an empty ip or vtep.
+        const endpoints: RemoteEndpoint[] = [...neigh].map(([ip, m]) => ({ ip, mac: m, vtep: macToVtep.get(m) ?? '' }));
+        const withIp = new Set(neigh.values());
+        for (const [m, d] of macToVtep) if (!withIp.has(m)) endpoints.push({ ip: '', mac: m, vtep: d });
+        endpoints.sort((a, b) => (a.ip + a.mac).localeCompare(b.ip + b.mac));
+        return { endpoints, floodVteps: floodVteps.sort() };
+      } catch (e) {
+        throw wrap(`readPeers ${net.id} (netns ${net.nsPath})`, e);
+      }
+    });
+  }
+
+  /** The entries weft manages: permanent FDB entries with a destination, and permanent neighbours, on the VXLAN device. */
+  private async readKernelPeers(net: NetworkSpec, vxName: string): Promise<{ ns: Rtnl; vx: number; fdb: Set<string>; neigh: Map<string, string> }> {
+    const ns = this.netSocket(net);
+    const link = await ns.getLink(vxName);
+    if (!link) throw new Error(`VXLAN device ${vxName} is missing (ensureNetwork first)`);
+    const vx = link.index;
+    const [fdbDump, neighDump] = await Promise.all([ns.listFdb(), ns.listNeighbours()]);
+    const fdb = new Set<string>();
+    for (const e of fdbDump) if (e.ifindex === vx && e.self && e.permanent && e.mac && e.ip) fdb.add(`${e.mac}|${e.ip}`);
+    const neigh = new Map<string, string>();
+    for (const e of neighDump) if (e.ifindex === vx && e.permanent && e.ip && e.mac) neigh.set(e.ip, e.mac);
+    return { ns, vx, fdb, neigh };
+  }
+
+  /** Closes the sockets of every namespace this instance used. */
+  close(): void {
+    if (this.closed) return;
+    this.closed = true;
+    for (const p of this.used) forgetSocket(p);
+    this.used.clear();
+    forgetSocket(this.hostNetns);
+  }
+}

@@ -1,0 +1,271 @@
+// The one module that talks to the `netlink` package (pinned 0.3.0). It hides
+// the package's defects (docs/netlink-notes.md §6): every socket gets a 4 MiB
+// receive buffer (an overflow aborts the process), every request a timeout
+// (requests on a dead socket never settle), a bound on requests in flight, and
+// an 'error' listener that retires the socket so the next call opens a new one.
+// Errors become NetlinkError with an errno-style code and the operation named.
+import { createRtNetlink, RtNetlinkSocket, AttrStream, StreamData, FlagsNew, rt, ifla } from 'netlink';
+
+const AF_INET = 2;
+const AF_BRIDGE = 7;
+const RECV_BUFFER = 4 << 20;
+
+export class NetlinkError extends Error {
+  /** errno name from the kernel ('EEXIST', 'ENODEV', …), 'ETIMEDOUT' or 'ESOCKET' (socket died). */
+  readonly code: string;
+  constructor(op: string, code: string, cause: unknown) {
+    super(`${op}: ${code === 'ESOCKET' || code === 'ETIMEDOUT' ? (cause as Error)?.message ?? code : code}`, { cause });
+    this.name = 'NetlinkError';
+    this.code = code;
+  }
+}
+
+/** 'EEXIST' for `Request rejected: EEXIST` (the package carries no errno), the code of a NetlinkError, or undefined. */
+export function errorCode(e: unknown): string | undefined {
+  if (e instanceof NetlinkError) return e.code;
+  const msg = e instanceof Error ? e.message : String(e);
+  const m = /Request rejected: (\w+)/.exec(msg);
+  if (m) return m[1];
+  if (/Timeout has been reached/.test(msg)) return 'ETIMEDOUT';
+  return undefined;
+}
+
+const enc = (sd: StreamData): Buffer => { const s = new AttrStream(); s.emit(sd); return Buffer.concat(s.bufs); };
+const ip4 = (s: string): Buffer => Buffer.from(s.split('.').map(Number));
+const mac = (s: string): Buffer => Buffer.from(s.split(':').map((h) => parseInt(h, 16)));
+const be16 = (n: number): Buffer => { const b = Buffer.alloc(2); b.writeUInt16BE(n); return b; };
+const linkinfo = (kind: string, data?: Buffer): Buffer => enc(ifla.formatInfo(data ? { kind, data } : { kind }));
+export const macString = (b: Buffer): string => [...b].map((x) => x.toString(16).padStart(2, '0')).join(':');
+export const ip4String = (b: Buffer): string => [...b].join('.');
+const UP = { change: { up: true as const }, flags: { up: true as const } };
+const CREATE_EXCL = { flags: FlagsNew.CREATE | FlagsNew.EXCL };
+
+export interface VxlanInfo { vni?: number; local?: string; port?: number; learning?: boolean; proxy?: boolean }
+export interface LinkInfo {
+  index: number;
+  name: string;
+  kind?: string;
+  mtu?: number;
+  master?: number;
+  up: boolean;
+  mac?: string;
+  /** Set when the link's other side (veth peer, VXLAN socket) lives in another namespace. */
+  linkNetnsid?: number;
+  vxlan?: VxlanInfo;
+}
+export interface NeighEntry { ifindex: number; ip?: string; mac?: string; permanent: boolean; self: boolean }
+
+export interface PeerEnd { name: string; mtu?: number; mac?: string; nsFd?: number }
+export interface LinkChange { mtu?: number; master?: number; mac?: string; name?: string; nsFd?: number; up?: boolean }
+
+function parseLink(m: rt.LinkMessage): LinkInfo {
+  const info = m.attrs.linkinfo ? ifla.parseInfo(m.attrs.linkinfo) : undefined;
+  const out: LinkInfo = { index: m.data.index ?? 0, name: m.attrs.ifname ?? '', up: !!m.data.flags?.up };
+  if (info?.kind) out.kind = info.kind;
+  if (m.attrs.mtu !== undefined) out.mtu = m.attrs.mtu;
+  if (m.attrs.master) out.master = m.attrs.master;
+  if (m.attrs.address) out.mac = macString(m.attrs.address);
+  if (m.attrs.linkNetnsid !== undefined) out.linkNetnsid = m.attrs.linkNetnsid;
+  if (info?.kind === 'vxlan' && info.data) {
+    const v = ifla.parseVxlan(info.data);
+    out.vxlan = {
+      ...(v.id !== undefined ? { vni: v.id } : {}),
+      ...(v.local ? { local: ip4String(v.local) } : {}),
+      ...(v.port ? { port: v.port.readUInt16BE(0) } : {}),
+      learning: !!v.learning,
+      proxy: !!v.proxy,
+    };
+  }
+  return out;
+}
+
+function parseNeigh(m: rt.NeighborMessage): NeighEntry {
+  const e: NeighEntry = { ifindex: m.data.ifindex ?? 0, permanent: !!m.data.state?.permanent, self: !!m.data.flags?.self };
+  if (m.attrs.dst && m.attrs.dst.length === 4) e.ip = ip4String(m.attrs.dst);
+  if (m.attrs.lladdr && m.attrs.lladdr.length === 6) e.mac = macString(m.attrs.lladdr);
+  return e;
+}
+
+/** A fresh rtnetlink socket in the calling thread's current namespace, with the receive buffer raised. */
+export function openRtnetlink(): RtNetlinkSocket {
+  const s = createRtNetlink();
+  // Capped by net.core.rmem_max (SO_RCVBUF, not FORCE); bounded in-flight requests keep us safe below it.
+  s.socket.setRecvBufferSize(RECV_BUFFER);
+  return s;
+}
+
+export interface RtnlOptions {
+  /** Shown in every error: which namespace the socket lives in. */
+  label: string;
+  /** Opens the underlying socket (in the right namespace); called again after the socket dies. */
+  open: () => RtNetlinkSocket;
+  timeoutMs?: number;
+  maxInFlight?: number;
+}
+
+interface Generation { s: RtNetlinkSocket; dead: boolean; died: Promise<never>; kill: (e: Error) => void }
+
+/** One rtnetlink socket in one namespace, used through typed operations. */
+export class Rtnl {
+  readonly label: string;
+  private gen?: Generation;
+  private readonly timeoutMs: number;
+  private readonly maxInFlight: number;
+  private inFlight = 0;
+  private readonly waiters: (() => void)[] = [];
+  private closed = false;
+
+  constructor(private readonly opts: RtnlOptions) {
+    this.label = opts.label;
+    this.timeoutMs = opts.timeoutMs ?? 10_000;
+    this.maxInFlight = opts.maxInFlight ?? 32;
+  }
+
+  private socket(): Generation {
+    if (this.closed) throw new NetlinkError(`netlink socket in ${this.label}`, 'ESOCKET', new Error('socket closed'));
+    if (this.gen && !this.gen.dead) return this.gen;
+    const s = this.opts.open();
+    let kill!: (e: Error) => void;
+    const died = new Promise<never>((_, reject) => { kill = reject; });
+    died.catch(() => undefined);
+    const g: Generation = { s, dead: false, died, kill };
+    s.socket.on('error', (e) => this.retire(g, e));
+    this.gen = g;
+    return g;
+  }
+
+  private retire(g: Generation, e: Error): void {
+    if (g.dead) return;
+    g.dead = true;
+    g.kill(new Error(`netlink socket in ${this.label} failed: ${e.message}`));
+    try { g.s.socket.close(); } catch { /* already closed */ }
+  }
+
+  private async call<T>(op: string, fn: (s: RtNetlinkSocket, o: { timeout: number }) => Promise<T>): Promise<T> {
+    if (this.inFlight >= this.maxInFlight) await new Promise<void>((r) => this.waiters.push(r));
+    this.inFlight++;
+    try {
+      const g = this.socket();
+      try {
+        return await Promise.race([fn(g.s, { timeout: this.timeoutMs }), g.died]);
+      } catch (e) {
+        const code = errorCode(e) ?? 'ESOCKET';
+        // A reply that never came means the socket lost messages: start over on a new one.
+        if (code === 'ETIMEDOUT') this.retire(g, e as Error);
+        throw new NetlinkError(`${op} in ${this.label}`, code, e);
+      }
+    } finally {
+      this.inFlight--;
+      this.waiters.shift()?.();
+    }
+  }
+
+  close(): void {
+    this.closed = true;
+    if (this.gen) this.retire(this.gen, new Error('closed'));
+  }
+
+  // ---- links
+
+  /** The link by name, or undefined if there is none. */
+  async getLink(name: string): Promise<LinkInfo | undefined> {
+    try {
+      const r = await this.call(`get link ${name}`, (s, o) => s.getLink({}, { ifname: name }, o));
+      return r[0] ? parseLink(r[0]) : undefined;
+    } catch (e) {
+      if (errorCode(e) === 'ENODEV') return undefined;
+      throw e;
+    }
+  }
+
+  async listLinks(): Promise<LinkInfo[]> {
+    return (await this.call('dump links', (s, o) => s.getLinks({}, {}, o))).map(parseLink);
+  }
+
+  async createBridge(name: string, mtu: number): Promise<void> {
+    await this.call(`create bridge ${name}`, (s, o) =>
+      s.newLink(UP, { ifname: name, mtu, linkinfo: linkinfo('bridge') }, { ...CREATE_EXCL, ...o }));
+  }
+
+  /** A veth pair in one request (atomic: the kernel creates both ends, enslaves and raises this end, or nothing). */
+  async createVeth(a: { name: string; mtu: number; master?: number; up?: boolean; nsFd?: number }, peer: PeerEnd): Promise<void> {
+    const peerAttrs: ifla.LinkAttrs = { ifname: peer.name };
+    if (peer.mtu !== undefined) peerAttrs.mtu = peer.mtu;
+    if (peer.mac !== undefined) peerAttrs.address = mac(peer.mac);
+    if (peer.nsFd !== undefined) peerAttrs.netNsFd = peer.nsFd;
+    const peerPayload = Buffer.concat([rt.formatLink({}), enc(ifla.formatLinkAttrs(peerAttrs))]);
+    const attrs: ifla.LinkAttrs = { ifname: a.name, mtu: a.mtu, linkinfo: linkinfo('veth', enc(ifla.formatVethInfo({ peer: peerPayload }))) };
+    if (a.master !== undefined) attrs.master = a.master;
+    if (a.nsFd !== undefined) attrs.netNsFd = a.nsFd;
+    await this.call(`create veth ${a.name}/${peer.name}`, (s, o) => s.newLink(a.up ? UP : {}, attrs, { ...CREATE_EXCL, ...o }));
+  }
+
+  /**
+   * A VXLAN device without learning, with proxy ARP (ARP requests answered from the neighbour table).
+   * Its UDP socket lives in the namespace of this socket even when nsFd puts the device elsewhere.
+   */
+  async createVxlan(v: { name: string; vni: number; local: string; port: number; mtu: number; nsFd?: number }): Promise<void> {
+    const data = enc(ifla.formatVxlan({ id: v.vni, local: ip4(v.local), port: be16(v.port), learning: 0, proxy: 1, udpCsum: 1 }));
+    const attrs: ifla.LinkAttrs = { ifname: v.name, mtu: v.mtu, linkinfo: linkinfo('vxlan', data) };
+    if (v.nsFd !== undefined) attrs.netNsFd = v.nsFd;
+    await this.call(`create vxlan ${v.name} (vni ${v.vni}, local ${v.local})`, (s, o) => s.newLink({}, attrs, { ...CREATE_EXCL, ...o }));
+  }
+
+  async setLink(index: number, what: string, c: LinkChange): Promise<void> {
+    const attrs: ifla.LinkAttrs = {};
+    if (c.mtu !== undefined) attrs.mtu = c.mtu;
+    if (c.master !== undefined) attrs.master = c.master;
+    if (c.mac !== undefined) attrs.address = mac(c.mac);
+    if (c.name !== undefined) attrs.ifname = c.name;
+    if (c.nsFd !== undefined) attrs.netNsFd = c.nsFd;
+    const data: rt.Link = { index };
+    if (c.up !== undefined) { data.change = { up: true }; data.flags = c.up ? { up: true } : {}; }
+    await this.call(`set link ${what} ${JSON.stringify({ ...c, nsFd: undefined })}`, (s, o) => s.setLink(data, attrs, o));
+  }
+
+  /** Deletes by index or name; false if it was not there. */
+  async delLink(link: number | string): Promise<boolean> {
+    try {
+      await this.call(`delete link ${link}`, (s, o) =>
+        typeof link === 'number' ? s.delLink({ index: link }, {}, o) : s.delLink({}, { ifname: link }, o));
+      return true;
+    } catch (e) {
+      if (errorCode(e) === 'ENODEV') return false;
+      throw e;
+    }
+  }
+
+  // ---- IPv4 neighbours (ip neigh … nud permanent)
+
+  async listNeighbours(): Promise<NeighEntry[]> {
+    return (await this.call('dump neighbours', (s, o) => s.getNeighbors({ family: AF_INET }, {}, o))).map(parseNeigh);
+  }
+
+  async addNeighbour(ifindex: number, ip: string, lladdr: string): Promise<void> {
+    await this.call(`add neighbour ${ip} -> ${lladdr} on ${ifindex}`, (s, o) =>
+      s.newNeighbor({ family: AF_INET, ifindex, state: { permanent: true } }, { dst: ip4(ip), lladdr: mac(lladdr) },
+        { flags: FlagsNew.CREATE | FlagsNew.REPLACE, ...o }));
+  }
+
+  async delNeighbour(ifindex: number, ip: string): Promise<void> {
+    await this.call(`delete neighbour ${ip} on ${ifindex}`, (s, o) => s.delNeighbor({ family: AF_INET, ifindex }, { dst: ip4(ip) }, o));
+  }
+
+  // ---- bridge FDB (bridge fdb append … dst … self permanent)
+
+  async listFdb(): Promise<NeighEntry[]> {
+    return (await this.call('dump fdb', (s, o) => s.getNeighbors({ family: AF_BRIDGE }, {}, o))).map(parseNeigh);
+  }
+
+  async fdbAppend(ifindex: number, lladdr: string, dst: string): Promise<void> {
+    await this.call(`fdb append ${lladdr} dst ${dst} on ${ifindex}`, (s, o) =>
+      s.newNeighbor({ family: AF_BRIDGE, ifindex, state: { permanent: true }, flags: { self: true } },
+        { lladdr: mac(lladdr), dst: ip4(dst) }, { flags: FlagsNew.CREATE | FlagsNew.APPEND, ...o }));
+  }
+
+  async fdbDel(ifindex: number, lladdr: string, dst: string): Promise<void> {
+    await this.call(`fdb delete ${lladdr} dst ${dst} on ${ifindex}`, (s, o) =>
+      s.delNeighbor({ family: AF_BRIDGE, ifindex, state: { permanent: true }, flags: { self: true } },
+        { lladdr: mac(lladdr), dst: ip4(dst) }, o));
+  }
+}
