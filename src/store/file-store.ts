@@ -1,0 +1,1001 @@
+// FileStore: the embedded store for a single host, with no etcd.
+//
+// State lives in memory (an ordered key map) and in an append-only log on
+// disk, `<dir>/store.log`: one line per committed transaction,
+//
+//     <crc32 as 8 hex digits> <JSON record>\n
+//
+// written and fdatasync'ed before the transaction resolves, so an
+// acknowledged write survives a crash. At open the log is replayed; a torn or
+// corrupt tail (a crash in the middle of an append) is cut away. A corrupt
+// record *followed by valid ones* cannot come from a crash, so it is refused
+// rather than silently dropping committed data.
+//
+// Compaction rewrites the log as a single snapshot record into a temp file,
+// fsyncs it, renames it over the log and fsyncs the directory, so at every
+// instant either the old or the new log is complete on disk.
+//
+// A lock file keeps two weft processes from opening the same store. Leases
+// are in-process timers: a lease belongs to the process that granted it, so
+// keys still attached to a lease when the store is opened belong to a
+// process that died and are deleted at open.
+import * as fs from 'node:fs';
+import * as fsp from 'node:fs/promises';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { randomBytes } from 'node:crypto';
+import type { Logger } from 'pino';
+import {
+  Compare,
+  KeyValue,
+  Lease,
+  LeaseId,
+  ListResult,
+  Op,
+  Store,
+  StoreUnavailableError,
+  TxnResult,
+  WatchEvent,
+  Watcher,
+  WatchOptions,
+} from './store';
+
+export type StoreLogger = Pick<Logger, 'debug' | 'info' | 'warn' | 'error'>;
+
+const noop = (): void => undefined;
+export const silentLogger = { debug: noop, info: noop, warn: noop, error: noop } as unknown as StoreLogger;
+
+export interface FileStoreOptions {
+  logger?: StoreLogger;
+  /**
+   * How many recent events are kept in memory so that a watch can resume from
+   * an older revision. A watch from before the oldest kept event gets onReset.
+   */
+  watchHistory?: number;
+  /**
+   * The log is compacted once it is larger than both this many bytes and
+   * four times the size of the last snapshot. Small values are for tests.
+   */
+  compactMinBytes?: number;
+}
+
+const LOG_FILE = 'store.log';
+const LOCK_FILE = 'store.lock';
+const FORMAT_VERSION = 1;
+const DEFAULT_WATCH_HISTORY = 10_000;
+const DEFAULT_COMPACT_MIN_BYTES = 4 * 1024 * 1024;
+const COMPACT_RATIO = 4;
+
+/** Thrown by FileStore.open when another live process holds the store. */
+export class StoreLockedError extends Error {
+  readonly code = 'WEFT_STORE_LOCKED';
+  constructor(message: string) {
+    super(message);
+    this.name = 'StoreLockedError';
+  }
+}
+
+/** Thrown by FileStore.open when the log is damaged in a way a crash cannot explain. */
+export class StoreCorruptError extends Error {
+  readonly code = 'WEFT_STORE_CORRUPT';
+  constructor(message: string) {
+    super(message);
+    this.name = 'StoreCorruptError';
+  }
+}
+
+// ---------------------------------------------------------------------------
+// Log records
+
+/** A change as logged: put (key, value, lease?) or delete (key). */
+type Change = ['p', string, string] | ['p', string, string, LeaseId] | ['d', string];
+
+interface TxnRecord {
+  t: 'txn';
+  rev: number;
+  c: Change[];
+}
+
+/** [key, value, createRevision, modRevision, lease?] */
+type SnapKv = [string, string, number, number] | [string, string, number, number, LeaseId];
+
+interface SnapRecord {
+  t: 'snap';
+  v: number;
+  rev: number;
+  kvs: SnapKv[];
+}
+
+type LogRecord = TxnRecord | SnapRecord;
+
+const CRC_TABLE = (() => {
+  const t = new Uint32Array(256);
+  for (let n = 0; n < 256; n++) {
+    let c = n;
+    for (let k = 0; k < 8; k++) c = c & 1 ? 0xedb88320 ^ (c >>> 1) : c >>> 1;
+    t[n] = c >>> 0;
+  }
+  return t;
+})();
+
+function crc32(buf: Uint8Array): number {
+  let c = 0xffffffff;
+  for (let i = 0; i < buf.length; i++) c = CRC_TABLE[(c ^ buf[i]!) & 0xff]! ^ (c >>> 8);
+  return (c ^ 0xffffffff) >>> 0;
+}
+
+function encodeRecord(rec: LogRecord): Buffer {
+  const body = Buffer.from(JSON.stringify(rec), 'utf8');
+  const head = Buffer.from(crc32(body).toString(16).padStart(8, '0') + ' ', 'ascii');
+  return Buffer.concat([head, body, Buffer.from('\n')]);
+}
+
+/** Decodes one line (without its newline); undefined when the checksum or shape is wrong. */
+function decodeRecord(line: Buffer): LogRecord | undefined {
+  if (line.length < 10 || line[8] !== 0x20) return undefined;
+  const sum = line.subarray(0, 8).toString('ascii');
+  if (!/^[0-9a-f]{8}$/.test(sum)) return undefined;
+  const body = line.subarray(9);
+  if (parseInt(sum, 16) !== crc32(body)) return undefined;
+  let rec: unknown;
+  try {
+    rec = JSON.parse(body.toString('utf8'));
+  } catch {
+    return undefined;
+  }
+  return isRecord(rec) ? rec : undefined;
+}
+
+function isRecord(x: unknown): x is LogRecord {
+  if (typeof x !== 'object' || x === null) return false;
+  const r = x as Record<string, unknown>;
+  if (typeof r.rev !== 'number' || !Number.isSafeInteger(r.rev) || r.rev < 0) return false;
+  if (r.t === 'txn') {
+    return (
+      Array.isArray(r.c) &&
+      r.c.every(
+        (c: unknown) =>
+          Array.isArray(c) &&
+          ((c[0] === 'd' && c.length === 2 && typeof c[1] === 'string') ||
+            (c[0] === 'p' &&
+              (c.length === 3 || c.length === 4) &&
+              c.slice(1).every((s: unknown) => typeof s === 'string'))),
+      )
+    );
+  }
+  if (r.t === 'snap') {
+    return (
+      typeof r.v === 'number' &&
+      Array.isArray(r.kvs) &&
+      r.kvs.every(
+        (k: unknown) =>
+          Array.isArray(k) &&
+          (k.length === 4 || k.length === 5) &&
+          typeof k[0] === 'string' &&
+          typeof k[1] === 'string' &&
+          typeof k[2] === 'number' &&
+          typeof k[3] === 'number' &&
+          (k.length === 4 || typeof k[4] === 'string'),
+      )
+    );
+  }
+  return false;
+}
+
+// ---------------------------------------------------------------------------
+// Key order
+
+/**
+ * Orders keys as etcd does: by their UTF-8 bytes. JavaScript's `<` compares
+ * UTF-16 code units, which disagrees with byte order only between surrogates
+ * (U+D800-DFFF) and U+E000-FFFF; shifting those two ranges fixes it.
+ */
+export function compareKeys(a: string, b: string): number {
+  const n = Math.min(a.length, b.length);
+  for (let i = 0; i < n; i++) {
+    let x = a.charCodeAt(i);
+    let y = b.charCodeAt(i);
+    if (x === y) continue;
+    if (x >= 0xd800 && y >= 0xd800) {
+      x = x >= 0xe000 ? x - 0x800 : x + 0x2000;
+      y = y >= 0xe000 ? y - 0x800 : y + 0x2000;
+    }
+    return x - y;
+  }
+  return a.length - b.length;
+}
+
+/** Index of the first element of the sorted array that is >= key. */
+function lowerBound(sorted: string[], key: string): number {
+  let lo = 0;
+  let hi = sorted.length;
+  while (lo < hi) {
+    const mid = (lo + hi) >>> 1;
+    if (compareKeys(sorted[mid]!, key) < 0) lo = mid + 1;
+    else hi = mid;
+  }
+  return lo;
+}
+
+// ---------------------------------------------------------------------------
+// Validation shared by the txn paths
+
+function checkKey(key: unknown, what: string): asserts key is string {
+  if (typeof key !== 'string' || key === '') throw new TypeError(`${what}: key must be a non-empty string, got ${JSON.stringify(key)}`);
+}
+
+/**
+ * Rejects what etcd rejects, so that code tested against the embedded store
+ * does not break on a cluster: a put may not share a key with another put or
+ * with any delete of the same transaction ("duplicate key given in txn
+ * request"). An empty deletePrefix would wipe the whole store, which is never
+ * what a caller meant.
+ */
+export function validateTxn(compares: Compare[], ops: Op[]): void {
+  if (!Array.isArray(compares) || !Array.isArray(ops)) throw new TypeError('txn: compares and ops must be arrays');
+  for (const c of compares) {
+    checkKey(c?.key, 'txn compare');
+    if (!Number.isSafeInteger(c.modRevision) || c.modRevision < 0) {
+      throw new TypeError(`txn compare on ${c.key}: modRevision must be 0 (absent) or a revision, got ${String(c.modRevision)}`);
+    }
+  }
+  const puts = new Set<string>();
+  const dels = new Set<string>();
+  const prefixes: string[] = [];
+  for (const op of ops) {
+    switch (op?.type) {
+      case 'put':
+        checkKey(op.key, 'txn put');
+        if (typeof op.value !== 'string') throw new TypeError(`txn put ${op.key}: value must be a string`);
+        if (op.lease !== undefined && (typeof op.lease !== 'string' || op.lease === '')) {
+          throw new TypeError(`txn put ${op.key}: lease must be a lease id string`);
+        }
+        if (puts.has(op.key)) throw new TypeError(`txn puts ${op.key} twice: etcd refuses duplicate keys in one transaction, merge the puts`);
+        puts.add(op.key);
+        break;
+      case 'delete':
+        checkKey(op.key, 'txn delete');
+        dels.add(op.key);
+        break;
+      case 'deletePrefix':
+        if (typeof op.prefix !== 'string' || op.prefix === '') {
+          throw new TypeError('txn deletePrefix: prefix must be a non-empty string (an empty prefix would delete every key)');
+        }
+        prefixes.push(op.prefix);
+        break;
+      default:
+        throw new TypeError(`txn: unknown op ${JSON.stringify(op)}`);
+    }
+  }
+  for (const k of puts) {
+    if (dels.has(k) || prefixes.some((p) => k.startsWith(p))) {
+      throw new TypeError(`txn both puts and deletes ${k}: etcd refuses duplicate keys in one transaction, split it or drop the delete`);
+    }
+  }
+}
+
+function checkTtl(ttlSeconds: unknown): asserts ttlSeconds is number {
+  if (typeof ttlSeconds !== 'number' || !Number.isSafeInteger(ttlSeconds) || ttlSeconds < 1) {
+    throw new TypeError(`grantLease: ttlSeconds must be a whole number of seconds >= 1, got ${String(ttlSeconds)}`);
+  }
+}
+
+// ---------------------------------------------------------------------------
+// Lock file
+
+/** Stores open in this process, by real directory path. */
+const openInProcess = new Set<string>();
+
+interface LockInfo {
+  pid: number;
+  /** Process start time (clock ticks since boot, /proc/<pid>/stat field 22): tells a reused pid apart. */
+  start?: string;
+  host?: string;
+}
+
+function procStartTime(pid: number): string | undefined {
+  try {
+    const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
+    return stat.slice(stat.lastIndexOf(')') + 2).split(' ')[19];
+  } catch {
+    return undefined;
+  }
+}
+
+function holderAlive(info: LockInfo): boolean {
+  // Our own pid in a lock this process did not take is a previous
+  // incarnation: in a plugin container weft is often pid 1 every time.
+  if (info.pid === process.pid) return false;
+  try {
+    process.kill(info.pid, 0);
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code !== 'EPERM') return false;
+  }
+  const start = procStartTime(info.pid);
+  if (info.start !== undefined && start !== undefined && start !== info.start) return false;
+  return true;
+}
+
+function readLock(lockPath: string): LockInfo | undefined {
+  try {
+    const x = JSON.parse(fs.readFileSync(lockPath, 'utf8')) as Partial<LockInfo>;
+    if (typeof x.pid === 'number' && Number.isSafeInteger(x.pid) && x.pid > 0) return x as LockInfo;
+  } catch {
+    /* missing, empty or garbled */
+  }
+  return undefined;
+}
+
+function acquireLock(dir: string, log: StoreLogger): string {
+  const lockPath = path.join(dir, LOCK_FILE);
+  const token = JSON.stringify({
+    pid: process.pid,
+    start: procStartTime(process.pid),
+    host: os.hostname(),
+    nonce: randomBytes(8).toString('hex'),
+  });
+  for (let attempt = 0; attempt < 5; attempt++) {
+    let fd: number;
+    try {
+      fd = fs.openSync(lockPath, 'wx', 0o600);
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code !== 'EEXIST') {
+        throw new Error(`cannot create the store lock ${lockPath}: ${(e as Error).message}; check that ${dir} is writable`, { cause: e });
+      }
+      let info = readLock(lockPath);
+      if (!info) {
+        // The holder may be between creating and writing the file.
+        Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 100);
+        info = readLock(lockPath);
+      }
+      if (info && holderAlive(info)) {
+        throw new StoreLockedError(
+          `the store in ${dir} is in use by another weft process (pid ${info.pid}${info.host ? ` on ${info.host}` : ''}, lock ${lockPath}): ` +
+            'stop that process first, or give this one another state directory',
+        );
+      }
+      log.warn({ lock: lockPath, holder: info }, 'removing a stale store lock left by a process that is gone');
+      try {
+        fs.unlinkSync(lockPath);
+      } catch (u) {
+        if ((u as NodeJS.ErrnoException).code !== 'ENOENT') throw u;
+      }
+      continue;
+    }
+    try {
+      fs.writeSync(fd, token);
+      fs.fsyncSync(fd);
+    } finally {
+      fs.closeSync(fd);
+    }
+    // Two processes that both found the same stale lock may both have
+    // unlinked and recreated it; the one whose token is not there lost.
+    if (fs.readFileSync(lockPath, 'utf8') !== token) continue;
+    return token;
+  }
+  throw new StoreLockedError(`could not take the store lock ${lockPath}: another process keeps taking it; is a second weft starting on ${dir}?`);
+}
+
+function releaseLock(dir: string, token: string): void {
+  const lockPath = path.join(dir, LOCK_FILE);
+  try {
+    if (fs.readFileSync(lockPath, 'utf8') === token) fs.unlinkSync(lockPath);
+  } catch {
+    /* already gone */
+  }
+}
+
+// ---------------------------------------------------------------------------
+// Watches and leases
+
+class FileWatcher implements Watcher {
+  closed = false;
+  private pending: WatchEvent[] = [];
+  private scheduled = false;
+
+  constructor(
+    readonly prefix: string,
+    /** Events below this revision are not for this watcher. */
+    private readonly minRevision: number,
+    private readonly opts: WatchOptions,
+    private readonly log: StoreLogger,
+    private readonly onClose: (w: FileWatcher) => void,
+  ) {}
+
+  push(events: WatchEvent[]): void {
+    if (this.closed) return;
+    for (const e of events) if (e.revision >= this.minRevision && e.key.startsWith(this.prefix)) this.pending.push({ ...e });
+    if (this.pending.length === 0) return;
+    if (!this.scheduled) {
+      this.scheduled = true;
+      setImmediate(() => this.flush());
+    }
+  }
+
+  private flush(): void {
+    this.scheduled = false;
+    if (this.closed) return;
+    const batch = this.pending;
+    this.pending = [];
+    if (batch.length === 0) return;
+    try {
+      this.opts.onEvents(batch);
+    } catch (e) {
+      this.log.error({ err: e, prefix: this.prefix }, 'store watch callback threw; the watch goes on');
+    }
+  }
+
+  reset(err: Error): void {
+    if (this.closed) return;
+    this.closeNow();
+    setImmediate(() => {
+      try {
+        this.opts.onReset?.(err);
+      } catch (e) {
+        this.log.error({ err: e, prefix: this.prefix }, 'store watch onReset callback threw');
+      }
+    });
+  }
+
+  closeNow(): void {
+    if (this.closed) return;
+    this.closed = true;
+    this.pending = [];
+    this.onClose(this);
+  }
+
+  async close(): Promise<void> {
+    this.closeNow();
+  }
+}
+
+interface LeaseState {
+  id: LeaseId;
+  ttlSeconds: number;
+  keys: Set<string>;
+  lostCallbacks: Array<(err: Error) => void>;
+  lostError?: Error;
+  expiryTimer?: NodeJS.Timeout;
+}
+
+/** A FileStore lease. `stopKeepAlive()` is for tests and for simulating a dead process. */
+export class FileLease implements Lease {
+  constructor(
+    private readonly store: FileStore,
+    private readonly state: LeaseState,
+  ) {}
+
+  get id(): LeaseId {
+    return this.state.id;
+  }
+
+  get ttlSeconds(): number {
+    return this.state.ttlSeconds;
+  }
+
+  revoke(): Promise<void> {
+    return this.store.revokeLease(this.state.id);
+  }
+
+  onLost(cb: (err: Error) => void): void {
+    if (this.state.lostError) {
+      const err = this.state.lostError;
+      setImmediate(() => cb(err));
+    } else {
+      this.state.lostCallbacks.push(cb);
+    }
+  }
+
+  /** Stop renewing: the lease expires after its TTL, its keys are deleted and onLost fires. */
+  stopKeepAlive(): void {
+    this.store.stopKeepAlive(this.state.id);
+  }
+}
+
+// ---------------------------------------------------------------------------
+
+interface CommitResult {
+  succeeded: boolean;
+  revision: number;
+  changed: number;
+}
+
+export class FileStore implements Store {
+  readonly description: string;
+
+  private readonly kvs = new Map<string, KeyValue>();
+  private sorted: string[] = [];
+  private rev = 0;
+
+  private history: WatchEvent[] = [];
+  /** Events at or below this revision may be missing from history. */
+  private historyFloor = 0;
+  private readonly watchers = new Set<FileWatcher>();
+
+  private readonly leases = new Map<LeaseId, LeaseState>();
+
+  private queue: Promise<unknown> = Promise.resolve();
+  private fh: fsp.FileHandle | undefined;
+  private logBytes = 0;
+  private snapshotBytes = 0;
+  private closed = false;
+  /** Set when a write or fsync failed: the on-disk state is no longer known. */
+  private failure: Error | undefined;
+
+  private constructor(
+    readonly dir: string,
+    private readonly logPath: string,
+    private readonly lockToken: string,
+    private readonly log: StoreLogger,
+    private readonly watchHistory: number,
+    private readonly compactMinBytes: number,
+  ) {
+    this.description = `file:${logPath}`;
+  }
+
+  /** Opens (creating if needed) the store in `dir`, replaying `dir/store.log`. */
+  static async open(dir: string, opts: FileStoreOptions = {}): Promise<FileStore> {
+    const log = opts.logger ?? silentLogger;
+    if (typeof dir !== 'string' || dir === '') throw new TypeError('FileStore.open: dir must be a directory path');
+    const abs = path.resolve(dir);
+    try {
+      await fsp.mkdir(abs, { recursive: true, mode: 0o700 });
+    } catch (e) {
+      throw new Error(`cannot create the store directory ${abs}: ${(e as Error).message}`, { cause: e });
+    }
+    const real = await fsp.realpath(abs);
+    if (openInProcess.has(real)) {
+      throw new StoreLockedError(`the store in ${real} is already open in this process: close it first or share the open store`);
+    }
+    const token = acquireLock(real, log);
+    openInProcess.add(real);
+    const store = new FileStore(
+      real,
+      path.join(real, LOG_FILE),
+      token,
+      log,
+      Math.max(1, opts.watchHistory ?? DEFAULT_WATCH_HISTORY),
+      Math.max(0, opts.compactMinBytes ?? DEFAULT_COMPACT_MIN_BYTES),
+    );
+    try {
+      await store.load();
+    } catch (e) {
+      await store.fh?.close().catch(noop);
+      openInProcess.delete(real);
+      releaseLock(real, token);
+      throw e;
+    }
+    return store;
+  }
+
+  // --- open and replay --------------------------------------------------------
+
+  private async load(): Promise<void> {
+    await fsp.rm(this.logPath + '.tmp', { force: true });
+    let buf: Buffer;
+    let existed = true;
+    try {
+      buf = await fsp.readFile(this.logPath);
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code !== 'ENOENT') {
+        throw new Error(`cannot read the store log ${this.logPath}: ${(e as Error).message}`, { cause: e });
+      }
+      buf = Buffer.alloc(0);
+      existed = false;
+    }
+
+    let pos = 0;
+    let records = 0;
+    let badAt = -1;
+    let why = '';
+    while (pos < buf.length) {
+      const nl = buf.indexOf(0x0a, pos);
+      if (nl === -1) {
+        badAt = pos;
+        why = 'an incomplete last record';
+        break;
+      }
+      const rec = decodeRecord(buf.subarray(pos, nl));
+      const err = rec ? this.replay(rec, records) : 'a record with a bad checksum or shape';
+      if (err) {
+        badAt = pos;
+        why = err;
+        break;
+      }
+      records++;
+      pos = nl + 1;
+    }
+
+    if (badAt >= 0) {
+      // Only a tail with nothing valid after it can be the trace of a crash.
+      let p = buf.indexOf(0x0a, badAt);
+      while (p !== -1 && p + 1 < buf.length) {
+        const nl = buf.indexOf(0x0a, p + 1);
+        if (nl === -1) break;
+        if (decodeRecord(buf.subarray(p + 1, nl))) {
+          throw new StoreCorruptError(
+            `the store log ${this.logPath} is corrupt at byte ${badAt} (${why}) and has valid records after it, ` +
+              'which a crash cannot cause (disk or manual damage). weft will not guess: restore the file from a backup, ' +
+              `or move it away to start with an empty store (the ${records} records before the damage are intact)`,
+          );
+        }
+        p = nl;
+      }
+      this.log.warn(
+        { log: this.logPath, keptRecords: records, droppedBytes: buf.length - badAt, reason: why },
+        'store log ends with a torn or corrupt record (a crash during a write); truncating it',
+      );
+      const fh = await fsp.open(this.logPath, 'r+');
+      try {
+        await fh.truncate(badAt);
+        await fh.sync();
+      } finally {
+        await fh.close();
+      }
+      buf = buf.subarray(0, badAt);
+    }
+
+    this.fh = await fsp.open(this.logPath, 'a', 0o600);
+    if (!existed) await fsyncDir(this.dir);
+    this.logBytes = buf.length;
+    this.snapshotBytes = 0;
+
+    // Leases are per process: keys still attached to one belong to a weft that died.
+    const orphans = [...this.kvs.values()].filter((kv) => kv.lease !== undefined).map((kv) => kv.key);
+    if (orphans.length > 0) {
+      const r = await this.commit([], orphans.map((key) => ({ type: 'delete' as const, key })));
+      this.log.info({ keys: orphans.length, revision: r.revision }, 'deleted keys attached to leases of a previous process');
+    }
+    this.log.info({ log: this.logPath, revision: this.rev, keys: this.kvs.size }, 'file store opened');
+  }
+
+  /** Applies one replayed record; returns why it cannot be applied, if so. */
+  private replay(rec: LogRecord, index: number): string | undefined {
+    if (rec.t === 'snap') {
+      if (index !== 0) return 'a snapshot record that is not the first record';
+      if (rec.v !== FORMAT_VERSION) {
+        throw new StoreCorruptError(
+          `the store log ${this.logPath} has format version ${rec.v}, this weft reads version ${FORMAT_VERSION}: use a matching weft version`,
+        );
+      }
+      for (const [key, value, createRevision, modRevision, lease] of rec.kvs) {
+        this.kvs.set(key, { key, value, createRevision, modRevision, ...(lease !== undefined ? { lease } : {}) });
+      }
+      this.sorted = [...this.kvs.keys()].sort(compareKeys);
+      this.rev = rec.rev;
+      this.historyFloor = rec.rev;
+      return undefined;
+    }
+    if (rec.rev !== this.rev + 1) return `a record for revision ${rec.rev} where ${this.rev + 1} was expected`;
+    this.apply(rec.rev, rec.c);
+    return undefined;
+  }
+
+  // --- reads ------------------------------------------------------------------
+
+  async get(key: string): Promise<KeyValue | undefined> {
+    this.checkUsable();
+    checkKey(key, 'get');
+    const kv = this.kvs.get(key);
+    return kv ? { ...kv } : undefined;
+  }
+
+  async list(prefix: string): Promise<ListResult> {
+    this.checkUsable();
+    if (typeof prefix !== 'string') throw new TypeError('list: prefix must be a string');
+    const kvs: KeyValue[] = [];
+    for (let i = lowerBound(this.sorted, prefix); i < this.sorted.length; i++) {
+      const key = this.sorted[i]!;
+      if (!key.startsWith(prefix)) break;
+      kvs.push({ ...this.kvs.get(key)! });
+    }
+    return { kvs, revision: this.rev };
+  }
+
+  // --- writes -----------------------------------------------------------------
+
+  async txn(compares: Compare[], ops: Op[]): Promise<TxnResult> {
+    validateTxn(compares, ops);
+    const { succeeded, revision } = await this.commit(compares, ops);
+    return { succeeded, revision };
+  }
+
+  async put(key: string, value: string, lease?: LeaseId): Promise<number> {
+    const op: Op = lease === undefined ? { type: 'put', key, value } : { type: 'put', key, value, lease };
+    validateTxn([], [op]);
+    return (await this.commit([], [op])).revision;
+  }
+
+  async delete(key: string): Promise<boolean> {
+    checkKey(key, 'delete');
+    return (await this.commit([], [{ type: 'delete', key }])).changed > 0;
+  }
+
+  /** Runs fn after every earlier queued operation: transactions see each other whole. */
+  private enqueue<T>(fn: () => Promise<T>): Promise<T> {
+    const p = this.queue.then(fn);
+    this.queue = p.catch(noop);
+    return p;
+  }
+
+  private commit(compares: Compare[], ops: Op[]): Promise<CommitResult> {
+    this.checkUsable();
+    const run = async (): Promise<CommitResult> => {
+      // Not checkUsable(): a close() waits for what was queued before it.
+      if (this.failure) throw this.failure;
+      for (const c of compares) {
+        const kv = this.kvs.get(c.key);
+        const holds = c.modRevision === 0 ? kv === undefined : kv !== undefined && kv.modRevision === c.modRevision;
+        if (!holds) return { succeeded: false, revision: this.rev, changed: 0 };
+      }
+      const changes: Change[] = [];
+      const deleted = new Set<string>();
+      for (const op of ops) {
+        if (op.type === 'put') {
+          if (op.lease !== undefined && !this.leases.has(op.lease)) {
+            throw new Error(
+              `put ${op.key}: lease ${op.lease} not found (revoked, expired, or granted by another weft process): grant a new lease`,
+            );
+          }
+          changes.push(op.lease !== undefined ? ['p', op.key, op.value, op.lease] : ['p', op.key, op.value]);
+        } else {
+          const keys = op.type === 'delete' ? (this.kvs.has(op.key) ? [op.key] : []) : this.keysWithPrefix(op.prefix);
+          for (const k of keys) {
+            if (!deleted.has(k)) {
+              deleted.add(k);
+              changes.push(['d', k]);
+            }
+          }
+        }
+      }
+      if (changes.length === 0) return { succeeded: true, revision: this.rev, changed: 0 };
+      const rev = this.rev + 1;
+      await this.append(encodeRecord({ t: 'txn', rev, c: changes }));
+      this.notify(this.apply(rev, changes));
+      if (this.logBytes > Math.max(this.compactMinBytes, COMPACT_RATIO * this.snapshotBytes)) {
+        await this.compact();
+      }
+      return { succeeded: true, revision: rev, changed: changes.length };
+    };
+    return this.enqueue(run);
+  }
+
+  private keysWithPrefix(prefix: string): string[] {
+    const out: string[] = [];
+    for (let i = lowerBound(this.sorted, prefix); i < this.sorted.length && this.sorted[i]!.startsWith(prefix); i++) {
+      out.push(this.sorted[i]!);
+    }
+    return out;
+  }
+
+  /** Appends a record and makes it durable; on failure the store refuses further work. */
+  private async append(buf: Buffer): Promise<void> {
+    const fh = this.fh!;
+    try {
+      let off = 0;
+      while (off < buf.length) {
+        const { bytesWritten } = await fh.write(buf, off, buf.length - off);
+        off += bytesWritten;
+      }
+      await fh.datasync();
+      this.logBytes += buf.length;
+    } catch (e) {
+      // After a failed fsync the kernel may have dropped the dirty pages, so
+      // a retry could "succeed" without the data: stop here instead.
+      await fh.truncate(this.logBytes).catch(noop);
+      this.failure = new StoreUnavailableError(
+        `writing the store log ${this.logPath} failed (${(e as Error).message}): the store stopped accepting changes; ` +
+          'free disk space or fix the disk, then restart weft (it replays the log and keeps every acknowledged change)',
+        { cause: e },
+      );
+      this.log.error({ err: e, log: this.logPath }, 'store log write failed');
+      throw this.failure;
+    }
+  }
+
+  /** Applies changes to memory; returns the events they make. */
+  private apply(rev: number, changes: Change[]): WatchEvent[] {
+    const events: WatchEvent[] = [];
+    for (const ch of changes) {
+      const key = ch[1];
+      const prev = this.kvs.get(key);
+      if (prev?.lease !== undefined) this.leases.get(prev.lease)?.keys.delete(key);
+      if (ch[0] === 'p') {
+        const lease = ch[3];
+        const kv: KeyValue = { key, value: ch[2], createRevision: prev ? prev.createRevision : rev, modRevision: rev };
+        if (lease !== undefined) {
+          kv.lease = lease;
+          this.leases.get(lease)?.keys.add(key);
+        }
+        if (!prev) this.sorted.splice(lowerBound(this.sorted, key), 0, key);
+        this.kvs.set(key, kv);
+        events.push({ type: 'put', key, value: ch[2], revision: rev });
+      } else if (prev) {
+        this.kvs.delete(key);
+        const i = lowerBound(this.sorted, key);
+        if (this.sorted[i] === key) this.sorted.splice(i, 1);
+        events.push({ type: 'delete', key, revision: rev });
+      }
+    }
+    this.rev = rev;
+    this.history.push(...events);
+    if (this.history.length > 2 * this.watchHistory) {
+      // Never keep half of a revision: a watch resumes at revision boundaries.
+      const drop = this.history.length - this.watchHistory;
+      this.historyFloor = this.history[drop - 1]!.revision;
+      let i = drop;
+      while (i < this.history.length && this.history[i]!.revision <= this.historyFloor) i++;
+      this.history = this.history.slice(i);
+    }
+    return events;
+  }
+
+  private notify(events: WatchEvent[]): void {
+    for (const w of this.watchers) w.push(events);
+  }
+
+  private async compact(): Promise<void> {
+    const kvs: SnapKv[] = this.sorted.map((k) => {
+      const kv = this.kvs.get(k)!;
+      return kv.lease !== undefined
+        ? [kv.key, kv.value, kv.createRevision, kv.modRevision, kv.lease]
+        : [kv.key, kv.value, kv.createRevision, kv.modRevision];
+    });
+    const buf = encodeRecord({ t: 'snap', v: FORMAT_VERSION, rev: this.rev, kvs });
+    const tmp = this.logPath + '.tmp';
+    try {
+      const out = await fsp.open(tmp, 'w', 0o600);
+      try {
+        let off = 0;
+        while (off < buf.length) off += (await out.write(buf, off, buf.length - off)).bytesWritten;
+        await out.sync();
+      } finally {
+        await out.close();
+      }
+      await fsp.rename(tmp, this.logPath);
+    } catch (e) {
+      // The old log is still whole: keep using it and try again later.
+      await fsp.rm(tmp, { force: true }).catch(noop);
+      this.snapshotBytes = this.logBytes;
+      this.log.warn({ err: e, log: this.logPath }, 'store log compaction failed; continuing with the uncompacted log');
+      return;
+    }
+    try {
+      await fsyncDir(this.dir);
+      const old = this.fh!;
+      this.fh = await fsp.open(this.logPath, 'a', 0o600);
+      await old.close().catch(noop);
+    } catch (e) {
+      this.failure = new StoreUnavailableError(
+        `the store log ${this.logPath} was compacted but could not be reopened (${(e as Error).message}): restart weft`,
+        { cause: e },
+      );
+      this.log.error({ err: e, log: this.logPath }, 'store log reopen after compaction failed');
+      return;
+    }
+    this.log.debug({ log: this.logPath, before: this.logBytes, after: buf.length }, 'store log compacted');
+    this.logBytes = buf.length;
+    this.snapshotBytes = buf.length;
+  }
+
+  // --- watches ----------------------------------------------------------------
+
+  async watch(prefix: string, opts: WatchOptions): Promise<Watcher> {
+    this.checkUsable();
+    if (typeof prefix !== 'string') throw new TypeError('watch: prefix must be a string');
+    if (typeof opts?.onEvents !== 'function') throw new TypeError('watch: opts.onEvents must be a function');
+    const from = opts.fromRevision;
+    if (from !== undefined && (!Number.isSafeInteger(from) || from < 0)) {
+      throw new TypeError(`watch: fromRevision must be a revision number, got ${String(from)}`);
+    }
+    const start = from !== undefined && from > 0 ? from : this.rev + 1;
+    const w = new FileWatcher(prefix, start, opts, this.log, (x) => this.watchers.delete(x));
+    if (from !== undefined && from > 0 && from <= this.historyFloor) {
+      w.reset(
+        new Error(
+          `cannot watch ${prefix} from revision ${from}: the store keeps events only after revision ${this.historyFloor}; re-list and watch from the list revision + 1`,
+        ),
+      );
+      return w;
+    }
+    // Registration and the history copy happen in one synchronous step, so no
+    // commit can fall between them.
+    this.watchers.add(w);
+    if (start <= this.rev) w.push(this.history);
+    return w;
+  }
+
+  // --- leases -----------------------------------------------------------------
+
+  async grantLease(ttlSeconds: number): Promise<Lease> {
+    this.checkUsable();
+    checkTtl(ttlSeconds);
+    const state: LeaseState = { id: randomBytes(8).toString('hex'), ttlSeconds, keys: new Set(), lostCallbacks: [] };
+    this.leases.set(state.id, state);
+    return new FileLease(this, state);
+  }
+
+  /** @internal used by FileLease */
+  revokeLease(id: LeaseId): Promise<void> {
+    this.checkUsable();
+    return this.enqueue(async () => {
+      const st = this.leases.get(id);
+      if (!st) return;
+      clearTimeout(st.expiryTimer);
+      await this.dropLease(st);
+    });
+  }
+
+  /** @internal used by FileLease */
+  stopKeepAlive(id: LeaseId): void {
+    const st = this.leases.get(id);
+    if (!st || st.expiryTimer) return;
+    st.expiryTimer = setTimeout(() => {
+      if (this.closed || this.leases.get(id) !== st) return;
+      this.enqueue(async () => {
+        if (this.closed || this.leases.get(id) !== st) return;
+        await this.dropLease(st);
+        st.lostError = new Error(`lease ${id} expired: it was not renewed for ${st.ttlSeconds} s, and its keys were deleted`);
+        for (const cb of st.lostCallbacks.splice(0)) {
+          try {
+            cb(st.lostError);
+          } catch (e) {
+            this.log.error({ err: e, lease: id }, 'lease onLost callback threw');
+          }
+        }
+      }).catch((e: unknown) => this.log.error({ err: e, lease: id }, 'deleting the keys of an expired lease failed'));
+    }, st.ttlSeconds * 1000);
+    st.expiryTimer.unref();
+  }
+
+  /** Deletes the lease's keys in one committed change; must run inside the queue. */
+  private async dropLease(st: LeaseState): Promise<void> {
+    const keys = [...st.keys];
+    if (keys.length > 0) {
+      const rev = this.rev + 1;
+      const changes: Change[] = keys.map((k) => ['d', k]);
+      await this.append(encodeRecord({ t: 'txn', rev, c: changes }));
+      this.notify(this.apply(rev, changes));
+    }
+    this.leases.delete(st.id);
+  }
+
+  // --- lifecycle --------------------------------------------------------------
+
+  private checkUsable(): void {
+    if (this.closed) throw new Error(`the store ${this.description} is closed`);
+    if (this.failure) throw this.failure;
+  }
+
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    await this.queue.catch(noop);
+    for (const w of [...this.watchers]) w.closeNow();
+    for (const st of this.leases.values()) clearTimeout(st.expiryTimer);
+    this.leases.clear();
+    await this.fh?.close().catch(noop);
+    this.fh = undefined;
+    releaseLock(this.dir, this.lockToken);
+    openInProcess.delete(this.dir);
+  }
+
+  /** Current revision; for tests and `weft status`. */
+  get revision(): number {
+    return this.rev;
+  }
+
+  /** Size of the log on disk in bytes; for tests and `weft status`. */
+  get logSize(): number {
+    return this.logBytes;
+  }
+}
+
+async function fsyncDir(dir: string): Promise<void> {
+  const d = await fsp.open(dir, 'r');
+  try {
+    await d.sync();
+  } finally {
+    await d.close();
+  }
+}
