@@ -67,3 +67,15 @@ export interface PeerDiff {
   added: number;
   removed: number;
 }
+
+/** The data plane as the driver and the agent use it (implemented by DataPlane in dataplane.ts). */
+export interface DataPlaneApi {
+  ensureNetwork(spec: NetworkSpec): Promise<void>;
+  deleteNetwork(spec: NetworkSpec): Promise<void>;
+  createEndpoint(net: NetworkSpec, ep: EndpointSpec): Promise<void>;
+  deleteEndpoint(net: NetworkSpec, ep: EndpointSpec): Promise<void>;
+  programPeers(net: NetworkSpec, desired: PeerState): Promise<PeerDiff>;
+  readPeers(net: NetworkSpec): Promise<PeerState>;
+  listNetworkIds(): Promise<string[]>;
+  close(): Promise<void> | void;
+}

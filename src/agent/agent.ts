@@ -1,0 +1,369 @@
+// The agent: everything weft does on its own initiative rather than in answer
+// to a driver call. It
+//   - registers this host in the store under a lease (cluster mode);
+//   - mirrors the cluster state (hosts, networks, bindings, endpoints) through
+//     one list + watch, and from it decides each local network's peers: FDB
+//     and neighbour entries for endpoints on live hosts, flood entries for
+//     their hosts; a host whose lease expires drops out of every table;
+//   - propagates networks: creates, through this host's Docker engine, the
+//     networks made on other hosts, removes the ones removed elsewhere, and
+//     learns the Docker name of networks made here (CreateNetwork lacks it);
+//   - reconciles periodically: recreates missing kernel objects, puts back
+//     drifted forwarding entries, removes namespaces of networks that are gone.
+// All of it is asynchronous with retries; none of it ever runs in front of a
+// driver call, so dockerd is never kept waiting on the Docker API or etcd.
+
+import type { Logger } from 'pino';
+import { Config, driverName, isClusterStore } from '../config';
+import { networkIdFromNetnsName, NETNS_PREFIX } from '../dataplane/names';
+import { DataPlaneApi, PeerState } from '../dataplane/types';
+import { Driver } from '../driver/driver';
+import { CLUSTER_NETWORK_OPTION } from '../driver/options';
+import { BindingRecord, EndpointRecord, HostRecord, keys, NetworkRecord, ROOT } from '../store/keys';
+import { Lease, Store, Watcher, WatchEvent } from '../store/store';
+import { VERSION } from '../version';
+import { DockerClient, DockerError } from './docker';
+import * as path from 'path';
+
+export interface AgentDeps {
+  store: Store;
+  driver: Driver;
+  dataplane: DataPlaneApi;
+  cfg: Config;
+  logger: Logger;
+}
+
+export interface AgentStats {
+  lastReconcile?: string;
+  reconcileMs?: number;
+  corrections: number;
+  peersProgrammed: number;
+  storeErrors: number;
+  synced: boolean;
+}
+
+export class Agent {
+  private readonly hosts = new Map<string, HostRecord>();
+  private readonly networks = new Map<string, NetworkRecord>();
+  private readonly bindings = new Map<string, Map<string, string>>();
+  private readonly endpoints = new Map<string, Map<string, EndpointRecord>>();
+  private readonly dirty = new Set<string>();
+  private readonly retryAt = new Map<string, number>();
+  private readonly inflight = new Set<string>();
+  private flushScheduled = false;
+  private flushing: Promise<void> = Promise.resolve();
+  private watcher?: Watcher;
+  private lease?: Lease;
+  private timer?: NodeJS.Timeout;
+  private stopped = false;
+  private readonly cluster: boolean;
+  private readonly me: string;
+  private readonly docker: DockerClient;
+  readonly stats: AgentStats = { corrections: 0, peersProgrammed: 0, storeErrors: 0, synced: false };
+
+  constructor(private readonly d: AgentDeps) {
+    this.cluster = isClusterStore(d.cfg.store);
+    this.me = d.cfg.hostName;
+    this.docker = new DockerClient(d.cfg.dockerHost);
+  }
+
+  start(): void {
+    void this.run();
+  }
+
+  async stop(): Promise<void> {
+    this.stopped = true;
+    if (this.timer) clearInterval(this.timer);
+    await this.watcher?.close().catch(() => undefined);
+    // The lease is not revoked: a stopped weft and a crashed one look alike to
+    // the cluster, and a quick restart keeps the host's peers in place.
+  }
+
+  private async run(): Promise<void> {
+    await this.retry('initial reconcile', async () => { await this.reconcile(); });
+    if (this.cluster) await this.retry('registering this host', () => this.register());
+    await this.retry('watching the store', () => this.sync());
+    this.timer = setInterval(() => void this.periodic(), this.d.cfg.reconcileInterval * 1000);
+    this.timer.unref();
+  }
+
+  /** Retry an operation with capped exponential back-off until it works or the agent stops. */
+  private async retry(what: string, fn: () => Promise<void>): Promise<void> {
+    for (let attempt = 0; !this.stopped; attempt++) {
+      try {
+        await fn();
+        return;
+      } catch (err) {
+        this.stats.storeErrors++;
+        const wait = Math.min(5000, 200 * 2 ** attempt);
+        this.d.logger.warn({ err: (err as Error).message, retryInMs: wait }, `${what} failed; retrying`);
+        await sleep(wait);
+      }
+    }
+  }
+
+  // ------------------------------------------------------------ membership
+
+  private async register(): Promise<void> {
+    const lease = await this.d.store.grantLease(this.d.cfg.leaseTtl);
+    const rec: HostRecord = { address: this.d.cfg.advertiseAddr, version: VERSION, startedAt: new Date().toISOString() };
+    await this.d.store.put(keys.host(this.me), JSON.stringify(rec), lease.id);
+    this.lease = lease;
+    lease.onLost((err) => {
+      if (this.stopped || this.lease !== lease) return;
+      this.d.logger.warn({ err: err.message }, 'lease lost (store unreachable for longer than the TTL?); registering again');
+      this.lease = undefined;
+      void this.retry('registering this host again', () => this.register());
+    });
+    this.d.logger.info({ host: this.me, address: rec.address, ttl: this.d.cfg.leaseTtl }, 'host registered');
+  }
+
+  // ------------------------------------------------------------ mirror
+
+  private async sync(): Promise<void> {
+    await this.watcher?.close().catch(() => undefined);
+    const list = await this.d.store.list(ROOT);
+    this.hosts.clear();
+    this.networks.clear();
+    this.bindings.clear();
+    this.endpoints.clear();
+    for (const kv of list.kvs) this.apply({ type: 'put', key: kv.key, value: kv.value, revision: kv.modRevision });
+    for (const cid of this.networks.keys()) this.dirty.add(cid);
+    this.watcher = await this.d.store.watch(ROOT, {
+      fromRevision: list.revision + 1,
+      onEvents: (events) => {
+        for (const ev of events) this.apply(ev);
+        this.scheduleFlush();
+      },
+      onReset: (err) => {
+        this.d.logger.warn({ err: err.message }, 'store watch lost its place; listing again');
+        void this.retry('watching the store', () => this.sync());
+      },
+    });
+    this.stats.synced = true;
+    this.scheduleFlush();
+  }
+
+  private apply(ev: WatchEvent): void {
+    const rest = ev.key.slice(ROOT.length).split('/');
+    const put = ev.type === 'put' && ev.value !== undefined;
+    try {
+      switch (rest[0]) {
+        case 'hosts': {
+          if (put) this.hosts.set(rest[1], JSON.parse(ev.value!) as HostRecord);
+          else {
+            this.hosts.delete(rest[1]);
+            if (rest[1] === this.me && this.cluster && !this.stopped && this.lease) {
+              // Our own registration vanished (lease expired during an outage).
+              this.lease = undefined;
+              void this.retry('registering this host again', () => this.register());
+            }
+          }
+          for (const cid of this.networks.keys()) this.dirty.add(cid);
+          break;
+        }
+        case 'networks': {
+          if (rest.length !== 2) break;
+          if (put) {
+            const rec = JSON.parse(ev.value!) as NetworkRecord;
+            this.networks.set(rest[1], rec);
+            this.d.driver.updateRecord(rest[1], rec);
+          } else this.networks.delete(rest[1]);
+          this.dirty.add(rest[1]);
+          break;
+        }
+        case 'bindings': {
+          if (rest.length !== 3) break;
+          const m = this.bindings.get(rest[1]) ?? new Map<string, string>();
+          if (put) m.set(rest[2], (JSON.parse(ev.value!) as BindingRecord).localId);
+          else m.delete(rest[2]);
+          if (m.size) this.bindings.set(rest[1], m);
+          else this.bindings.delete(rest[1]);
+          this.dirty.add(rest[1]);
+          break;
+        }
+        case 'endpoints': {
+          if (rest.length !== 3) break;
+          const m = this.endpoints.get(rest[1]) ?? new Map<string, EndpointRecord>();
+          if (put) m.set(rest[2], JSON.parse(ev.value!) as EndpointRecord);
+          else m.delete(rest[2]);
+          if (m.size) this.endpoints.set(rest[1], m);
+          else this.endpoints.delete(rest[1]);
+          this.dirty.add(rest[1]);
+          break;
+        }
+        default:
+          break;
+      }
+    } catch (err) {
+      this.d.logger.warn({ key: ev.key, err: (err as Error).message }, 'ignoring an unreadable store record');
+    }
+  }
+
+  private scheduleFlush(): void {
+    if (this.flushScheduled || this.stopped) return;
+    this.flushScheduled = true;
+    setImmediate(() => {
+      this.flushScheduled = false;
+      this.flushing = this.flushing.then(() => this.flush()).catch((err) => {
+        this.d.logger.warn({ err: (err as Error).message }, 'applying cluster changes failed; the reconcile will retry');
+      });
+    });
+  }
+
+  private async flush(): Promise<void> {
+    const cids = [...this.dirty];
+    this.dirty.clear();
+    await Promise.all(cids.map(async (cid) => {
+      try {
+        await this.programNetwork(cid);
+      } catch (err) {
+        this.d.logger.warn({ network: cid.slice(0, 12), err: (err as Error).message }, 'programming peers failed; will retry');
+        this.dirty.add(cid);
+      }
+      this.propagate(cid);
+    }));
+  }
+
+  // ------------------------------------------------------------ peers
+
+  /** What a local network's VXLAN device should forward to: endpoints of other, live hosts. */
+  desiredPeers(cid: string): PeerState {
+    const out: PeerState = { endpoints: [], floodVteps: [] };
+    const vteps = new Set<string>();
+    for (const ep of this.endpoints.get(cid)?.values() ?? []) {
+      if (ep.host === this.me || !this.hosts.has(ep.host) || !ep.vtep) continue;
+      out.endpoints.push({ ip: ep.ip, mac: ep.mac, vtep: ep.vtep });
+      vteps.add(ep.vtep);
+    }
+    out.floodVteps = [...vteps].sort();
+    return out;
+  }
+
+  private async programNetwork(cid: string): Promise<number> {
+    if (!this.cluster) return 0;
+    const local = this.d.driver.localNetworks().find((n) => n.clusterId === cid);
+    if (!local) return 0;
+    await this.d.driver.ensureKernel(local);
+    const diff = await this.d.dataplane.programPeers(this.d.driver.spec(cid, local.record), this.desiredPeers(cid));
+    const changed = diff.added + diff.removed;
+    this.stats.peersProgrammed += diff.added;
+    if (changed) this.d.logger.debug({ network: cid.slice(0, 12), ...diff }, 'peers programmed');
+    return changed;
+  }
+
+  // ------------------------------------------------------------ propagation
+
+  private propagate(cid: string): void {
+    if (this.inflight.has(cid) || (this.retryAt.get(cid) ?? 0) > Date.now()) return;
+    const rec = this.networks.get(cid);
+    const localId = this.bindings.get(cid)?.get(this.me);
+    let job: (() => Promise<void>) | undefined;
+    if (rec && !rec.name && localId && rec.createdBy === this.me) job = () => this.learnName(cid, localId);
+    else if (this.cluster && rec && !rec.deleting && rec.name && !localId) job = () => this.createLocalCopy(cid, rec);
+    else if (this.cluster && rec?.deleting && localId) job = () => this.removeLocalCopy(cid, localId);
+    if (!job) return;
+    this.inflight.add(cid);
+    const attempt = (this.retryAt.has(cid) ? 1 : 0);
+    job().then(
+      () => this.retryAt.delete(cid),
+      (err: Error) => {
+        const wait = Math.min(10_000, 250 * 2 ** (attempt + 2));
+        this.retryAt.set(cid, Date.now() + wait);
+        this.d.logger.warn({ network: cid.slice(0, 12), err: err.message, retryInMs: wait }, 'network propagation failed; will retry');
+        setTimeout(() => { this.dirty.add(cid); this.scheduleFlush(); }, wait).unref();
+      },
+    ).finally(() => this.inflight.delete(cid));
+  }
+
+  /** CreateNetwork carries no name: ask this host's Docker engine for it, after the create finished. */
+  private async learnName(cid: string, localId: string): Promise<void> {
+    const net = await this.docker.inspectNetwork(localId);
+    const kv = await this.d.store.get(keys.network(cid));
+    if (!kv) return;
+    const rec = JSON.parse(kv.value) as NetworkRecord;
+    if (rec.name) return;
+    const next: NetworkRecord = { ...rec, name: net.Name };
+    const cfg = net.IPAM?.Config?.[0];
+    if (cfg?.Gateway && !next.gateway) next.gateway = cfg.Gateway;
+    if (cfg?.IPRange) next.ipRange = cfg.IPRange;
+    await this.d.store.txn([{ key: kv.key, modRevision: kv.modRevision }], [{ type: 'put', key: kv.key, value: JSON.stringify(next) }]);
+    this.d.logger.info({ network: net.Name, cluster: cid.slice(0, 12) }, 'network name learned');
+  }
+
+  private async createLocalCopy(cid: string, rec: NetworkRecord): Promise<void> {
+    if (!rec.subnet || !rec.name) return;
+    const name = driverName(this.d.cfg);
+    try {
+      const res = await this.docker.createNetwork({
+        Name: rec.name, Driver: name, Internal: rec.internal,
+        Options: { ...rec.options, [CLUSTER_NETWORK_OPTION]: cid },
+        IPAM: { Driver: name, Config: [{ Subnet: rec.subnet, ...(rec.gateway ? { Gateway: rec.gateway } : {}), ...(rec.ipRange ? { IPRange: rec.ipRange } : {}) }] },
+      });
+      this.d.logger.info({ network: rec.name, cluster: cid.slice(0, 12), localId: res.Id.slice(0, 12) }, 'network created on this host (made elsewhere)');
+    } catch (err) {
+      if (err instanceof DockerError && err.status === 409) {
+        throw new Error(`a different network named "${rec.name}" already exists on this host; rename or remove it so weft can create the cluster network`);
+      }
+      throw err;
+    }
+  }
+
+  private async removeLocalCopy(cid: string, localId: string): Promise<void> {
+    try {
+      await this.docker.removeNetwork(localId);
+      this.d.logger.info({ network: this.networks.get(cid)?.name, cluster: cid.slice(0, 12) }, 'network removed on this host (removed elsewhere)');
+    } catch (err) {
+      if (err instanceof DockerError && err.status === 404) {
+        // Docker no longer has it (removed while weft was down): drop the binding ourselves.
+        await this.d.driver.deleteNetwork(localId);
+        return;
+      }
+      throw err;
+    }
+  }
+
+  // ------------------------------------------------------------ reconcile
+
+  private async periodic(): Promise<void> {
+    try {
+      await this.reconcile();
+    } catch (err) {
+      this.stats.storeErrors++;
+      this.d.logger.warn({ err: (err as Error).message }, 'reconcile failed; will retry');
+    }
+  }
+
+  /** Compare the kernel with the store and repair: networks, peers, leftovers. Returns corrections made. */
+  async reconcile(): Promise<number> {
+    const started = Date.now();
+    let corrections = 0;
+    await this.d.driver.loadLocalNetworks();
+    const locals = this.d.driver.localNetworks();
+    const wanted = new Set<string>();
+    for (const local of locals) {
+      wanted.add(this.d.driver.spec(local.clusterId, local.record).id);
+      await this.d.driver.ensureKernel(local, true);
+      if (this.stats.synced) corrections += await this.programNetwork(local.clusterId);
+    }
+    // Namespaces of networks this host no longer has (removed while weft was down).
+    for (const id of await this.d.dataplane.listNetworkIds()) {
+      if (wanted.has(id)) continue;
+      const nsPath = path.join(this.d.cfg.runDir, 'netns', NETNS_PREFIX + id);
+      if (networkIdFromNetnsName(path.basename(nsPath)) !== id) continue;
+      await this.d.dataplane.deleteNetwork({ id, nsPath, bridge: `br-${id}`, mtu: 1500 });
+      corrections++;
+      this.d.logger.info({ netns: nsPath }, 'removed the namespace of a network that no longer exists');
+    }
+    for (const cid of this.networks.keys()) this.propagate(cid);
+    this.stats.corrections += corrections;
+    this.stats.lastReconcile = new Date().toISOString();
+    this.stats.reconcileMs = Date.now() - started;
+    if (corrections) this.d.logger.info({ corrections }, 'reconcile repaired drift');
+    return corrections;
+  }
+}
+
+function sleep(ms: number): Promise<void> {
+  return new Promise((r) => setTimeout(r, ms).unref());
+}

@@ -1,0 +1,92 @@
+// A minimal Docker Engine API client (only what the agent needs), over the
+// unix socket or TCP given by --docker-host. Only the agent uses it, and never
+// from inside a driver call: dockerd calls the plugin while it holds its own
+// locks, so a plugin that calls back can deadlock it (design.md).
+
+import * as http from 'http';
+
+export interface DockerNetwork {
+  Id: string;
+  Name: string;
+  Driver: string;
+  Options?: Record<string, string>;
+  IPAM?: { Driver: string; Config?: { Subnet?: string; Gateway?: string; IPRange?: string }[] };
+}
+
+export class DockerError extends Error {
+  constructor(message: string, readonly status: number) {
+    super(message);
+    this.name = 'DockerError';
+  }
+}
+
+export class DockerClient {
+  private readonly socketPath?: string;
+  private readonly host?: string;
+  private readonly port?: number;
+
+  constructor(dockerHost: string, private readonly timeoutMs = 30_000) {
+    if (dockerHost.startsWith('unix://')) this.socketPath = dockerHost.slice('unix://'.length);
+    else if (dockerHost.startsWith('tcp://')) {
+      const u = new URL(dockerHost.replace(/^tcp:/, 'http:'));
+      this.host = u.hostname;
+      this.port = Number(u.port || 2375);
+    } else throw new Error(`unsupported --docker-host "${dockerHost}": use unix:///path or tcp://host:port`);
+  }
+
+  request<T>(method: string, path: string, body?: unknown): Promise<T> {
+    const payload = body === undefined ? undefined : Buffer.from(JSON.stringify(body));
+    return new Promise<T>((resolve, reject) => {
+      const req = http.request({
+        socketPath: this.socketPath, host: this.host, port: this.port, method, path: `/v1.41${path}`,
+        headers: { 'Content-Type': 'application/json', ...(payload ? { 'Content-Length': payload.length } : {}) },
+        timeout: this.timeoutMs,
+      }, (res) => {
+        const chunks: Buffer[] = [];
+        res.on('data', (c: Buffer) => chunks.push(c));
+        res.on('end', () => {
+          const text = Buffer.concat(chunks).toString('utf8');
+          const status = res.statusCode ?? 0;
+          if (status >= 200 && status < 300) {
+            try {
+              resolve((text ? JSON.parse(text) : undefined) as T);
+            } catch {
+              resolve(undefined as T);
+            }
+            return;
+          }
+          let msg = text;
+          try {
+            msg = (JSON.parse(text) as { message?: string }).message ?? text;
+          } catch {
+            // not JSON
+          }
+          reject(new DockerError(`${method} ${path}: ${status} ${msg.trim()}`, status));
+        });
+      });
+      req.on('timeout', () => req.destroy(new Error(`${method} ${path}: no answer from the Docker engine within ${this.timeoutMs} ms`)));
+      req.on('error', reject);
+      if (payload) req.write(payload);
+      req.end();
+    });
+  }
+
+  inspectNetwork(id: string): Promise<DockerNetwork> {
+    return this.request<DockerNetwork>('GET', `/networks/${encodeURIComponent(id)}`);
+  }
+
+  listNetworks(): Promise<DockerNetwork[]> {
+    return this.request<DockerNetwork[]>('GET', '/networks');
+  }
+
+  createNetwork(spec: {
+    Name: string; Driver: string; Options: Record<string, string>; Internal?: boolean;
+    IPAM: { Driver: string; Config: { Subnet: string; Gateway?: string; IPRange?: string }[] };
+  }): Promise<{ Id: string }> {
+    return this.request<{ Id: string }>('POST', '/networks/create', { ...spec, CheckDuplicate: true });
+  }
+
+  removeNetwork(id: string): Promise<void> {
+    return this.request<void>('DELETE', `/networks/${encodeURIComponent(id)}`);
+  }
+}

@@ -1,0 +1,234 @@
+// Settings: one table, read from (lowest to highest precedence) built-in
+// defaults, a JSON settings file (--config / WEFT_CONFIG), environment
+// variables (WEFT_*) and command-line flags. `weft --help` is generated from
+// the same table, so the documentation cannot drift from the parser.
+
+import * as fs from 'fs';
+import * as os from 'os';
+
+export interface Config {
+  socket: string;
+  store: string;
+  stateDir: string;
+  runDir: string;
+  logLevel: string;
+  hostName: string;
+  advertiseAddr: string;
+  dockerHost: string;
+  defaultPool: string;
+  defaultPoolSize: number;
+  mtu: number;
+  vxlanPort: number;
+  leaseTtl: number;
+  reconcileInterval: number;
+  storeTimeout: number;
+  bodyLimit: number;
+  etcdCa: string;
+  etcdCert: string;
+  etcdKey: string;
+  etcdUser: string;
+  etcdPassword: string;
+  pluginName: string;
+  config: string;
+}
+
+type Kind = 'string' | 'int';
+
+interface Setting {
+  key: keyof Config;
+  flag: string;
+  env: string;
+  kind: Kind;
+  default: string | number | (() => string);
+  help: string;
+  min?: number;
+  max?: number;
+  secret?: boolean;
+}
+
+export const SETTINGS: Setting[] = [
+  { key: 'socket', flag: 'socket', env: 'WEFT_SOCKET', kind: 'string', default: '/run/docker/plugins/weft.sock',
+    help: 'unix socket Docker calls; its file name (without .sock) is the driver name' },
+  { key: 'store', flag: 'store', env: 'WEFT_STORE', kind: 'string', default: '',
+    help: 'where state lives: file:/path (embedded, one host) or etcd://host:2379[,host:2379] (etcds:// for TLS); empty = file:<state-dir>' },
+  { key: 'stateDir', flag: 'state-dir', env: 'WEFT_STATE_DIR', kind: 'string', default: '/var/lib/weft',
+    help: 'directory for the embedded store and local state' },
+  { key: 'runDir', flag: 'run-dir', env: 'WEFT_RUN_DIR', kind: 'string', default: '/run/weft',
+    help: 'directory for per-network namespaces (pinned by bind mounts; lost at reboot, rebuilt from the store)' },
+  { key: 'logLevel', flag: 'log-level', env: 'WEFT_LOG_LEVEL', kind: 'string', default: 'info',
+    help: 'fatal, error, warn, info, debug or trace' },
+  { key: 'hostName', flag: 'host-name', env: 'WEFT_HOST_NAME', kind: 'string', default: () => os.hostname(),
+    help: "this host's name in the cluster; must be unique and stable" },
+  { key: 'advertiseAddr', flag: 'advertise-addr', env: 'WEFT_ADVERTISE_ADDR', kind: 'string', default: '',
+    help: "this host's underlay IPv4 address (VXLAN endpoint); required with an etcd store" },
+  { key: 'dockerHost', flag: 'docker-host', env: 'WEFT_DOCKER_HOST', kind: 'string', default: 'unix:///var/run/docker.sock',
+    help: 'Docker Engine API of this host, used (never from inside a driver call) to create networks made on other hosts' },
+  { key: 'defaultPool', flag: 'default-pool', env: 'WEFT_DEFAULT_POOL', kind: 'string', default: '10.213.0.0/16',
+    help: 'range that subnets are carved from when docker network create has no --subnet' },
+  { key: 'defaultPoolSize', flag: 'default-pool-size', env: 'WEFT_DEFAULT_POOL_SIZE', kind: 'int', default: 24, min: 8, max: 30,
+    help: 'prefix length of subnets carved from --default-pool' },
+  { key: 'mtu', flag: 'mtu', env: 'WEFT_MTU', kind: 'int', default: 1450, min: 576, max: 65485,
+    help: 'default MTU of network links (underlay MTU minus 50 for VXLAN); -o mtu=N overrides per network' },
+  { key: 'vxlanPort', flag: 'vxlan-port', env: 'WEFT_VXLAN_PORT', kind: 'int', default: 4789, min: 1, max: 65535,
+    help: 'UDP port of VXLAN traffic between hosts' },
+  { key: 'leaseTtl', flag: 'lease-ttl', env: 'WEFT_LEASE_TTL', kind: 'int', default: 10, min: 2, max: 300,
+    help: "seconds after which a silent host is taken out of every network's forwarding tables" },
+  { key: 'reconcileInterval', flag: 'reconcile-interval', env: 'WEFT_RECONCILE_INTERVAL', kind: 'int', default: 10, min: 1, max: 3600,
+    help: 'seconds between full comparisons of kernel state with the store (repairs drift)' },
+  { key: 'storeTimeout', flag: 'store-timeout', env: 'WEFT_STORE_TIMEOUT', kind: 'int', default: 5000, min: 100, max: 600000,
+    help: 'milliseconds after which a store request fails (so docker never hangs on an unreachable etcd)' },
+  { key: 'bodyLimit', flag: 'body-limit', env: 'WEFT_BODY_LIMIT', kind: 'int', default: 1048576, min: 1024, max: 67108864,
+    help: 'largest request body accepted on the plugin socket, in bytes' },
+  { key: 'etcdCa', flag: 'etcd-ca', env: 'WEFT_ETCD_CA', kind: 'string', default: '',
+    help: 'CA certificate file for etcd TLS' },
+  { key: 'etcdCert', flag: 'etcd-cert', env: 'WEFT_ETCD_CERT', kind: 'string', default: '',
+    help: 'client certificate file for etcd TLS' },
+  { key: 'etcdKey', flag: 'etcd-key', env: 'WEFT_ETCD_KEY', kind: 'string', default: '',
+    help: 'client key file for etcd TLS' },
+  { key: 'etcdUser', flag: 'etcd-user', env: 'WEFT_ETCD_USER', kind: 'string', default: '',
+    help: 'etcd user name (with --etcd-password)' },
+  { key: 'etcdPassword', flag: 'etcd-password', env: 'WEFT_ETCD_PASSWORD', kind: 'string', default: '', secret: true,
+    help: 'etcd password (prefer the environment variable: flags show up in ps)' },
+  { key: 'pluginName', flag: 'plugin-name', env: 'WEFT_PLUGIN_NAME', kind: 'string', default: '',
+    help: 'driver name users type after -d (default: the socket file name; weft:latest for the managed plugin)' },
+  { key: 'config', flag: 'config', env: 'WEFT_CONFIG', kind: 'string', default: '',
+    help: 'JSON settings file: keys are the flag names, e.g. {"store": "etcd://10.0.0.1:2379", "log-level": "debug"}' },
+];
+
+export class ConfigError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = 'ConfigError';
+  }
+}
+
+function coerce(s: Setting, raw: unknown, source: string): string | number {
+  if (s.kind === 'string') {
+    if (typeof raw !== 'string' && typeof raw !== 'number') throw new ConfigError(`${source}: ${s.flag} must be a string`);
+    return String(raw);
+  }
+  const n = typeof raw === 'number' ? raw : /^-?\d+$/.test(String(raw).trim()) ? Number(String(raw).trim()) : NaN;
+  if (!Number.isInteger(n)) throw new ConfigError(`${source}: ${s.flag} must be a whole number, got "${String(raw)}"`);
+  if ((s.min !== undefined && n < s.min) || (s.max !== undefined && n > s.max)) {
+    throw new ConfigError(`${source}: ${s.flag} must be between ${s.min} and ${s.max}, got ${n}`);
+  }
+  return n;
+}
+
+/**
+ * Resolve settings. `argv` holds only flags (`--name value` or `--name=value`);
+ * unknown flags are an error so that a typo never silently falls back to a default.
+ */
+export function loadConfig(argv: string[], env: NodeJS.ProcessEnv = process.env): Config {
+  const flags = new Map<string, string>();
+  for (let i = 0; i < argv.length; i++) {
+    const arg = argv[i];
+    if (!arg.startsWith('--')) throw new ConfigError(`unexpected argument "${arg}" (see weft --help)`);
+    const eq = arg.indexOf('=');
+    const name = eq > 0 ? arg.slice(2, eq) : arg.slice(2);
+    const setting = SETTINGS.find((s) => s.flag === name);
+    if (!setting) throw new ConfigError(`unknown flag --${name} (see weft --help)`);
+    let value: string | undefined;
+    if (eq > 0) value = arg.slice(eq + 1);
+    else {
+      value = argv[++i];
+      if (value === undefined) throw new ConfigError(`flag --${name} needs a value`);
+    }
+    flags.set(name, value);
+  }
+
+  const configPath = flags.get('config') ?? env.WEFT_CONFIG ?? '';
+  let file: Record<string, unknown> = {};
+  if (configPath) {
+    let text: string;
+    try {
+      text = fs.readFileSync(configPath, 'utf8');
+    } catch (e) {
+      throw new ConfigError(`cannot read settings file ${configPath}: ${(e as Error).message}`);
+    }
+    try {
+      const parsed: unknown = JSON.parse(text);
+      if (typeof parsed !== 'object' || parsed === null || Array.isArray(parsed)) throw new Error('not a JSON object');
+      file = parsed as Record<string, unknown>;
+    } catch (e) {
+      throw new ConfigError(`settings file ${configPath} is not valid: ${(e as Error).message}`);
+    }
+    for (const k of Object.keys(file)) {
+      if (!SETTINGS.some((s) => s.flag === k)) throw new ConfigError(`settings file ${configPath}: unknown key "${k}" (keys are flag names, see weft --help)`);
+    }
+  }
+
+  const out: Record<string, string | number> = {};
+  for (const s of SETTINGS) {
+    let value: string | number = typeof s.default === 'function' ? s.default() : s.default;
+    if (s.flag in file) value = coerce(s, file[s.flag], `settings file ${configPath}`);
+    const e = env[s.env];
+    if (e !== undefined && e !== '') value = coerce(s, e, `environment variable ${s.env}`);
+    const f = flags.get(s.flag);
+    if (f !== undefined) value = coerce(s, f, `flag --${s.flag}`);
+    out[s.key] = value;
+  }
+  const cfg = out as unknown as Config;
+  if (!cfg.store) cfg.store = `file:${cfg.stateDir}`;
+  validate(cfg);
+  return cfg;
+}
+
+function validate(cfg: Config): void {
+  if (!['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'].includes(cfg.logLevel)) {
+    throw new ConfigError(`log-level must be one of fatal, error, warn, info, debug, trace; got "${cfg.logLevel}"`);
+  }
+  if (!/^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$/.test(cfg.hostName)) {
+    throw new ConfigError(`host-name "${cfg.hostName}" is not usable: use letters, digits, '.', '-' and '_' (at most 63)`);
+  }
+  if (cfg.advertiseAddr && !/^(\d{1,3})(\.\d{1,3}){3}$/.test(cfg.advertiseAddr)) {
+    throw new ConfigError(`advertise-addr "${cfg.advertiseAddr}" is not an IPv4 address`);
+  }
+  if (isClusterStore(cfg.store) && !cfg.advertiseAddr) {
+    throw new ConfigError('an etcd store needs --advertise-addr (this host\'s underlay IPv4 address, which other hosts send VXLAN traffic to)');
+  }
+  if ((cfg.etcdCert === '') !== (cfg.etcdKey === '')) {
+    throw new ConfigError('--etcd-cert and --etcd-key go together: give both or neither');
+  }
+  if ((cfg.etcdUser === '') !== (cfg.etcdPassword === '')) {
+    throw new ConfigError('--etcd-user and --etcd-password go together: give both or neither');
+  }
+}
+
+export function isClusterStore(store: string): boolean {
+  return store.startsWith('etcd://') || store.startsWith('etcds://');
+}
+
+/** The name users type after -d and --ipam-driver. */
+export function driverName(cfg: Config): string {
+  if (cfg.pluginName) return cfg.pluginName;
+  const base = cfg.socket.split('/').pop() ?? 'weft.sock';
+  return base.replace(/\.sock$/, '');
+}
+
+/** Settings for logs: secrets masked. */
+export function redacted(cfg: Config): Record<string, unknown> {
+  const out: Record<string, unknown> = { ...cfg };
+  for (const s of SETTINGS) if (s.secret && out[s.key]) out[s.key] = '***';
+  out.store = String(cfg.store).replace(/\/\/[^@/]*@/, '//***@');
+  return out;
+}
+
+export function helpText(): string {
+  const lines = [
+    'weft: multi-host overlay networks for Docker (network + IPAM plugin)',
+    '',
+    'Usage:',
+    '  weft serve [flags]     run the plugin on this host',
+    '  weft version           print the version',
+    '  weft --help            this text',
+    '',
+    'Flags (each also read from its environment variable, and from the --config file; flags win):',
+  ];
+  for (const s of SETTINGS) {
+    const def = typeof s.default === 'function' ? '(this host\'s name)' : s.default === '' ? '' : String(s.default);
+    lines.push(`  --${s.flag} ${s.kind === 'int' ? 'N' : 'VALUE'}`.padEnd(34) + `${s.env}`);
+    lines.push(`      ${s.help}${def ? ` [default: ${def}]` : ''}`);
+  }
+  return lines.join('\n') + '\n';
+}

@@ -1,0 +1,339 @@
+// CNM semantics of weft's network driver: what CreateNetwork, CreateEndpoint,
+// Join, Leave, DeleteEndpoint and DeleteNetwork mean, with rollback. The API
+// layer (src/api) only translates wire types to these calls.
+//
+// Rules this module keeps:
+//   - it never calls the Docker Engine API (that can deadlock dockerd at boot;
+//     the agent does it, asynchronously);
+//   - Delete*/Leave of unknown ids succeed (Docker re-sends them after restarts);
+//   - a network's state lives in the store, so a restarted weft (CreateNetwork
+//     is never replayed) still knows every network; kernel objects are
+//     recreated lazily on first use and by the agent's reconcile.
+
+import type { Logger } from 'pino';
+import { Label, Options } from '../api/wire';
+import { endpointNames, networkNames } from '../dataplane/names';
+import { DataPlaneApi, EndpointSpec, NetworkSpec } from '../dataplane/types';
+import { errors, WeftError } from '../errors';
+import { parseSubnet, poolKey } from '../ipam/cidr';
+import { ADDRESS_SPACE, Ipam } from '../ipam/ipam';
+import { BindingRecord, EndpointRecord, keys, leaf, NetworkRecord } from '../store/keys';
+import { Store } from '../store/store';
+import { KeyedMutex } from '../util/mutex';
+import { isValidUnicastMac, macFromIp, normalizeMac, parseNetworkOptions } from './options';
+
+export interface DriverOptions {
+  host: string;
+  /** Cluster mode (etcd): VXLAN devices, Docker's default IPAM refused. */
+  cluster: boolean;
+  advertiseAddr?: string;
+  runDir: string;
+  defaultMtu: number;
+  vxlanPort: number;
+  /** What users type after -d / --ipam-driver, for error messages. */
+  driverName: string;
+  logger: Logger;
+}
+
+export interface LocalNetwork {
+  localId: string;
+  clusterId: string;
+  record: NetworkRecord;
+}
+
+interface LocalEndpoint {
+  clusterId: string;
+  record: EndpointRecord;
+}
+
+const VNI_MIN = 4096;
+const VNI_SPAN = (1 << 24) - VNI_MIN - 1;
+
+export class Driver {
+  private readonly networks = new Map<string, LocalNetwork>();
+  private readonly endpoints = new Map<string, LocalEndpoint>();
+  private readonly ensured = new Map<string, Promise<void>>();
+  private readonly mutex = new KeyedMutex();
+  private loaded: Promise<void> | undefined;
+
+  constructor(
+    private readonly store: Store,
+    private readonly ipam: Ipam,
+    private readonly dataplane: DataPlaneApi,
+    private readonly opts: DriverOptions,
+  ) {}
+
+  // ------------------------------------------------------------ networks
+
+  async createNetwork(localId: string, options: Options | null | undefined, ipv4: { AddressSpace?: string; Pool: string; Gateway?: string }[] | null | undefined, ipv6: unknown[] | null | undefined): Promise<void> {
+    const o = parseNetworkOptions(options);
+    if (o.ipv6 || (ipv6 && ipv6.length > 0)) throw errors.ipv6Unsupported();
+    const v4 = ipv4?.[0];
+    const ours = v4?.AddressSpace === ADDRESS_SPACE;
+    if (this.opts.cluster && !ours) throw errors.foreignIpam(this.opts.driverName);
+
+    await this.mutex.run(`net:${localId}`, async () => {
+      let clusterId: string;
+      let record: NetworkRecord;
+      let createdRecord = false;
+      if (o.clusterId) {
+        // This host's copy of a network created elsewhere (made by the agent).
+        clusterId = o.clusterId;
+        const kv = await this.store.get(keys.network(clusterId));
+        if (!kv) throw errors.unknownClusterNetwork(clusterId);
+        record = JSON.parse(kv.value) as NetworkRecord;
+      } else {
+        clusterId = localId;
+        const existing = await this.store.get(keys.network(clusterId));
+        if (existing) {
+          record = JSON.parse(existing.value) as NetworkRecord;
+        } else {
+          const subnet = v4 ? parseSubnet(v4.Pool) : undefined;
+          if (ours && subnet) {
+            await this.ipam.bindPool(poolKey(subnet), clusterId, (other) => this.describeNetwork(other));
+          }
+          record = {
+            ...(subnet ? { subnet: subnet.cidr } : {}),
+            ...(ours && subnet ? { poolId: poolKey(subnet) } : {}),
+            ...(v4?.Gateway ? { gateway: v4.Gateway.split('/')[0] } : {}),
+            vni: 0,
+            mtu: o.mtu ?? this.opts.defaultMtu,
+            options: o.generic,
+            internal: o.internal,
+            createdBy: this.opts.host,
+            createdAt: new Date().toISOString(),
+          };
+          record.vni = await this.createRecordWithVni(clusterId, record);
+          createdRecord = true;
+        }
+      }
+      const binding: BindingRecord = { localId };
+      try {
+        await this.store.put(keys.binding(clusterId, this.opts.host), JSON.stringify(binding));
+        const local = { localId, clusterId, record };
+        this.networks.set(localId, local);
+        await this.ensureKernel(local, true);
+        this.opts.logger.info({ network: localId, cluster: clusterId, vni: record.vni, subnet: record.subnet, mtu: record.mtu }, 'network created');
+      } catch (err) {
+        // Roll back: Docker will not call DeleteNetwork for a create that failed.
+        this.networks.delete(localId);
+        this.ensured.delete(clusterId);
+        await this.dataplane.deleteNetwork(this.spec(clusterId, record)).catch(() => undefined);
+        await this.store.delete(keys.binding(clusterId, this.opts.host)).catch(() => undefined);
+        if (createdRecord) await this.deleteClusterNetwork(clusterId, record).catch(() => undefined);
+        throw err;
+      }
+    });
+  }
+
+  /** Create the network record and claim a VNI in one transaction; the VNI is derived from the id, probing on collision. */
+  private async createRecordWithVni(clusterId: string, record: NetworkRecord): Promise<number> {
+    let h = 0;
+    for (const c of clusterId) h = (Math.imul(h, 31) + c.charCodeAt(0)) >>> 0;
+    for (let probe = 0; probe < 64; probe++) {
+      const vni = VNI_MIN + ((h + probe * 7919) % VNI_SPAN);
+      const value = JSON.stringify({ ...record, vni });
+      const r = await this.store.txn(
+        [{ key: keys.vni(vni), modRevision: 0 }, { key: keys.network(clusterId), modRevision: 0 }],
+        [{ type: 'put', key: keys.vni(vni), value: JSON.stringify({ network: clusterId }) },
+          { type: 'put', key: keys.network(clusterId), value }],
+      );
+      if (r.succeeded) return vni;
+      if (await this.store.get(keys.network(clusterId))) {
+        const rec = JSON.parse((await this.store.get(keys.network(clusterId)))!.value) as NetworkRecord;
+        return rec.vni;
+      }
+    }
+    throw errors.contention('choosing a VNI');
+  }
+
+  async deleteNetwork(localId: string): Promise<void> {
+    const local = await this.lookupNetwork(localId);
+    if (!local) return;
+    await this.mutex.run(`net:${localId}`, async () => {
+      const { clusterId, record } = local;
+      await this.dataplane.deleteNetwork(this.spec(clusterId, record));
+      this.ensured.delete(clusterId);
+      await this.store.delete(keys.binding(clusterId, this.opts.host));
+      this.networks.delete(localId);
+      for (const [id, ep] of this.endpoints) if (ep.clusterId === clusterId) this.endpoints.delete(id);
+      const others = await this.store.list(keys.bindingsOf(clusterId));
+      if (others.kvs.length === 0) {
+        await this.deleteClusterNetwork(clusterId, record);
+      } else {
+        // Removed here by a user: every other host removes its copy (the agent
+        // does it through its Docker engine); the last one deletes the record.
+        const kv = await this.store.get(keys.network(clusterId));
+        if (kv) {
+          const rec = JSON.parse(kv.value) as NetworkRecord;
+          if (!rec.deleting) {
+            await this.store.txn([{ key: kv.key, modRevision: kv.modRevision }],
+              [{ type: 'put', key: kv.key, value: JSON.stringify({ ...rec, deleting: true }) }]);
+          }
+        }
+      }
+      this.opts.logger.info({ network: localId, cluster: clusterId }, 'network deleted');
+    });
+  }
+
+  private async deleteClusterNetwork(clusterId: string, record: NetworkRecord): Promise<void> {
+    await this.store.txn([], [
+      { type: 'delete', key: keys.network(clusterId) },
+      { type: 'delete', key: keys.vni(record.vni) },
+      { type: 'deletePrefix', prefix: keys.endpointsOf(clusterId) },
+    ]);
+    if (record.poolId) await this.ipam.deletePool(record.poolId);
+  }
+
+  /** Name of a cluster network for messages: the Docker name once known, else a short id. */
+  async describeNetwork(clusterId: string): Promise<string> {
+    const kv = await this.store.get(keys.network(clusterId));
+    const name = kv ? (JSON.parse(kv.value) as NetworkRecord).name : undefined;
+    return name ?? clusterId.slice(0, 12);
+  }
+
+  /** The network behind a local Docker network id; after a restart, found again in the store. */
+  async lookupNetwork(localId: string): Promise<LocalNetwork | undefined> {
+    const hit = this.networks.get(localId);
+    if (hit) return hit;
+    await this.loadLocalNetworks();
+    return this.networks.get(localId);
+  }
+
+  /** Read this host's bindings from the store. Single-flight: concurrent misses share one read. */
+  loadLocalNetworks(): Promise<void> {
+    if (!this.loaded) {
+      this.loaded = (async () => {
+        const list = await this.store.list(keys.bindings());
+        for (const kv of list.kvs) {
+          const rest = kv.key.slice(keys.bindings().length).split('/');
+          if (rest.length !== 2 || rest[1] !== this.opts.host) continue;
+          const clusterId = rest[0];
+          const { localId } = JSON.parse(kv.value) as BindingRecord;
+          if (this.networks.has(localId)) continue;
+          const net = await this.store.get(keys.network(clusterId));
+          if (!net) continue;
+          this.networks.set(localId, { localId, clusterId, record: JSON.parse(net.value) as NetworkRecord });
+        }
+      })().finally(() => {
+        this.loaded = undefined;
+      });
+    }
+    return this.loaded;
+  }
+
+  localNetworks(): LocalNetwork[] {
+    return [...this.networks.values()];
+  }
+
+  /** Update the cached record (the agent learns names, deletions). */
+  updateRecord(clusterId: string, record: NetworkRecord): void {
+    for (const n of this.networks.values()) if (n.clusterId === clusterId) n.record = record;
+  }
+
+  spec(clusterId: string, record: NetworkRecord): NetworkSpec {
+    const names = networkNames(clusterId, this.opts.runDir);
+    const spec: NetworkSpec = { id: names.id, nsPath: names.nsPath, bridge: names.bridge, mtu: record.mtu };
+    if (this.opts.cluster && this.opts.advertiseAddr) {
+      spec.vxlan = { name: names.vxlan, vni: record.vni, local: this.opts.advertiseAddr, port: this.opts.vxlanPort, mtu: record.mtu };
+    }
+    return spec;
+  }
+
+  /** Make sure the network's namespace, bridge and VXLAN exist; once per process lifetime unless forced. */
+  async ensureKernel(local: LocalNetwork, force = false): Promise<void> {
+    let p = this.ensured.get(local.clusterId);
+    if (!p || force) {
+      p = this.dataplane.ensureNetwork(this.spec(local.clusterId, local.record)).catch((err) => {
+        this.ensured.delete(local.clusterId);
+        throw errors.kernel(`setting up network ${local.clusterId.slice(0, 12)}`, err);
+      });
+      this.ensured.set(local.clusterId, p);
+    }
+    return p;
+  }
+
+  // ------------------------------------------------------------ endpoints
+
+  async createEndpoint(localId: string, endpointId: string, iface: { Address?: string; AddressIPv6?: string; MacAddress?: string } | null | undefined, options: Options | null | undefined): Promise<{ MacAddress?: string } | null> {
+    const local = await this.lookupNetwork(localId);
+    if (!local) throw errors.unknownNetwork(localId);
+    if (iface?.AddressIPv6) throw errors.ipv6Unsupported();
+    const address = iface?.Address ?? '';
+    if (!address) throw errors.badRequest('CreateEndpoint', 'Interface.Address is empty: the network needs an IPv4 subnet');
+    const ip = address.split('/')[0];
+    const given = normalizeMac(iface?.MacAddress) ?? normalizeMac(options?.[Label.endpointMac]);
+    if (iface?.MacAddress && !given) throw errors.badRequest('CreateEndpoint', `Interface.MacAddress "${String(iface.MacAddress).slice(0, 40)}" is not a MAC address`);
+    if (given && !isValidUnicastMac(given)) throw errors.badRequest('CreateEndpoint', `MAC address ${given} is not a unicast address`);
+    const mac = given ?? macFromIp(ip);
+    const record: EndpointRecord = {
+      host: this.opts.host, vtep: this.opts.advertiseAddr ?? '', ip, mac, localNetwork: localId,
+    };
+    await this.store.put(keys.endpoint(local.clusterId, endpointId), JSON.stringify(record));
+    this.endpoints.set(endpointId, { clusterId: local.clusterId, record });
+    this.opts.logger.debug({ network: localId, endpoint: endpointId, ip, mac }, 'endpoint created');
+    // Return only what Docker did not fill in: re-setting a filled field fails the call.
+    return iface?.MacAddress ? null : { MacAddress: mac };
+  }
+
+  private async lookupEndpoint(local: LocalNetwork, endpointId: string): Promise<LocalEndpoint | undefined> {
+    const hit = this.endpoints.get(endpointId);
+    if (hit) return hit;
+    const kv = await this.store.get(keys.endpoint(local.clusterId, endpointId));
+    if (!kv) return undefined;
+    const ep = { clusterId: local.clusterId, record: JSON.parse(kv.value) as EndpointRecord };
+    this.endpoints.set(endpointId, ep);
+    return ep;
+  }
+
+  private endpointSpec(local: LocalNetwork, endpointId: string, mac: string): EndpointSpec {
+    const n = endpointNames(endpointId);
+    return { hostIf: n.hostIf, bridgeIf: n.bridgeIf, mac, mtu: local.record.mtu };
+  }
+
+  async join(localId: string, endpointId: string): Promise<{ SrcName: string }> {
+    const local = await this.lookupNetwork(localId);
+    if (!local) throw errors.unknownNetwork(localId);
+    const ep = await this.lookupEndpoint(local, endpointId);
+    if (!ep) throw errors.unknownEndpoint(endpointId);
+    await this.ensureKernel(local);
+    const spec = this.endpointSpec(local, endpointId, ep.record.mac);
+    try {
+      await this.dataplane.createEndpoint(this.spec(local.clusterId, local.record), spec);
+    } catch (err) {
+      throw err instanceof WeftError ? err : errors.kernel(`creating the interface of endpoint ${endpointId.slice(0, 12)}`, err);
+    }
+    return { SrcName: spec.hostIf };
+  }
+
+  async leave(localId: string, endpointId: string): Promise<void> {
+    // Docker moves the interface back to the host namespace after Leave and
+    // calls DeleteEndpoint, where it is removed. Nothing to undo here.
+    this.opts.logger.debug({ network: localId, endpoint: endpointId }, 'leave');
+  }
+
+  async deleteEndpoint(localId: string, endpointId: string): Promise<void> {
+    const local = await this.lookupNetwork(localId);
+    if (!local) return;
+    const ep = await this.lookupEndpoint(local, endpointId);
+    const spec = this.endpointSpec(local, endpointId, ep?.record.mac ?? '00:00:00:00:00:00');
+    await this.dataplane.deleteEndpoint(this.spec(local.clusterId, local.record), spec);
+    await this.store.delete(keys.endpoint(local.clusterId, endpointId));
+    this.endpoints.delete(endpointId);
+  }
+
+  async endpointInfo(localId: string, endpointId: string): Promise<Record<string, unknown>> {
+    const local = await this.lookupNetwork(localId);
+    if (!local) return {};
+    const ep = await this.lookupEndpoint(local, endpointId);
+    if (!ep) return {};
+    const n = endpointNames(endpointId);
+    return { ip: ep.record.ip, mac: ep.record.mac, host: ep.record.host, hostInterface: n.hostIf, vni: local.record.vni };
+  }
+
+  /** Endpoints of this host, per cluster network, from the store (for the reconcile). */
+  async localEndpointIds(clusterId: string): Promise<string[]> {
+    const list = await this.store.list(keys.endpointsOf(clusterId));
+    return list.kvs.filter((kv) => (JSON.parse(kv.value) as EndpointRecord).host === this.opts.host).map((kv) => leaf(kv.key));
+  }
+}

@@ -1,0 +1,85 @@
+// Parsing of `docker network create -o key=value` options. They arrive as
+// strings in Options["com.docker.network.generic"]; a typo must be an error,
+// never a silently ignored setting.
+
+import { errors } from '../errors';
+import { Label, Options } from '../api/wire';
+
+/** Option weft adds when it creates a network that was made on another host. */
+export const CLUSTER_NETWORK_OPTION = 'weft.network';
+
+export interface NetworkOptions {
+  mtu?: number;
+  /** Present on a host's copy of a network created elsewhere. */
+  clusterId?: string;
+  internal: boolean;
+  ipv6: boolean;
+  /** The user's -o options, kept to recreate the network on other hosts. */
+  generic: Record<string, string>;
+}
+
+const KNOWN = ['mtu', Label.driverMtu, CLUSTER_NETWORK_OPTION];
+
+export function parseNetworkOptions(options: Options | null | undefined): NetworkOptions {
+  const raw = options?.[Label.generic];
+  const generic: Record<string, string> = {};
+  if (raw !== undefined && raw !== null) {
+    if (typeof raw !== 'object' || Array.isArray(raw)) throw errors.badOption(Label.generic, '(not a map)', 'expected key=value options');
+    for (const [k, v] of Object.entries(raw as Record<string, unknown>)) {
+      if (typeof v !== 'string' && typeof v !== 'number' && typeof v !== 'boolean') throw errors.badOption(k, '(not a string)', 'expected a string value');
+      generic[k] = String(v);
+    }
+  }
+  const out: NetworkOptions = {
+    internal: options?.[Label.internal] === true || options?.[Label.internal] === 'true',
+    ipv6: options?.[Label.enableIPv6] === true || options?.[Label.enableIPv6] === 'true',
+    generic: {},
+  };
+  for (const [k, v] of Object.entries(generic)) {
+    if (k === 'mtu' || k === Label.driverMtu) {
+      out.mtu = parseMtu(k, v);
+      out.generic[k] = v;
+    } else if (k === CLUSTER_NETWORK_OPTION) {
+      if (!/^[0-9a-f]{12,64}$/.test(v)) throw errors.badOption(k, v, 'expected a weft cluster network id (set by weft itself)');
+      out.clusterId = v;
+    } else if (k.startsWith('com.docker.network.')) {
+      // Daemon-wide defaults (default-network-opts) meant for other drivers.
+      continue;
+    } else {
+      throw errors.unknownOption(k, KNOWN.filter((o) => o !== CLUSTER_NETWORK_OPTION));
+    }
+  }
+  return out;
+}
+
+export const MTU_MIN = 576;
+export const MTU_MAX = 65485;
+
+function parseMtu(name: string, v: string): number {
+  if (!/^\d{1,6}$/.test(v.trim())) throw errors.badOption(name, v, `expected a whole number of bytes between ${MTU_MIN} and ${MTU_MAX}`);
+  const n = Number(v.trim());
+  if (n < MTU_MIN || n > MTU_MAX) throw errors.badOption(name, v, `expected a whole number of bytes between ${MTU_MIN} and ${MTU_MAX}`);
+  return n;
+}
+
+/** Docker's MAC option in CreateEndpoint is base64 of 6 bytes (Go net.HardwareAddr); the IPAM one is text. */
+export function normalizeMac(value: unknown): string | undefined {
+  if (typeof value !== 'string' || value === '') return undefined;
+  if (/^([0-9a-fA-F]{2}:){5}[0-9a-fA-F]{2}$/.test(value)) return value.toLowerCase();
+  if (/^[A-Za-z0-9+/]{8}$/.test(value)) {
+    const b = Buffer.from(value, 'base64');
+    if (b.length === 6) return [...b].map((x) => x.toString(16).padStart(2, '0')).join(':');
+  }
+  return undefined;
+}
+
+export function isValidUnicastMac(mac: string): boolean {
+  if (!/^([0-9a-f]{2}:){5}[0-9a-f]{2}$/.test(mac)) return false;
+  const first = parseInt(mac.slice(0, 2), 16);
+  return (first & 1) === 0 && mac !== '00:00:00:00:00:00';
+}
+
+/** A locally administered unicast MAC derived from the IPv4 address, the way Docker's bridge does (02:42 + address). */
+export function macFromIp(ip: string): string {
+  return ['02', '42', ...ip.split('.').map((o) => Number(o).toString(16).padStart(2, '0'))].join(':');
+}

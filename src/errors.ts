@@ -1,0 +1,99 @@
+// Every error weft can answer with, defined once, each with a stable code.
+//
+// Docker shows the message to the user as "<Interface.Method>: <message>", so
+// each message names the offending value and says what to do about it. The
+// code is for logs, metrics and tests; the HTTP status tells a bad request
+// (the caller can fix it) from a failure on our side.
+
+export class WeftError extends Error {
+  readonly code: string;
+  readonly statusCode: number;
+  constructor(code: string, statusCode: number, message: string, options?: { cause?: unknown }) {
+    super(message, options);
+    this.name = 'WeftError';
+    this.code = code;
+    this.statusCode = statusCode;
+  }
+}
+
+const bad = (code: string, message: string) => new WeftError(code, 400, message);
+const conflict = (code: string, message: string) => new WeftError(code, 409, message);
+const failed = (code: string, message: string, cause?: unknown) => new WeftError(code, 500, message, { cause });
+
+export const errors = {
+  badRequest: (method: string, detail: string) =>
+    bad('WEFT_BAD_REQUEST', `malformed ${method} request: ${detail}`),
+  bodyTooLarge: (limit: number) =>
+    bad('WEFT_BODY_TOO_LARGE', `request body larger than ${limit} bytes`),
+  unknownMethod: (path: string) =>
+    new WeftError('WEFT_UNKNOWN_METHOD', 404, `weft does not implement ${path}`),
+
+  // IPAM
+  badSubnet: (value: string, why: string) =>
+    bad('WEFT_BAD_SUBNET', `invalid subnet "${value}": ${why}`),
+  badAddress: (value: string) =>
+    bad('WEFT_BAD_ADDRESS', `invalid IPv4 address "${value}"`),
+  ipv6Unsupported: () =>
+    bad('WEFT_IPV6_UNSUPPORTED', 'weft does not support IPv6 networks yet: create the network without --ipv6'),
+  unknownAddressSpace: (space: string, known: string[]) =>
+    bad('WEFT_BAD_ADDRESS_SPACE', `unknown address space "${space}" (weft serves ${known.join(', ')})`),
+  subnetOverlaps: (subnet: string, other: string, network: string) =>
+    conflict('WEFT_SUBNET_OVERLAP',
+      `subnet ${subnet} overlaps ${other}, which weft already uses for network ${network}: choose a --subnet that overlaps no existing weft network (see "docker network inspect ${network}")`),
+  subnetInUse: (subnet: string, network: string) =>
+    conflict('WEFT_SUBNET_IN_USE',
+      `subnet ${subnet} is already used by weft network ${network}: use that network (--network ${network}) or choose another --subnet`),
+  ipRangeMismatch: (subnet: string, wanted: string, existing: string) =>
+    conflict('WEFT_IP_RANGE_MISMATCH',
+      `subnet ${subnet} is already a weft pool with --ip-range ${existing}, not ${wanted}: choose another --subnet`),
+  badIpRange: (range: string, subnet: string) =>
+    bad('WEFT_BAD_IP_RANGE', `--ip-range ${range} is not inside --subnet ${subnet}`),
+  defaultRangeExhausted: (range: string, size: number) =>
+    conflict('WEFT_NO_FREE_SUBNET',
+      `no free /${size} subnet left in weft's default range ${range}: pass --subnet, or remove unused weft networks, or widen --default-pool`),
+  unknownPool: (poolId: string) =>
+    bad('WEFT_UNKNOWN_POOL', `unknown address pool "${poolId}": the network was probably removed; recreate it`),
+  addressOutside: (address: string, subnet: string) =>
+    bad('WEFT_ADDRESS_OUTSIDE_SUBNET', `address ${address} is outside the network's subnet ${subnet}: pick an --ip inside ${subnet}`),
+  addressReserved: (address: string, what: string) =>
+    conflict('WEFT_ADDRESS_RESERVED', `address ${address} is the network's ${what} and cannot be given to a container: pick another --ip`),
+  addressInUse: (address: string, subnet: string, holder: string) =>
+    conflict('WEFT_ADDRESS_IN_USE',
+      `address ${address} in ${subnet} is already in use (${holder}): pick another --ip, or leave --ip out to get a free address`),
+  gatewayMismatch: (wanted: string, existing: string, subnet: string) =>
+    conflict('WEFT_GATEWAY_MISMATCH',
+      `subnet ${subnet} already has gateway ${existing} in weft; --gateway ${wanted} does not match: leave --gateway out or use ${existing}`),
+  poolExhausted: (subnet: string, used: number) =>
+    conflict('WEFT_POOL_EXHAUSTED',
+      `no free address left in ${subnet} (${used} addresses in use): remove unused containers, or create a network with a larger --subnet or --ip-range`),
+
+  // Networks and endpoints
+  badOption: (name: string, value: unknown, expected: string) =>
+    bad('WEFT_BAD_OPTION', `invalid option -o ${name}=${String(value)}: ${expected}`),
+  unknownOption: (name: string, known: string[]) =>
+    bad('WEFT_UNKNOWN_OPTION', `unknown option -o ${name}: weft understands ${known.join(', ')}`),
+  foreignIpam: (managedName: string) =>
+    bad('WEFT_FOREIGN_IPAM',
+      `weft networks need weft's address management so that addresses are unique across hosts: add --ipam-driver ${managedName} to docker network create`),
+  unknownNetwork: (networkId: string) =>
+    bad('WEFT_UNKNOWN_NETWORK', `network ${networkId} is not known to weft on this host: remove it with "docker network rm" and create it again`),
+  unknownClusterNetwork: (clusterId: string) =>
+    bad('WEFT_UNKNOWN_CLUSTER_NETWORK', `cluster network ${clusterId} does not exist (it was removed): do not pass -o weft.network by hand`),
+  unknownEndpoint: (endpointId: string) =>
+    bad('WEFT_UNKNOWN_ENDPOINT', `endpoint ${endpointId} is not known to weft on this host`),
+  macInUse: (mac: string) =>
+    conflict('WEFT_MAC_IN_USE', `MAC address ${mac} is already used on this network: pick another --mac-address`),
+  networkBusy: (network: string, hosts: string[]) =>
+    conflict('WEFT_NETWORK_BUSY',
+      `network ${network} still has containers on ${hosts.join(', ')}: stop or disconnect them there first`),
+
+  // Failures on our side
+  store: (what: string, cause: unknown) =>
+    failed('WEFT_STORE_UNAVAILABLE', `${what}: the store is unavailable (${cause instanceof Error ? cause.message : String(cause)}); check that etcd is reachable, then retry`, cause),
+  kernel: (what: string, cause: unknown) =>
+    failed('WEFT_KERNEL', `${what}: ${cause instanceof Error ? cause.message : String(cause)}`, cause),
+  contention: (what: string) =>
+    failed('WEFT_CONTENTION', `${what}: too many concurrent changes, gave up after several retries; retry the command`),
+  internal: (cause: unknown) =>
+    failed('WEFT_INTERNAL', `internal error: ${cause instanceof Error ? cause.message : String(cause)}; see weft's log`, cause),
+};

@@ -1,0 +1,109 @@
+// `weft serve`: wires the parts together and owns the process lifecycle.
+//
+// Order matters at start-up: Docker gives a plugin about 10 s (managed) or
+// ~15 s of retries (v1) to answer on its socket, and a daemon at boot waits on
+// it. So the socket is served as soon as the store object exists (etcd is
+// connected to lazily), and the agent's slower work (reconcile, registration,
+// watches) starts only afterwards, never in front of a driver call.
+
+import * as fs from 'fs';
+import * as net from 'net';
+import * as path from 'path';
+import type { Logger } from 'pino';
+import { Agent } from './agent/agent';
+import { buildServer } from './api/server';
+import { Config, driverName, isClusterStore, redacted } from './config';
+import { DataPlane } from './dataplane/dataplane';
+import { Driver } from './driver/driver';
+import { Ipam } from './ipam/ipam';
+import { createLogger } from './log';
+import { openStore } from './store';
+import { VERSION } from './version';
+
+export async function serve(cfg: Config): Promise<void> {
+  const log = createLogger(cfg.logLevel);
+  log.info({ version: VERSION, config: redacted(cfg) }, 'weft starting');
+
+  fs.mkdirSync(cfg.stateDir, { recursive: true, mode: 0o700 });
+  fs.mkdirSync(cfg.runDir, { recursive: true, mode: 0o700 });
+  const cluster = isClusterStore(cfg.store);
+  const store = await openStore(cfg.store, {
+    stateDir: cfg.stateDir,
+    requestTimeoutMs: cfg.storeTimeout,
+    ...(cfg.etcdCa || cfg.etcdCert ? { tls: { ca: cfg.etcdCa || undefined, cert: cfg.etcdCert || undefined, key: cfg.etcdKey || undefined } } : {}),
+    ...(cfg.etcdUser ? { auth: { username: cfg.etcdUser, password: cfg.etcdPassword } } : {}),
+    logger: log.child({ part: 'store' }),
+  });
+  const dataplane = new DataPlane({ runDir: cfg.runDir, logger: log.child({ part: 'dataplane' }) });
+  const ipam = new Ipam(store, {
+    host: cfg.hostName, defaultPool: cfg.defaultPool, defaultPoolSize: cfg.defaultPoolSize, logger: log.child({ part: 'ipam' }),
+  });
+  const driver = new Driver(store, ipam, dataplane, {
+    host: cfg.hostName, cluster, advertiseAddr: cfg.advertiseAddr || undefined, runDir: cfg.runDir,
+    defaultMtu: cfg.mtu, vxlanPort: cfg.vxlanPort, driverName: driverName(cfg), logger: log.child({ part: 'driver' }),
+  });
+  const app = buildServer({ driver, ipam }, { bodyLimit: cfg.bodyLimit, logger: log.child({ part: 'api' }) });
+
+  await listenUnix(app, cfg.socket, log);
+  log.info({ socket: cfg.socket, store: store.description, driver: driverName(cfg) }, 'serving the plugin API');
+
+  const agent = new Agent({ store, driver, dataplane, cfg, logger: log.child({ part: 'agent' }) });
+  agent.start();
+
+  let stopping = false;
+  const stop = async (signal: string) => {
+    if (stopping) return;
+    stopping = true;
+    log.info({ signal }, 'weft stopping; kernel state stays so running containers keep their network');
+    const force = setTimeout(() => process.exit(1), 10_000);
+    force.unref();
+    try {
+      await app.close();
+      await agent.stop();
+      await dataplane.close();
+      await store.close();
+    } catch (err) {
+      log.error({ err }, 'error while stopping');
+    }
+    try {
+      fs.unlinkSync(cfg.socket);
+    } catch {
+      // already gone
+    }
+    process.exit(0);
+  };
+  process.on('SIGTERM', () => void stop('SIGTERM'));
+  process.on('SIGINT', () => void stop('SIGINT'));
+}
+
+/** Listen on the plugin socket, root-only (0600); refuse to steal the socket of a weft that is still running. */
+async function listenUnix(app: ReturnType<typeof buildServer>, socket: string, log: Logger): Promise<void> {
+  fs.mkdirSync(path.dirname(socket), { recursive: true });
+  if (fs.existsSync(socket)) {
+    if (await answers(socket)) {
+      throw new Error(`another process is already serving ${socket}: stop it first, or give this weft another --socket`);
+    }
+    log.info({ socket }, 'removing a stale socket left by a previous run');
+    fs.unlinkSync(socket);
+  }
+  const old = process.umask(0o177);
+  try {
+    await app.listen({ path: socket });
+  } finally {
+    process.umask(old);
+  }
+  fs.chmodSync(socket, 0o600);
+}
+
+function answers(socket: string): Promise<boolean> {
+  return new Promise((resolve) => {
+    const c = net.connect(socket);
+    const done = (ok: boolean) => {
+      c.destroy();
+      resolve(ok);
+    };
+    c.once('connect', () => done(true));
+    c.once('error', () => done(false));
+    setTimeout(() => done(false), 1000).unref();
+  });
+}

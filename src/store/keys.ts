@@ -1,0 +1,86 @@
+// The cluster key layout, in one place. Every key weft writes starts with
+// /weft/v1/ so that a future layout can live beside this one during an upgrade.
+//
+//   hosts/<host>                 {address, version, startedAt}        under the host's lease
+//   subnets                      {<poolKey>: <subnet>}                guard: every pool creation or deletion CASes it,
+//                                                                      so two hosts never create overlapping pools
+//   pools/<poolKey>              PoolRecord                           one per subnet
+//   addrs/<poolKey>/<ip>         AddressRecord                        created only if absent
+//   networks/<clusterId>         NetworkRecord
+//   bindings/<clusterId>/<host>  {localId}                            the Docker network id of the network on that host
+//   vnis/<vni>                   {network}                            created only if absent
+//   endpoints/<clusterId>/<id>   EndpointRecord
+
+export const ROOT = '/weft/v1/';
+
+export const keys = {
+  host: (host: string) => `${ROOT}hosts/${host}`,
+  hosts: () => `${ROOT}hosts/`,
+  subnets: () => `${ROOT}subnets`,
+  pool: (poolKey: string) => `${ROOT}pools/${poolKey}`,
+  pools: () => `${ROOT}pools/`,
+  addr: (poolKey: string, ip: string) => `${ROOT}addrs/${poolKey}/${ip}`,
+  addrs: (poolKey: string) => `${ROOT}addrs/${poolKey}/`,
+  allAddrs: () => `${ROOT}addrs/`,
+  network: (clusterId: string) => `${ROOT}networks/${clusterId}`,
+  networks: () => `${ROOT}networks/`,
+  binding: (clusterId: string, host: string) => `${ROOT}bindings/${clusterId}/${host}`,
+  bindingsOf: (clusterId: string) => `${ROOT}bindings/${clusterId}/`,
+  bindings: () => `${ROOT}bindings/`,
+  vni: (vni: number) => `${ROOT}vnis/${vni}`,
+  endpoint: (clusterId: string, endpointId: string) => `${ROOT}endpoints/${clusterId}/${endpointId}`,
+  endpointsOf: (clusterId: string) => `${ROOT}endpoints/${clusterId}/`,
+  endpoints: () => `${ROOT}endpoints/`,
+};
+
+/** Last path segment of a key. */
+export const leaf = (key: string) => key.slice(key.lastIndexOf('/') + 1);
+
+export interface HostRecord { address: string; version: string; startedAt: string }
+
+export interface PoolRecord {
+  subnet: string;
+  /** --ip-range: addresses for containers come only from here. */
+  ipRange?: string;
+  /** Set by the first gateway request; every host's repeat of it gets the same address. */
+  gateway?: string;
+  /** Cluster network that owns the pool; unset between RequestPool and CreateNetwork. */
+  network?: string;
+  createdBy: string;
+  createdAt: string;
+}
+
+export interface AddressRecord {
+  host: string;
+  kind: 'endpoint' | 'aux';
+  mac?: string;
+}
+
+export interface NetworkRecord {
+  /** Docker network name, learned from the Docker engine after creation (CreateNetwork does not carry it). */
+  name?: string;
+  subnet?: string;
+  poolId?: string;
+  gateway?: string;
+  ipRange?: string;
+  vni: number;
+  mtu: number;
+  /** The -o options the network was created with, replayed when it is created on other hosts. */
+  options: Record<string, string>;
+  internal: boolean;
+  createdBy: string;
+  createdAt: string;
+  /** Set when the network was removed on some host: every host removes its copy, the last one deletes the record. */
+  deleting?: boolean;
+}
+
+export interface BindingRecord { localId: string }
+
+export interface EndpointRecord {
+  host: string;
+  /** Underlay address of the endpoint's host: where VXLAN frames for its MAC go. */
+  vtep: string;
+  ip: string;
+  mac: string;
+  localNetwork: string;
+}
