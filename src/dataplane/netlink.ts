@@ -112,7 +112,8 @@ export class Rtnl {
   private readonly timeoutMs: number;
   private readonly maxInFlight: number;
   private inFlight = 0;
-  private readonly waiters: (() => void)[] = [];
+  private dumping = false;
+  private readonly waiters: { exclusive: boolean; go: () => void }[] = [];
   private closed = false;
 
   constructor(private readonly opts: RtnlOptions) {
@@ -141,22 +142,49 @@ export class Rtnl {
     try { g.s.socket.close(); } catch { /* already closed */ }
   }
 
-  private async call<T>(op: string, fn: (s: RtNetlinkSocket, o: { timeout: number }) => Promise<T>): Promise<T> {
-    if (this.inFlight >= this.maxInFlight) await new Promise<void>((r) => this.waiters.push(r));
+  // A dump's reply is several messages, and the package drops a dump whose
+  // parts arrive interleaved with any other reply ("Multipart message not
+  // terminated properly"). So a dump has the socket to itself; other requests
+  // (one reply each) share it, up to maxInFlight at a time.
+  private acquire(exclusive: boolean): Promise<void> | void {
+    const free = exclusive ? this.inFlight === 0 : !this.dumping && this.inFlight < this.maxInFlight;
+    if (free && this.waiters.length === 0) return this.take(exclusive);
+    return new Promise<void>((resolve) => this.waiters.push({ exclusive, go: () => { this.take(exclusive); resolve(); } }));
+  }
+
+  private take(exclusive: boolean): void {
     this.inFlight++;
+    if (exclusive) this.dumping = true;
+  }
+
+  private release(exclusive: boolean): void {
+    this.inFlight--;
+    if (exclusive) this.dumping = false;
+    // Strict FIFO: a waiting dump is not starved by a stream of small requests.
+    while (this.waiters.length) {
+      const w = this.waiters[0];
+      const free = w.exclusive ? this.inFlight === 0 : !this.dumping && this.inFlight < this.maxInFlight;
+      if (!free) break;
+      this.waiters.shift();
+      w.go();
+    }
+  }
+
+  private async call<T>(op: string, fn: (s: RtNetlinkSocket, o: { timeout: number }) => Promise<T>, dump = false): Promise<T> {
+    await this.acquire(dump);
     try {
       const g = this.socket();
       try {
         return await Promise.race([fn(g.s, { timeout: this.timeoutMs }), g.died]);
       } catch (e) {
-        const code = errorCode(e) ?? 'ESOCKET';
-        // A reply that never came means the socket lost messages: start over on a new one.
-        if (code === 'ETIMEDOUT') this.retire(g, e as Error);
-        throw new NetlinkError(`${op} in ${this.label}`, code, e);
+        const rejected = /Request rejected: \w+/.test((e as Error)?.message ?? '');
+        // Anything but a kernel answer (a lost reply, a mangled dump) leaves the
+        // package's per-socket state in doubt: start over on a new socket.
+        if (!rejected) this.retire(g, e as Error);
+        throw new NetlinkError(`${op} in ${this.label}`, errorCode(e) ?? 'ESOCKET', e);
       }
     } finally {
-      this.inFlight--;
-      this.waiters.shift()?.();
+      this.release(dump);
     }
   }
 
@@ -179,7 +207,7 @@ export class Rtnl {
   }
 
   async listLinks(): Promise<LinkInfo[]> {
-    return (await this.call('dump links', (s, o) => s.getLinks({}, {}, o))).map(parseLink);
+    return (await this.call('dump links', (s, o) => s.getLinks({}, {}, o), true)).map(parseLink);
   }
 
   async createBridge(name: string, mtu: number): Promise<void> {
@@ -238,7 +266,7 @@ export class Rtnl {
   // ---- IPv4 neighbours (ip neigh … nud permanent)
 
   async listNeighbours(): Promise<NeighEntry[]> {
-    return (await this.call('dump neighbours', (s, o) => s.getNeighbors({ family: AF_INET }, {}, o))).map(parseNeigh);
+    return (await this.call('dump neighbours', (s, o) => s.getNeighbors({ family: AF_INET }, {}, o), true)).map(parseNeigh);
   }
 
   async addNeighbour(ifindex: number, ip: string, lladdr: string): Promise<void> {
@@ -254,7 +282,7 @@ export class Rtnl {
   // ---- bridge FDB (bridge fdb append … dst … self permanent)
 
   async listFdb(): Promise<NeighEntry[]> {
-    return (await this.call('dump fdb', (s, o) => s.getNeighbors({ family: AF_BRIDGE }, {}, o))).map(parseNeigh);
+    return (await this.call('dump fdb', (s, o) => s.getNeighbors({ family: AF_BRIDGE }, {}, o), true)).map(parseNeigh);
   }
 
   async fdbAppend(ifindex: number, lladdr: string, dst: string): Promise<void> {
