@@ -16,7 +16,7 @@ import * as fs from 'fs';
 import * as path from 'path';
 import type { NetworkSpec, EndpointSpec, PeerState, PeerDiff, RemoteEndpoint } from './types';
 import { Rtnl, LinkInfo, errorCode } from './netlink';
-import { socketIn, forgetSocket, ensureNetns, removeNetns, isPinnedNetns, withNsFd } from './netns';
+import { socketIn, forgetSocket, ensureNetns, removeNetns, isPinnedNetns, withNsFd, setSysctlIn } from './netns';
 import { MAX_IFNAME, networkIdFromNetnsName } from './names';
 
 export interface DataPlaneLogger {
@@ -49,6 +49,19 @@ function wrap(what: string, e: unknown): Error {
   const code = errorCode(e);
   if (code) (err as Error & { code?: string }).code = code;
   return err;
+}
+
+/** Like Promise.all, but waits for every request to finish before failing, so none outlives the network's lock. */
+async function settle(ps: Promise<unknown>[]): Promise<void> {
+  const failed = (await Promise.allSettled(ps)).filter((r): r is PromiseRejectedResult => r.status === 'rejected');
+  if (failed.length === 1) throw failed[0].reason;
+  if (failed.length > 1) {
+    const first = failed[0].reason as Error;
+    const err = new Error(`${first?.message ?? String(first)} (and ${failed.length - 1} more failures)`, { cause: first });
+    const code = errorCode(first);
+    if (code) (err as Error & { code?: string }).code = code;
+    throw err;
+  }
 }
 
 export class DataPlane {
@@ -111,6 +124,11 @@ export class DataPlane {
   private async ensureNetworkLocked(spec: NetworkSpec): Promise<void> {
     fs.mkdirSync(path.dirname(spec.nsPath), { recursive: true, mode: 0o755 });
     if (ensureNetns(spec.nsPath)) this.log.info({ network: spec.id, netns: spec.nsPath }, 'network namespace created');
+    // The namespace only switches frames. With IPv6 on, every port would get a
+    // link-local address and send DAD, router solicitations and MLD reports
+    // that the VXLAN floods to every other host. Bridging of the containers'
+    // own IPv6 traffic is unaffected. Set before links exist so they inherit it.
+    for (const scope of ['default', 'all']) setSysctlIn(spec.nsPath, `net.ipv6.conf.${scope}.disable_ipv6`, '1');
     const ns = this.netSocket(spec);
     const links = new Map((await ns.listLinks()).map((l) => [l.name, l]));
 
@@ -302,11 +320,11 @@ export class DataPlane {
         const gone = (e: unknown) => { if (errorCode(e) !== 'ENOENT') throw e; };
         const there = (e: unknown) => { if (errorCode(e) !== 'EEXIST') throw e; };
         // Removals first, so a MAC that moved to another VTEP never has two destinations at once.
-        await Promise.all([
+        await settle([
           ...fdbDel.map((k) => { const [m, d] = k.split('|'); return ns.fdbDel(vx, m, d).catch(gone); }),
           ...neighDel.map((ip) => ns.delNeighbour(vx, ip).catch(gone)),
         ]);
-        await Promise.all([
+        await settle([
           ...fdbAdd.map((k) => { const [m, d] = k.split('|'); return ns.fdbAppend(vx, m, d).catch(there); }),
           ...neighSet.map(([ip, m]) => ns.addNeighbour(vx, ip, m)),
         ]);

@@ -174,14 +174,21 @@ export class Rtnl {
     await this.acquire(dump);
     try {
       const g = this.socket();
+      let timer: NodeJS.Timeout | undefined;
+      // Our own timer as well as the package's: a request must settle even if the package loses track of it.
+      const expired = new Promise<never>((_, reject) => {
+        timer = setTimeout(() => reject(new Error(`Timeout has been reached (${this.timeoutMs} ms)`)), this.timeoutMs);
+      });
       try {
-        return await Promise.race([fn(g.s, { timeout: this.timeoutMs }), g.died]);
+        return await Promise.race([fn(g.s, { timeout: this.timeoutMs }), g.died, expired]);
       } catch (e) {
         const rejected = /Request rejected: \w+/.test((e as Error)?.message ?? '');
         // Anything but a kernel answer (a lost reply, a mangled dump) leaves the
         // package's per-socket state in doubt: start over on a new socket.
         if (!rejected) this.retire(g, e as Error);
         throw new NetlinkError(`${op} in ${this.label}`, errorCode(e) ?? 'ESOCKET', e);
+      } finally {
+        clearTimeout(timer);
       }
     } finally {
       this.release(dump);

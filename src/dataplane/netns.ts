@@ -3,6 +3,7 @@
 // thread briefly switched into it (synchronously: no other JS can run while
 // the thread is elsewhere) and cached here by path.
 import * as fs from 'fs';
+import * as path from 'path';
 import { setns, createNetns, deleteNetns } from '../native';
 import { Rtnl, openRtnetlink } from './netlink';
 
@@ -81,6 +82,20 @@ export function removeNetns(nsPath: string): void {
   } catch (e) {
     throw new Error(`cannot remove network namespace ${nsPath}: ${(e as Error).message}`, { cause: e });
   }
+}
+
+/** Writes /proc/sys/<key> as seen from the namespace at nsPath (net sysctls resolve against the opening thread). false if the key does not exist. */
+export function setSysctlIn(nsPath: string, key: string, value: string): boolean {
+  const file = path.join('/proc/sys', ...key.split('.'));
+  return withNetns(nsPath, () => {
+    try {
+      fs.writeFileSync(file, value);
+      return true;
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code === 'ENOENT') return false;
+      throw new Error(`cannot set ${key}=${value} in network namespace ${nsPath}: ${(e as Error).message}`, { cause: e });
+    }
+  });
 }
 
 interface Cached { rtnl: Rtnl; ino?: number }

@@ -8,7 +8,11 @@ import { execFileSync, spawnSync } from 'child_process';
 import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
+import { EventEmitter } from 'events';
+import type { RtNetlinkSocket } from 'netlink';
 import { DataPlane } from '../../src/dataplane/dataplane';
+import { Rtnl, openRtnetlink, errorCode } from '../../src/dataplane/netlink';
+import { withNetns, socketIn, ensureNetns, removeNetns, isPinnedNetns } from '../../src/dataplane/netns';
 import { networkNames, endpointNames } from '../../src/dataplane/names';
 import { deleteNetns } from '../../src/native';
 import type { NetworkSpec, EndpointSpec, PeerState } from '../../src/dataplane/types';
@@ -120,7 +124,9 @@ describe('single host', () => {
     expect(br.mtu).toBe(1500);
     expect(br.flags).toContain('UP');
     expect(ls.find((l) => l.ifname === 'lo')!.flags).toContain('UP');
-    expect(inNs(net.nsPath, 'ip', '-4', 'addr', 'show', 'dev', net.bridge).trim()).toBe('');
+    expect(inNs(net.nsPath, 'ip', 'addr', 'show', 'dev', net.bridge)).not.toMatch(/inet/);
+    expect(inNs(net.nsPath, 'sysctl', '-n', 'net.ipv6.conf.all.disable_ipv6').trim()).toBe('1');
+    expect(run('ip', 'netns', 'exec', h.name, 'sysctl', '-n', 'net.ipv6.conf.all.disable_ipv6').trim()).toBe('0');
     expect(await dp.listNetworkIds()).toEqual([net.id]);
   });
 
@@ -423,5 +429,110 @@ describe('figures', () => {
     console.log(`[figures] ensureNetwork (new, with vxlan) ${ensure.toFixed(1)} ms, again ${ensureNoop.toFixed(2)} ms; ` +
       `createEndpoint ${create.toFixed(2)} ms/op, deleteEndpoint ${del.toFixed(1)} ms/op (N=${N}); ` +
       `programPeers ${P} endpoints + 50 vteps ${program.toFixed(1)} ms, no-op ${programNoop.toFixed(1)} ms; deleteNetwork ${delNet.toFixed(1)} ms`);
+  });
+});
+
+describe('withNetns and per-namespace sockets', () => {
+  const self = () => fs.statSync('/proc/thread-self/ns/net').ino;
+
+  it('runs fn inside the namespace and always comes back', () => {
+    const h = netns('wn');
+    const home = self();
+    expect(withNetns(h.path, self)).toBe(fs.statSync(h.path).ino);
+    expect(self()).toBe(home);
+    expect(() => withNetns(h.path, () => { throw new Error('boom'); })).toThrow('boom');
+    expect(self()).toBe(home);
+    expect(() => withNetns(h.path, () => Promise.resolve(1))).toThrow(/synchronous/);
+    expect(self()).toBe(home);
+    expect(() => withNetns('/nonexistent/wdp-ns', () => 1)).toThrow(/\/nonexistent\/wdp-ns/);
+    expect(self()).toBe(home);
+  });
+
+  it('gives a namespace re-created at the same path a new socket', async () => {
+    const dir = path.join(tempRunDir(), 'netns');
+    fs.mkdirSync(dir);
+    const p = path.join(dir, 'wdp-pinned');
+    expect(ensureNetns(p)).toBe(true);
+    expect(ensureNetns(p)).toBe(false);
+    const a = socketIn(p);
+    expect(socketIn(p)).toBe(a);
+    await a.createBridge('wdp-marker', 1500);
+    removeNetns(p);
+    removeNetns(p);
+    expect(isPinnedNetns(p)).toBe(false);
+    ensureNetns(p);
+    const b = socketIn(p);
+    expect(b).not.toBe(a);
+    expect((await b.listLinks()).map((l) => l.name)).toEqual(['lo']);
+    removeNetns(p);
+  });
+});
+
+describe('netlink adapter', () => {
+  /** A stand-in socket whose requests settle only when the test says so. */
+  function fake(opts: { delayMs?: number; hang?: boolean }) {
+    const state = { active: 0, maxActive: 0, dumpOverlap: false, dumping: false, opened: 0, sockets: [] as EventEmitter[] };
+    const open = (): RtNetlinkSocket => {
+      state.opened++;
+      const ee = Object.assign(new EventEmitter(), { close() { /* nothing */ } });
+      state.sockets.push(ee);
+      const req = (dump: boolean) => {
+        if (opts.hang) return new Promise(() => undefined);
+        if (state.dumping || (dump && state.active > 0)) state.dumpOverlap = true;
+        state.active++;
+        if (dump) state.dumping = true;
+        state.maxActive = Math.max(state.maxActive, state.active);
+        return new Promise((r) => setTimeout(() => { state.active--; if (dump) state.dumping = false; r([]); }, opts.delayMs ?? 5));
+      };
+      return { socket: ee, getLink: () => req(false), getLinks: () => req(true) } as unknown as RtNetlinkSocket;
+    };
+    return { state, open };
+  }
+
+  it('parses the kernel errno out of the package message', () => {
+    expect(errorCode(new Error('Request rejected: EEXIST'))).toBe('EEXIST');
+    expect(errorCode(new Error('Timeout has been reached'))).toBe('ETIMEDOUT');
+    expect(errorCode(new Error('other'))).toBeUndefined();
+  });
+
+  it('reports a real kernel error with its code and the link named', async () => {
+    const r = new Rtnl({ label: 'the test process namespace', open: openRtnetlink });
+    await expect(r.setLink(999999, 'wdp-nolink', { up: true })).rejects.toMatchObject({
+      code: 'ENODEV', message: expect.stringContaining('wdp-nolink') });
+    expect(await r.getLink('wdp-nolink')).toBeUndefined();
+    expect((await r.getLink('lo'))?.index).toBe(1);
+    r.close();
+  });
+
+  it('bounds requests in flight and gives a dump the socket to itself', async () => {
+    const f = fake({ delayMs: 3 });
+    const r = new Rtnl({ label: 'fake', open: f.open, maxInFlight: 4 });
+    await Promise.all(Array.from({ length: 60 }, (_, i) => (i % 7 === 0 ? r.listLinks() : r.getLink(`x${i}`))));
+    expect(f.state.maxActive).toBe(4);
+    expect(f.state.dumpOverlap).toBe(false);
+    expect(f.state.opened).toBe(1);
+  });
+
+  it('times out, and the next request gets a new socket', async () => {
+    const f = fake({ hang: true });
+    const r = new Rtnl({ label: 'fake', open: f.open, timeoutMs: 100 });
+    await expect(r.getLink('x')).rejects.toMatchObject({ code: 'ETIMEDOUT' });
+    await expect(r.getLink('x')).rejects.toMatchObject({ code: 'ETIMEDOUT' });
+    expect(f.state.opened).toBe(2);
+  });
+
+  it("settles requests in flight when the socket reports an error, then opens a new one", async () => {
+    const f = fake({ hang: true });
+    const r = new Rtnl({ label: 'fake', open: f.open, timeoutMs: 60_000 });
+    const pending = r.getLink('x');
+    await new Promise((res) => setImmediate(res));
+    f.state.sockets[0].emit('error', new Error('uv_poll: EBADF'));
+    await expect(pending).rejects.toMatchObject({ code: 'ESOCKET', message: expect.stringContaining('EBADF') });
+    const real = new Rtnl({ label: 'real', open: () => { const s = openRtnetlink(); f.state.sockets.push(s.socket); return s; } });
+    expect(await real.getLink('lo')).toBeDefined();
+    f.state.sockets[1].emit('error', new Error('ENOBUFS'));
+    expect(await real.getLink('lo')).toBeDefined();
+    expect(f.state.sockets).toHaveLength(3);
+    real.close();
   });
 });
