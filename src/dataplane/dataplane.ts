@@ -14,7 +14,7 @@
 //     to the underlay address while the device sits on the private bridge.
 import * as fs from 'fs';
 import * as path from 'path';
-import type { NetworkSpec, EndpointSpec, PeerState, PeerDiff, RemoteEndpoint } from './types';
+import type { NetworkSpec, EndpointSpec, PeerState, PeerDiff, RemoteEndpoint, DataPlaneApi } from './types';
 import { Rtnl, LinkInfo, errorCode } from './netlink';
 import { socketIn, forgetSocket, ensureNetns, removeNetns, isPinnedNetns, withNsFd, setSysctlIn } from './netns';
 import { MAX_IFNAME, networkIdFromNetnsName } from './names';
@@ -64,7 +64,7 @@ async function settle(ps: Promise<unknown>[]): Promise<void> {
   }
 }
 
-export class DataPlane {
+export class DataPlane implements DataPlaneApi {
   private readonly runDir: string;
   private readonly hostNetns: string | undefined;
   private readonly log: DataPlaneLogger;
