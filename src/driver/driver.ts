@@ -161,19 +161,35 @@ export class Driver {
       if (others.kvs.length === 0) {
         await this.deleteClusterNetwork(clusterId, record);
       } else {
-        // Removed here by a user: every other host removes its copy (the agent
-        // does it through its Docker engine); the last one deletes the record.
-        const kv = await this.store.get(keys.network(clusterId));
-        if (kv) {
-          const rec = JSON.parse(kv.value) as NetworkRecord;
-          if (!rec.deleting) {
-            await this.store.txn([{ key: kv.key, modRevision: kv.modRevision }],
-              [{ type: 'put', key: kv.key, value: JSON.stringify({ ...rec, deleting: true }) }]);
-          }
-        }
+        await this.markDeleting(clusterId, localId);
       }
       this.opts.logger.info({ network: localId, cluster: clusterId }, 'network deleted');
     });
+  }
+
+  /**
+   * `docker network rm` on one host of a cluster network. Docker ignores
+   * errors of DeleteNetwork (its copy is gone whatever we answer), so the
+   * decision is made here: with containers on other hosts the network stays
+   * in the cluster and the agent recreates this host's copy (the network
+   * cannot be removed while in use, as with Docker's own overlay); otherwise
+   * every host removes its copy and the last one deletes the record.
+   */
+  private async markDeleting(clusterId: string, localId: string): Promise<void> {
+    const kv = await this.store.get(keys.network(clusterId));
+    if (!kv) return;
+    const rec = JSON.parse(kv.value) as NetworkRecord;
+    if (rec.deleting) return;
+    const eps = await this.store.list(keys.endpointsOf(clusterId));
+    const busy = [...new Set(eps.kvs.map((e) => (JSON.parse(e.value) as EndpointRecord).host).filter((h) => h !== this.opts.host))].sort();
+    if (busy.length > 0) {
+      const e = errors.networkBusy(rec.name ?? clusterId.slice(0, 12), busy);
+      this.opts.logger.warn({ network: localId, cluster: clusterId, hosts: busy, code: e.code },
+        `${e.message}; weft keeps the network on every host and recreates it here`);
+      throw e;
+    }
+    await this.store.txn([{ key: kv.key, modRevision: kv.modRevision }],
+      [{ type: 'put', key: kv.key, value: JSON.stringify({ ...rec, deleting: true }) }]);
   }
 
   private async deleteClusterNetwork(clusterId: string, record: NetworkRecord): Promise<void> {
