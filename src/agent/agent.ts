@@ -48,7 +48,7 @@ export class Agent {
   private readonly bindings = new Map<string, Map<string, string>>();
   private readonly endpoints = new Map<string, Map<string, EndpointRecord>>();
   private readonly dirty = new Set<string>();
-  private readonly retryAt = new Map<string, number>();
+  private readonly retryAt = new Map<string, { at: number; attempt: number }>();
   private readonly inflight = new Set<string>();
   private flushScheduled = false;
   private flushing: Promise<void> = Promise.resolve();
@@ -255,7 +255,7 @@ export class Agent {
   // ------------------------------------------------------------ propagation
 
   private propagate(cid: string): void {
-    if (this.inflight.has(cid) || (this.retryAt.get(cid) ?? 0) > Date.now()) return;
+    if (this.inflight.has(cid) || (this.retryAt.get(cid)?.at ?? 0) > Date.now()) return;
     const rec = this.networks.get(cid);
     const localId = this.bindings.get(cid)?.get(this.me);
     let job: (() => Promise<void>) | undefined;
@@ -264,13 +264,16 @@ export class Agent {
     else if (this.cluster && rec?.deleting && localId) job = () => this.removeLocalCopy(cid, localId);
     if (!job) return;
     this.inflight.add(cid);
-    const attempt = (this.retryAt.has(cid) ? 1 : 0);
+    const attempt = this.retryAt.get(cid)?.attempt ?? 0;
     job().then(
       () => this.retryAt.delete(cid),
       (err: Error) => {
-        const wait = Math.min(10_000, 250 * 2 ** (attempt + 2));
-        this.retryAt.set(cid, Date.now() + wait);
-        this.d.logger.warn({ network: cid.slice(0, 12), err: err.message, retryInMs: wait }, 'network propagation failed; will retry');
+        // Quick first retries: the usual failure is a race with Docker (the
+        // network is not visible in its API until CreateNetwork returned).
+        const wait = Math.min(10_000, 25 * 2 ** attempt);
+        this.retryAt.set(cid, { at: Date.now() + wait, attempt: attempt + 1 });
+        const level = attempt < 4 ? 'debug' : 'warn';
+        this.d.logger[level]({ network: cid.slice(0, 12), err: err.message, retryInMs: wait }, 'network propagation failed; will retry');
         setTimeout(() => { this.dirty.add(cid); this.scheduleFlush(); }, wait).unref();
       },
     ).finally(() => this.inflight.delete(cid));
