@@ -1,0 +1,246 @@
+// Runs weft for a lab host: in the host's network namespace (nsenter --net,
+// so weft stays in the root mount namespace and its namespace pins survive a
+// weft restart), its socket in the directory that host's dockerd sees as
+// /run/docker/plugins.
+import { spawn, type ChildProcess } from 'node:child_process';
+import * as fs from 'node:fs';
+import * as http from 'node:http';
+import * as path from 'node:path';
+import { onEmergency } from './emergency';
+import type { LabHost } from './host';
+import { LineTail, killQuiet, sleep } from './proc';
+
+export const REPO_ROOT = path.resolve(__dirname, '..', '..');
+export const WEFT_CLI = path.join(REPO_ROOT, 'dist', 'cli.js');
+
+export interface StartWeftOptions {
+  /** extra arguments after the lab's own (e.g. ['--store', 'etcd://...', '--advertise-addr', ip]) */
+  args?: string[];
+  env?: Record<string, string>;
+  /** bound for the socket to answer Plugin.Activate; default 20 s */
+  readyTimeoutMs?: number;
+  /** default 'debug' */
+  logLevel?: string;
+}
+
+export interface PluginReply {
+  status: number;
+  text: string;
+  /** parsed body, undefined when it is not JSON */
+  json: unknown;
+}
+
+export interface WeftProcess {
+  /** pid of the current weft process (changes on restart) */
+  readonly pid: number;
+  logFile: string;
+  socket: string;
+  stateDir: string;
+  runDir: string;
+  /** the full command line used to start it */
+  argv: string[];
+  running(): boolean;
+  /** last lines of weft's output (JSON logs) */
+  logTail(lines?: number): string;
+  kill(signal?: NodeJS.Signals): void;
+  /** resolves true once the process has exited (false at the bound) */
+  waitExit(timeoutMs?: number): Promise<boolean>;
+  /** SIGTERM, waits (bounded, default 10 s), then SIGKILL */
+  stop(timeoutMs?: number): Promise<void>;
+  /** starts it again (after stop or a crash) and waits until it serves */
+  start(): Promise<void>;
+  restart(): Promise<void>;
+  /** a raw plugin API call over the socket, as Docker makes it (no Content-Type) */
+  call(method: string, body?: unknown, timeoutMs?: number): Promise<PluginReply>;
+}
+
+/** POST /<method> on a plugin unix socket, with no Content-Type header (like Docker). */
+export function pluginCall(socket: string, method: string, body?: unknown, timeoutMs = 5_000): Promise<PluginReply> {
+  const payload = body === undefined ? '' : JSON.stringify(body);
+  return new Promise((resolve, reject) => {
+    const req = http.request(
+      {
+        socketPath: socket,
+        path: `/${method}`,
+        method: 'POST',
+        headers: { Accept: 'application/vnd.docker.plugins.v1.2+json', 'Content-Length': Buffer.byteLength(payload) },
+        timeout: timeoutMs,
+      },
+      (res) => {
+        let text = '';
+        res.setEncoding('utf8');
+        res.on('data', (d: string) => {
+          text += d;
+        });
+        res.on('end', () => {
+          let json: unknown;
+          try {
+            json = JSON.parse(text);
+          } catch {
+            json = undefined;
+          }
+          resolve({ status: res.statusCode ?? 0, text, json });
+        });
+        res.on('error', reject);
+      },
+    );
+    req.on('timeout', () => req.destroy(new Error(`${method}: no answer within ${timeoutMs} ms`)));
+    req.on('error', reject);
+    req.end(payload);
+  });
+}
+
+function exited(c: ChildProcess): boolean {
+  return c.exitCode !== null || c.signalCode !== null;
+}
+
+function waitChildExit(c: ChildProcess, timeoutMs: number): Promise<boolean> {
+  if (exited(c)) return Promise.resolve(true);
+  return new Promise((resolve) => {
+    const t = setTimeout(() => {
+      c.removeListener('exit', onExit);
+      resolve(false);
+    }, timeoutMs);
+    const onExit = (): void => {
+      clearTimeout(t);
+      resolve(true);
+    };
+    c.once('exit', onExit);
+  });
+}
+
+/**
+ * Starts weft for `host` and waits until its socket answers Plugin.Activate.
+ * The process is stopped by host.destroy() too.
+ */
+export async function startWeft(host: LabHost, opts: StartWeftOptions = {}): Promise<WeftProcess> {
+  if (!fs.existsSync(WEFT_CLI)) throw new Error(`lab: ${WEFT_CLI} does not exist: run 'npm run build' first`);
+  const socket = path.join(host.pluginDir, 'weft.sock');
+  const stateDir = path.join(host.dir, 'weft-state');
+  const runDir = path.join(host.dir, 'weft-run');
+  const logFile = path.join(host.dir, 'weft.log');
+  fs.mkdirSync(stateDir, { recursive: true });
+  fs.mkdirSync(runDir, { recursive: true });
+  const argv = [
+    `--net=${host.netns}`,
+    process.execPath,
+    WEFT_CLI,
+    'serve',
+    '--socket', socket,
+    '--state-dir', stateDir,
+    '--run-dir', runDir,
+    '--host-name', host.name,
+    '--docker-host', host.dockerHost,
+    '--log-level', opts.logLevel ?? 'debug',
+    ...(opts.args ?? []),
+  ];
+  const readyTimeoutMs = opts.readyTimeoutMs ?? 20_000;
+  let child: ChildProcess | undefined;
+  let tail = new LineTail(300);
+
+  const running = (): boolean => child !== undefined && !exited(child);
+
+  const failMsg = (what: string): string =>
+    `lab: weft of ${host.name} ${what}; log ${logFile}, last lines:\n${tail.tail(40) || '(no output)'}`;
+
+  const start = async (): Promise<void> => {
+    if (running()) return;
+    const fd = fs.openSync(logFile, 'a');
+    fs.writeSync(fd, `\n==== lab: starting weft ${new Date().toISOString()}: nsenter ${argv.join(' ')} ====\n`);
+    tail = new LineTail(300);
+    const c = spawn('nsenter', argv, {
+      stdio: ['ignore', 'pipe', 'pipe'],
+      env: { ...process.env, ...(opts.env ?? {}) },
+      cwd: REPO_ROOT,
+    });
+    child = c;
+    const onData = (d: Buffer): void => {
+      tail.push(d.toString('utf8'));
+      try {
+        fs.writeSync(fd, d);
+      } catch {
+        /* closed */
+      }
+    };
+    c.stdout?.on('data', onData);
+    c.stderr?.on('data', onData);
+    c.on('error', (e) => tail.push(`[lab] cannot spawn nsenter: ${e.message}\n`));
+    c.on('close', (code, signal) => {
+      try {
+        fs.writeSync(fd, `==== lab: weft exited (code ${code}, signal ${signal}) ====\n`);
+        fs.closeSync(fd);
+      } catch {
+        /* closed */
+      }
+    });
+
+    const deadline = Date.now() + readyTimeoutMs;
+    let last = 'socket not there yet';
+    for (let i = 0; i < 100_000; i++) {
+      if (exited(c)) throw new Error(failMsg(`exited during start-up (code ${c.exitCode}, signal ${c.signalCode})`));
+      if (fs.existsSync(socket)) {
+        try {
+          const r = await pluginCall(socket, 'Plugin.Activate', undefined, 2_000);
+          if (r.status === 200 && /Implements/i.test(r.text)) return;
+          last = `Plugin.Activate answered ${r.status} ${r.text.slice(0, 200)}`;
+        } catch (e) {
+          last = `Plugin.Activate: ${(e as Error).message}`;
+        }
+      }
+      if (Date.now() > deadline) break;
+      await sleep(100);
+    }
+    const pid = c.pid;
+    if (pid) killQuiet(pid, 'SIGKILL');
+    throw new Error(failMsg(`did not answer Plugin.Activate on ${socket} within ${readyTimeoutMs} ms (${last})`));
+  };
+
+  const stop = async (timeoutMs = 10_000): Promise<void> => {
+    const c = child;
+    if (!c || exited(c) || !c.pid) return;
+    killQuiet(c.pid, 'SIGTERM');
+    if (!(await waitChildExit(c, timeoutMs))) {
+      killQuiet(c.pid, 'SIGKILL');
+      await waitChildExit(c, 5_000);
+    }
+  };
+
+  const unregister = onEmergency(() => {
+    if (child?.pid && !exited(child)) killQuiet(child.pid, 'SIGKILL');
+  });
+
+  const w: WeftProcess = {
+    get pid(): number {
+      return child?.pid ?? -1;
+    },
+    logFile,
+    socket,
+    stateDir,
+    runDir,
+    argv: ['nsenter', ...argv],
+    running,
+    logTail: (n = 40) => tail.tail(n),
+    kill(signal: NodeJS.Signals = 'SIGTERM'): void {
+      if (child?.pid && !exited(child)) killQuiet(child.pid, signal);
+    },
+    waitExit: (timeoutMs = 10_000) => (child ? waitChildExit(child, timeoutMs) : Promise.resolve(true)),
+    stop,
+    start,
+    async restart(): Promise<void> {
+      await stop();
+      await start();
+    },
+    call: (method, body, timeoutMs) => pluginCall(socket, method, body, timeoutMs),
+  };
+  host.onDestroy(async () => {
+    await stop(5_000);
+    unregister();
+  });
+  try {
+    await start();
+  } catch (e) {
+    await stop(2_000);
+    throw e;
+  }
+  return w;
+}
