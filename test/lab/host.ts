@@ -298,7 +298,7 @@ export async function startHost(opts: StartHostOptions): Promise<LabHost> {
     docker,
     async dockerOk(args: string[], o?: DockerOptions): Promise<RunResult> {
       const r = await docker(args, o);
-      if (r.code !== 0) throw failure(`[${name}] docker ${describeCommand('', args).trim()}`, r);
+      if (r.code !== 0) throw failure(`[${name}] ${describeCommand('docker', args)}`, r);
       return r;
     },
     exec,
