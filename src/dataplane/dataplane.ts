@@ -73,6 +73,7 @@ export class DataPlane implements DataPlaneApi {
   private readonly locks = new Map<string, Promise<unknown>>();
   private readonly used = new Set<string>();
   private closed = false;
+  private warnedReadOnlySysctl = false;
 
   constructor(opts: DataPlaneOptions) {
     this.runDir = opts.runDir;
@@ -128,7 +129,20 @@ export class DataPlane implements DataPlaneApi {
     // link-local address and send DAD, router solicitations and MLD reports
     // that the VXLAN floods to every other host. Bridging of the containers'
     // own IPv6 traffic is unaffected. Set before links exist so they inherit it.
-    for (const scope of ['default', 'all']) setSysctlIn(spec.nsPath, `net.ipv6.conf.${scope}.disable_ipv6`, '1');
+    // A managed plugin sees /proc/sys read-only (Docker mounts it so in every
+    // plugin): there weft goes on with IPv6 on in its namespaces, and says so once.
+    for (const scope of ['default', 'all']) {
+      try {
+        setSysctlIn(spec.nsPath, `net.ipv6.conf.${scope}.disable_ipv6`, '1');
+      } catch (e) {
+        if (((e as Error).cause as NodeJS.ErrnoException | undefined)?.code !== 'EROFS') throw e;
+        if (!this.warnedReadOnlySysctl) {
+          this.warnedReadOnlySysctl = true;
+          this.log.warn({ network: spec.id, err: (e as Error).message },
+            '/proc/sys is read-only here (managed plugin): IPv6 stays on in network namespaces, so their links keep link-local addresses');
+        }
+      }
+    }
     const ns = this.netSocket(spec);
     const links = new Map((await ns.listLinks()).map((l) => [l.name, l]));
 
