@@ -47,7 +47,7 @@ export async function serve(cfg: Config): Promise<void> {
   await listenUnix(app, cfg.socket, log);
   log.info({ socket: cfg.socket, store: store.description, driver: driverName(cfg) }, 'serving the plugin API');
 
-  const agent = new Agent({ store, driver, dataplane, cfg, logger: log.child({ part: 'agent' }) });
+  const agent = new Agent({ store, driver, ipam, dataplane, cfg, logger: log.child({ part: 'agent' }) });
   agent.start();
 
   let stopping = false;

@@ -23,11 +23,14 @@ import { BindingRecord, EndpointRecord, HostRecord, keys, NetworkRecord, ROOT } 
 import { Lease, Store, Watcher, WatchEvent } from '../store/store';
 import { VERSION } from '../version';
 import { DockerClient, DockerError } from './docker';
+import { collectGarbage } from './gc';
+import type { Ipam } from '../ipam/ipam';
 import * as path from 'path';
 
 export interface AgentDeps {
   store: Store;
   driver: Driver;
+  ipam: Ipam;
   dataplane: DataPlaneApi;
   cfg: Config;
   logger: Logger;
@@ -359,6 +362,10 @@ export class Agent {
       this.d.logger.info({ netns: nsPath }, 'removed the namespace of a network that no longer exists');
     }
     for (const cid of this.networks.keys()) this.propagate(cid);
+    corrections += await collectGarbage({
+      store: this.d.store, driver: this.d.driver, ipam: this.d.ipam, docker: this.docker, host: this.me,
+      graceMs: this.d.cfg.gcGrace * 1000, logger: this.d.logger,
+    });
     this.stats.corrections += corrections;
     this.stats.lastReconcile = new Date().toISOString();
     this.stats.reconcileMs = Date.now() - started;

@@ -11,6 +11,8 @@ export interface DockerNetwork {
   Driver: string;
   Options?: Record<string, string>;
   IPAM?: { Driver: string; Config?: { Subnet?: string; Gateway?: string; IPRange?: string }[] };
+  /** Containers attached on this host, with their endpoint ids. */
+  Containers?: Record<string, { Name?: string; EndpointID?: string; MacAddress?: string; IPv4Address?: string }>;
 }
 
 export class DockerError extends Error {

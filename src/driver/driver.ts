@@ -283,7 +283,7 @@ export class Driver {
     if (given && !isValidUnicastMac(given)) throw errors.badRequest('CreateEndpoint', `MAC address ${given} is not a unicast address`);
     const mac = given ?? macFromIp(ip);
     const record: EndpointRecord = {
-      host: this.opts.host, vtep: this.opts.advertiseAddr ?? '', ip, mac, localNetwork: localId,
+      host: this.opts.host, vtep: this.opts.advertiseAddr ?? '', ip, mac, localNetwork: localId, createdAt: new Date().toISOString(),
     };
     await this.store.put(keys.endpoint(local.clusterId, endpointId), JSON.stringify(record));
     this.endpoints.set(endpointId, { clusterId: local.clusterId, record });

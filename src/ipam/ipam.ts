@@ -322,7 +322,7 @@ export class Ipam {
         if (h.kind === 'endpoint' && kind === 'endpoint' && h.host === this.opts.host && h.mac === mac) return ip;
         throw errors.addressInUse(ip, subnet.cidr, describeHolder(h));
       }
-      const value: AddressRecord = { host: this.opts.host, kind, ...(mac ? { mac } : {}) };
+      const value: AddressRecord = { host: this.opts.host, kind, ...(mac ? { mac } : {}), at: new Date().toISOString() };
       const ok = await this.store.txn([{ key, modRevision: 0 }], [{ type: 'put', key, value: JSON.stringify(value) }]);
       if (ok.succeeded) {
         this.cached(poolId)?.used.add(n);
@@ -364,7 +364,7 @@ export class Ipam {
       }
       const ip = toIp(candidate);
       const key = keys.addr(poolId, ip);
-      const value: AddressRecord = { host: this.opts.host, kind: 'endpoint', ...(mac ? { mac } : {}) };
+      const value: AddressRecord = { host: this.opts.host, kind: 'endpoint', ...(mac ? { mac } : {}), at: new Date().toISOString() };
       const ok = await this.store.txn([{ key, modRevision: 0 }], [{ type: 'put', key, value: JSON.stringify(value) }]);
       cache.used.add(candidate);
       if (ok.succeeded) return ip;
@@ -399,14 +399,15 @@ export class Ipam {
   }
 
   /** Ops that free every endpoint address this host holds (used by `weft host rm` and crash recovery). */
-  async addressesOfHost(host: string): Promise<{ key: string; pool: string; ip: string }[]> {
+  /** Endpoint addresses a host holds (for garbage collection and `weft host rm`). */
+  async addressesOfHost(host: string): Promise<{ pool: string; ip: string; at?: string }[]> {
     const list = await this.store.list(keys.allAddrs());
-    const out: { key: string; pool: string; ip: string }[] = [];
+    const out: { pool: string; ip: string; at?: string }[] = [];
     for (const kv of list.kvs) {
       const rec = JSON.parse(kv.value) as AddressRecord;
       if (rec.kind === 'endpoint' && rec.host === host) {
         const parts = kv.key.slice(keys.allAddrs().length).split('/');
-        out.push({ key: kv.key, pool: parts[0], ip: parts[1] });
+        out.push({ pool: parts[0], ip: parts[1], ...(rec.at ? { at: rec.at } : {}) });
       }
     }
     return out;

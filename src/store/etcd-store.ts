@@ -378,6 +378,20 @@ export class EtcdStore implements Store {
     return w;
   }
 
+  /**
+   * etcd3 renews an expired auth token only on unary calls, while watch and
+   * keepalive streams reuse the cached one: after an etcd restart (which
+   * forgets simple tokens) they would fail forever. A unary call renews it.
+   * @internal
+   */
+  renewAuthAfter(err: unknown): Promise<void> {
+    if (!this.auth || this.closed || !/invalid auth token|auth token is invalid|Unauthenticated/i.test(errMessage(err))) return Promise.resolve();
+    return this.client.maintenance.status().then(
+      () => undefined,
+      () => undefined,
+    );
+  }
+
   /** @internal */
   forgetWatcher(w: EtcdWatcher): void {
     this.watchers.delete(w);
@@ -448,6 +462,7 @@ export class EtcdLease implements Lease {
     readonly id: LeaseId,
     readonly ttlSeconds: number,
   ) {
+    inner.on('keepaliveFailed', (err) => void store.renewAuthAfter(err));
     inner.on('lost', (err) => {
       if (this.revoked) return;
       this.lost(new Error(`etcd lease ${id} was lost (${err.message}): its keys are gone; weft re-registers them under a new lease`, { cause: err }));
@@ -525,6 +540,7 @@ class EtcdWatcher implements Watcher {
   private next: number | undefined;
   private stream: WatchStream | undefined;
   private backoffMs = 100;
+  private authRetries = 0;
   private reconnectTimer: NodeJS.Timeout | undefined;
   private created: { resolve: () => void; reject: (e: Error) => void } | undefined;
   private readonly range: { key: Buffer; range_end: Buffer };
@@ -579,6 +595,7 @@ class EtcdWatcher implements Watcher {
     if (res.created) {
       if (this.next === undefined) this.next = Number(res.header.revision) + 1;
       this.backoffMs = 100;
+      if (!res.canceled) this.authRetries = 0;
       const c = this.created;
       this.created = undefined;
       c?.resolve();
@@ -594,7 +611,14 @@ class EtcdWatcher implements Watcher {
       return;
     }
     if (res.canceled) {
-      this.reset(new Error(`etcd cancelled the watch on ${this.prefix}: ${res.cancel_reason || 'no reason given'}`));
+      const reason = res.cancel_reason || 'no reason given';
+      // A restarted etcd has forgotten our token: renew it and resume, a few times at most.
+      if (/auth token/i.test(reason) && this.authRetries < 3) {
+        this.authRetries++;
+        this.onBroken(new Error(reason));
+        return;
+      }
+      this.reset(new Error(`etcd cancelled the watch on ${this.prefix}: ${reason}`));
       return;
     }
     if (res.events.length === 0) {
@@ -630,11 +654,18 @@ class EtcdWatcher implements Watcher {
     this.backoffMs = Math.min(this.backoffMs * 2, 5_000);
     this.reconnectTimer = setTimeout(() => {
       if (this.closed || this.store.isClosed) return;
-      this.connect().catch((e: unknown) => this.onBroken(e instanceof Error ? e : new Error(String(e))));
+      this.store
+        .renewAuthAfter(err)
+        .then(() => {
+          if (this.closed || this.store.isClosed) return;
+          return this.connect();
+        })
+        .catch((e: unknown) => this.onBroken(e instanceof Error ? e : new Error(String(e))));
     }, delay);
   }
 
   private reset(err: Error): void {
+    this.store.log.warn({ prefix: this.prefix, err: err.message }, 'etcd watch cannot go on; the caller must re-list');
     void this.close();
     try {
       this.opts.onReset?.(err);

@@ -54,6 +54,8 @@ export interface AddressRecord {
   host: string;
   kind: 'endpoint' | 'aux';
   mac?: string;
+  /** When it was allocated (ISO time): the garbage collector leaves young ones alone. */
+  at?: string;
 }
 
 export interface NetworkRecord {
@@ -83,4 +85,6 @@ export interface EndpointRecord {
   ip: string;
   mac: string;
   localNetwork: string;
+  /** When it was created (ISO time): the garbage collector leaves young ones alone. */
+  createdAt?: string;
 }

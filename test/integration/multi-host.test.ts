@@ -2,6 +2,7 @@
 // with its own dockerd and its own weft), one etcd: the multi-host overlay end
 // to end. Runs in order; every sub-test builds on the state before it.
 import { execFileSync, spawn } from 'child_process';
+import * as fs from 'fs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startEtcd } from '../lab/etcd';
 import {
@@ -20,7 +21,7 @@ let etcdUrl = '';
 const ipOf = (h: LabHost) => h.underlay!.ports.get(h.name)!.address.split('/')[0];
 
 function weftArgs(h: LabHost): string[] {
-  return ['--store', etcdUrl, '--advertise-addr', ipOf(h), '--lease-ttl', '3', '--reconcile-interval', '2'];
+  return ['--store', etcdUrl, '--advertise-addr', ipOf(h), '--lease-ttl', '3', '--reconcile-interval', '2', '--gc-grace', '5'];
 }
 
 beforeAll(async () => {
@@ -38,6 +39,17 @@ beforeAll(async () => {
 }, 300_000);
 
 afterAll(async () => {
+  // Keep the logs of the last run for diagnosis (the host dirs go with destroy()).
+  for (const h of hosts) {
+    fs.mkdirSync(`/tmp/weft-test-logs/${h.name}`, { recursive: true });
+    for (const f of ['weft.log', 'dockerd.log']) {
+      try {
+        fs.copyFileSync(`${h.dir}/${f}`, `/tmp/weft-test-logs/${h.name}/${f}`);
+      } catch {
+        // not started
+      }
+    }
+  }
   for (const h of hosts) await h.destroy().catch(() => undefined);
   await etcd?.stop().catch(() => undefined);
   await ul?.destroy().catch(() => undefined);
@@ -91,7 +103,8 @@ describe('multi-host overlay', () => {
       }
     }
     // 1372 bytes of payload + 8 ICMP + 20 IP = a 1400-byte packet, not fragmented
-    const big = await hosts[0].docker(['exec', 'c1', 'ping', '-c', '1', '-W', '3', '-M', 'do', '-s', '1372', ips[1]]);
+    // (busybox's ping cannot set DF: run iputils' ping inside c1's namespace)
+    const big = await run('nsenter', [`--net=/proc/${await pid(hosts[0], 'c1')}/ns/net`, 'ping', '-c', '1', '-W', '3', '-M', 'do', '-s', '1372', ips[1]]);
     expect(big.code, big.stdout + big.stderr).toBe(0);
   });
 
@@ -146,7 +159,7 @@ describe('multi-host overlay', () => {
     const addrs = replies.map((r) => (r.json as { Address?: string }).Address);
     expect(replies.filter((r) => r.status !== 200).map((r) => r.text).slice(0, 3)).toEqual([]);
     expect(new Set(addrs).size).toBe(600);
-    for (const a of addrs) await wefts[0].call('IpamDriver.ReleaseAddress', { PoolID: poolId, Address: a!.split('/')[0] });
+    for (const [i, a] of addrs.entries()) await wefts[i % 3].call('IpamDriver.ReleaseAddress', { PoolID: poolId, Address: a!.split('/')[0] });
     await wefts[0].call('IpamDriver.ReleasePool', { PoolID: poolId });
   });
 
@@ -168,7 +181,7 @@ describe('multi-host overlay', () => {
     }, { timeoutMs: 15_000, what: 'the reconcile to restore the entries' });
   });
 
-  it('a killed host drops out of the others\' tables; restarted, it is reachable again', async () => {
+  it('a killed host drops out of the others\' tables; restarted, it is reachable again', { timeout: 180_000 }, async () => {
     const cid = await clusterId();
     const vtep3 = ipOf(hosts[2]);
     const oldIp3 = await containerIp(hosts[2], 'c3');
@@ -181,8 +194,9 @@ describe('multi-host overlay', () => {
         { timeoutMs: 20_000, what: `host 3's entries to leave ${hosts[i].name}` });
       expect((await vxlanState(hosts[i], wefts[i], cid)).neigh).not.toContain(`${oldIp3} lladdr`);
     }
-    await hosts[2].startDockerd();
+    // weft first: a dockerd that starts before its v1 plugin waits ~15 s per lookup
     await wefts[2].start();
+    await hosts[2].startDockerd();
     const ip3 = await waitFor(async () => {
       const r = await hosts[2].docker(['inspect', '-f', '{{.State.Running}} {{(index .NetworkSettings.Networks "app").IPAddress}}', 'c3']);
       const [running, ip] = r.stdout.trim().split(' ');
@@ -192,7 +206,7 @@ describe('multi-host overlay', () => {
       { timeoutMs: 20_000, what: 'c1 to reach the restarted c3' });
   });
 
-  it('network rm while containers run elsewhere keeps the network; once they are gone it leaves every host', async () => {
+  it('network rm while containers run elsewhere keeps the network; once they are gone it leaves every host', { timeout: 120_000 }, async () => {
     const cid = await clusterId();
     await hosts[0].dockerOk(['rm', '-f', 'c1']);
     await hosts[1].dockerOk(['rm', '-f', 'c2']);

@@ -1,0 +1,74 @@
+// Garbage collection of what Docker forgot to release.
+//
+// Docker does not always tell the plugin: after dockerd is killed, its
+// clean-up at the next start skips driver calls when the plugin is not loaded
+// yet (cnm-plugin-api.md §4), and a DeleteNetwork that failed (store down) is
+// not retried. Left alone, such endpoints and addresses would leak for ever.
+// So the agent compares, for each of this host's networks, what the store
+// says this host holds with what this host's Docker engine reports, and
+// releases the difference. Young records are left alone: an address is
+// allocated a moment before its endpoint exists, and an endpoint a moment
+// before Docker lists it.
+
+import type { Logger } from 'pino';
+import type { Driver } from '../driver/driver';
+import type { Ipam } from '../ipam/ipam';
+import { EndpointRecord, keys, leaf } from '../store/keys';
+import type { Store } from '../store/store';
+import { DockerClient, DockerError } from './docker';
+
+export interface GcDeps {
+  store: Store;
+  driver: Driver;
+  ipam: Ipam;
+  docker: DockerClient;
+  host: string;
+  graceMs: number;
+  logger: Logger;
+}
+
+const old = (iso: string | undefined, graceMs: number) => !iso || Date.now() - Date.parse(iso) > graceMs;
+
+/** Returns the number of records released. */
+export async function collectGarbage(d: GcDeps): Promise<number> {
+  let released = 0;
+  const livePools = new Map<string, Set<string>>(); // poolId -> IPs of this host's live endpoints
+  for (const local of d.driver.localNetworks()) {
+    let dockerEndpoints: Set<string>;
+    try {
+      const net = await d.docker.inspectNetwork(local.localId);
+      dockerEndpoints = new Set(Object.values(net.Containers ?? {}).map((c) => c.EndpointID ?? ''));
+    } catch (err) {
+      if (err instanceof DockerError && err.status === 404) {
+        d.logger.info({ network: local.localId.slice(0, 12) }, 'Docker no longer has this network: releasing what weft kept for it');
+        await d.driver.deleteNetwork(local.localId);
+        released++;
+      }
+      continue; // Docker unreachable: decide nothing
+    }
+    const eps = await d.store.list(keys.endpointsOf(local.clusterId));
+    const ips = livePools.get(local.record.poolId ?? '') ?? new Set<string>();
+    for (const kv of eps.kvs) {
+      const rec = JSON.parse(kv.value) as EndpointRecord;
+      if (rec.host !== d.host) continue;
+      const id = leaf(kv.key);
+      if (rec.localNetwork === local.localId && !dockerEndpoints.has(id) && old(rec.createdAt, d.graceMs)) {
+        d.logger.info({ network: local.localId.slice(0, 12), endpoint: id.slice(0, 12), ip: rec.ip }, 'releasing an endpoint Docker no longer has');
+        await d.driver.deleteEndpoint(local.localId, id);
+        if (local.record.poolId) await d.ipam.releaseAddress(local.record.poolId, rec.ip);
+        released++;
+      } else {
+        ips.add(rec.ip);
+      }
+    }
+    if (local.record.poolId) livePools.set(local.record.poolId, ips);
+  }
+  for (const a of await d.ipam.addressesOfHost(d.host)) {
+    const live = livePools.get(a.pool);
+    if (!live || live.has(a.ip) || !old(a.at, d.graceMs)) continue;
+    d.logger.info({ pool: a.pool, ip: a.ip }, 'releasing an address no endpoint uses');
+    await d.ipam.releaseAddress(a.pool, a.ip);
+    released++;
+  }
+  return released;
+}
