@@ -386,7 +386,16 @@ export class EtcdStore implements Store {
    */
   renewAuthAfter(err: unknown): Promise<void> {
     if (!this.auth || this.closed || !/invalid auth token|auth token is invalid|Unauthenticated/i.test(errMessage(err))) return Promise.resolve();
-    return this.client.maintenance.status().then(
+    // etcd3 1.1.2 keeps the token in pool.authenticator; dropping it makes
+    // the next call or stream log in again. Status needs no token, so it
+    // cannot be used to renew one.
+    const authenticator = (this.client as unknown as { pool?: { authenticator?: { invalidateMetadata?: () => void } } }).pool?.authenticator;
+    if (typeof authenticator?.invalidateMetadata === 'function') {
+      authenticator.invalidateMetadata();
+      return Promise.resolve();
+    }
+    // Otherwise a unary call that checks the token renews it (even if the range itself is refused).
+    return this.client.kv.range({ key: Buffer.from([0]), limit: 1, count_only: true }).then(
       () => undefined,
       () => undefined,
     );

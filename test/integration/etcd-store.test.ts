@@ -267,7 +267,8 @@ describe('EtcdStore against a real etcd', () => {
   });
 
   it('authenticates with a username and password, and says so when they are wrong', async () => {
-    const authEtcd = await startEtcd({ name: 'auth' });
+    const dataDir = tmpDir('auth');
+    let authEtcd = await startEtcd({ name: 'auth', dataDir });
     cleanups.push(() => authEtcd.stop());
     const admin = new Etcd3({ hosts: authEtcd.endpoint });
     try {
@@ -283,6 +284,30 @@ describe('EtcdStore against a real etcd', () => {
     );
     await s.put('/auth/k', 'v');
     expect((await s.get('/auth/k'))?.value).toBe('v');
+
+    // A restarted etcd forgets its auth tokens: streams must get a new one by themselves.
+    const events: WatchEvent[] = [];
+    const resets: Error[] = [];
+    await s.watch('/auth/', { onEvents: (e) => events.push(...e), onReset: (e) => resets.push(e) });
+    const lease = await s.grantLease(10);
+    let lost: Error | undefined;
+    lease.onLost((e) => (lost = e));
+    await s.put('/auth/leased', 'l', lease.id);
+    const { clientPort, peerPort } = authEtcd;
+    await authEtcd.stop();
+    authEtcd = await startEtcd({ name: 'auth', dataDir, clientPort, peerPort });
+    const other = new Etcd3({ hosts: authEtcd.endpoint, auth: { username: 'root', password: 'rootpw' } });
+    try {
+      await other.put('/auth/after').value('restart');
+      await waitUntil('the watch to resume after the restart', () => events.some((e) => e.key === '/auth/after'));
+      // keepalives go on: the lease outlives several of its TTLs... checked through its key
+      await new Promise((r) => setTimeout(r, 12_000));
+      expect(await other.get('/auth/leased').string()).toBe('l');
+    } finally {
+      other.close();
+    }
+    expect(resets).toEqual([]);
+    expect(lost).toBeUndefined();
 
     const wrong = await EtcdStore.open({ endpoints: [authEtcd.endpoint], requestTimeoutMs: 3_000, auth: { username: 'root', password: 'nope' } }).catch(
       (e: unknown) => e,

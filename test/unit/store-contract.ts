@@ -26,13 +26,13 @@ function sleep(ms: number): Promise<void> {
   return new Promise((r) => setTimeout(r, ms));
 }
 
-async function waitUntil<T>(what: string, fn: () => Promise<T> | T, timeoutMs = WAIT_MS): Promise<T> {
+async function waitUntil<T>(what: string, fn: () => Promise<T> | T, timeoutMs = WAIT_MS): Promise<NonNullable<T>> {
   const deadline = Date.now() + timeoutMs;
   let last: unknown;
   for (;;) {
     try {
       const v = await fn();
-      if (v) return v;
+      if (v) return v as NonNullable<T>;
       last = v;
     } catch (e) {
       last = e;
