@@ -92,6 +92,17 @@ describe('lab', () => {
     expect(r.code, r.stdout + r.stderr).toBe(0);
     const u = await ul!.exec(['ping', '-c', '1', '-W', '2', h1!.ip!]);
     expect(u.code, u.stdout + u.stderr).toBe(0);
+    // a bare host (no dockerd), as for etcd
+    const bare = await startHost({ name: `${PREFIX}bare`, underlay: ul, dockerd: false });
+    try {
+      expect(bare.dockerdRunning()).toBe(false);
+      const b = await bare.exec(['ping', '-c', '1', '-W', '2', h1!.ip!]);
+      expect(b.code, b.stdout + b.stderr).toBe(0);
+    } finally {
+      await bare.destroy();
+    }
+    expectGone(bare);
+    expect(ul!.ports.has(bare.name)).toBe(false);
   });
 
   it('runs busybox:local containers on the default bridge', async () => {

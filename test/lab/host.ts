@@ -152,8 +152,9 @@ function dockerdScript(name: string, dir: string): string {
 set -e
 # ip netns exec mounted a fresh /sys, which hides the cgroup hierarchies runc needs
 ${cgroupMountScript()}
-# drop the copies of other namespaces' pins (/run/netns/*, weft's pins), so that
-# this mount namespace does not keep other hosts' namespaces alive
+# drop the copies of namespace pins (/run/netns/*, weft's): this mount namespace
+# must not keep other hosts' namespaces alive (unlinking a pin detaches its
+# copies too; this also covers a pin that is unmounted but not unlinked)
 for m in $(awk '{for(i=7;i<=NF;i++) if($i=="-"){ if($(i+1)=="nsfs") print $5; break }}' /proc/self/mountinfo | sort -r); do
   umount -l "$m" 2>/dev/null || true
 done

@@ -3,6 +3,7 @@
 // plugged into with veth pairs. Nothing on it routes out of the lab.
 import * as fs from 'node:fs';
 import { deleteNetnsSync, pidsInNetns, killAndWaitSync } from './cleanup';
+import { onEmergency } from './emergency';
 import { run, runOk, type RunOptions, type RunResult } from './proc';
 
 export const TEST_RANGES = ['192.0.2.0/24', '198.51.100.0/24', '203.0.113.0/24'];
@@ -102,6 +103,11 @@ export async function createUnderlay(name: string, cidr: string, opts: UnderlayO
     deleteNetnsSync(name);
   }
   const ns = (args: string[]): Promise<RunResult> => runOk('ip', ['-n', name, ...args]);
+  const sweep = (): void => {
+    killAndWaitSync(pidsInNetns(name));
+    deleteNetnsSync(name);
+  };
+  const unregisterEmergency = onEmergency(sweep);
 
   const u: Underlay = {
     name,
@@ -161,9 +167,9 @@ export async function createUnderlay(name: string, cidr: string, opts: UnderlayO
     },
     destroy(): Promise<void> {
       destroyed ??= (async () => {
-        killAndWaitSync(pidsInNetns(name));
-        deleteNetnsSync(name);
+        sweep();
         ports.clear();
+        unregisterEmergency();
       })();
       return destroyed;
     },
