@@ -316,10 +316,12 @@ export class Ipam {
       const held = await this.store.get(key);
       if (held) {
         const h = JSON.parse(held.value) as AddressRecord;
-        // Replay after a daemon restart re-requests what this host holds for the
-        // same endpoint; every host repeats the aux reservations of a network.
+        // Every host repeats the aux reservations of a network.
         if (h.kind === 'aux' && kind === 'aux') return ip;
-        if (h.kind === 'endpoint' && kind === 'endpoint' && h.host === this.opts.host && h.mac === mac) return ip;
+        // Replay after a daemon restart re-requests what this host holds, and
+        // dockerd 20.10 sends it without the MAC. A request with another MAC
+        // is a second container asking for a taken --ip.
+        if (h.kind === 'endpoint' && h.host === this.opts.host && (!mac || h.mac === mac)) return ip;
         throw errors.addressInUse(ip, subnet.cidr, describeHolder(h));
       }
       const value: AddressRecord = { host: this.opts.host, kind, ...(mac ? { mac } : {}), at: new Date().toISOString() };

@@ -121,6 +121,8 @@ describe('addresses', () => {
     await expect(ipam.requestAddress(poolId, { address: '10.40.0.50', mac: '02:00:00:00:00:52' })).rejects.toThrow(/10\.40\.0\.50 in 10\.40\.0\.0\/24 is already in use/);
     // replay after a daemon restart: same address, same MAC, same host
     expect(await ipam.requestAddress(poolId, { address: '10.40.0.50', mac: '02:00:00:00:00:50' })).toBe('10.40.0.50/24');
+    // dockerd 20.10 replays without the MAC
+    expect(await ipam.requestAddress(poolId, { address: '10.40.0.50' })).toBe('10.40.0.50/24');
     // the same request from another host is a conflict
     expect(await code(ipamFor('h2').requestAddress(poolId, { address: '10.40.0.50', mac: '02:00:00:00:00:50' }))).toBe('WEFT_ADDRESS_IN_USE');
     expect(await code(ipam.requestAddress(poolId, { address: '10.40.0.1', mac: '02:00:00:00:00:53' }))).toBe('WEFT_ADDRESS_RESERVED');
