@@ -549,6 +549,8 @@ class EtcdWatcher implements Watcher {
   private next: number | undefined;
   private stream: WatchStream | undefined;
   private backoffMs = 100;
+  /** Failed reconnections since the stream last worked. */
+  private failures = 0;
   private authRetries = 0;
   private reconnectTimer: NodeJS.Timeout | undefined;
   private created: { resolve: () => void; reject: (e: Error) => void } | undefined;
@@ -604,6 +606,7 @@ class EtcdWatcher implements Watcher {
     if (res.created) {
       if (this.next === undefined) this.next = Number(res.header.revision) + 1;
       this.backoffMs = 100;
+      this.failures = 0;
       if (!res.canceled) this.authRetries = 0;
       const c = this.created;
       this.created = undefined;
@@ -659,8 +662,13 @@ class EtcdWatcher implements Watcher {
     this.stream = undefined;
     if (old) endStream(old);
     this.store.log.warn({ prefix: this.prefix, err: err.message, resumeFrom: this.next }, 'etcd watch stream broke; reconnecting');
-    const delay = this.backoffMs;
-    this.backoffMs = Math.min(this.backoffMs * 2, 5_000);
+    // Each attempt goes to a random endpoint: try quickly a couple of times
+    // per endpoint before backing off, so one dead member costs little.
+    let delay = 50;
+    if (++this.failures > 2 * this.store.endpoints.length) {
+      delay = this.backoffMs;
+      this.backoffMs = Math.min(this.backoffMs * 2, 5_000);
+    }
     this.reconnectTimer = setTimeout(() => {
       if (this.closed || this.store.isClosed) return;
       this.store

@@ -122,6 +122,24 @@ describe('EtcdStore against a real etcd', () => {
     await expectAllUnavailable(lazy, where);
   });
 
+  it('works through the live endpoint when another one is dead', async () => {
+    const dead = `127.0.0.1:${await freePort()}`;
+    const live = endpoint().replace('http://', '');
+    const s = await opened(await openStore(`etcd://${dead},${live}`, { stateDir: '/nonexistent', requestTimeoutMs: 5_000 }));
+    const events: WatchEvent[] = [];
+    await s.watch('/multi/', { onEvents: (e) => events.push(...e) });
+    for (let i = 0; i < 10; i++) {
+      const r = await s.put(`/multi/${i}`, String(i));
+      expect((await s.get(`/multi/${i}`))?.modRevision).toBe(r);
+    }
+    const lease = await s.grantLease(5);
+    await s.put('/multi/leased', 'l', lease.id);
+    await lease.revoke();
+    expect(await s.get('/multi/leased')).toBeUndefined();
+    await waitUntil('all watch events', () => events.length >= 12);
+    expect(events.slice(0, 10).map((e) => e.value)).toEqual(['0', '1', '2', '3', '4', '5', '6', '7', '8', '9']);
+  });
+
   it('fails with StoreUnavailableError while etcd hangs, and works again once it is back', async () => {
     const store = await opened(await EtcdStore.open({ endpoints: [endpoint()], requestTimeoutMs: 1_000 }));
     const before = await store.put('/hang/k', 'before');
