@@ -36,7 +36,7 @@ import type { Underlay } from './underlay';
 
 export { createUnderlay, type Underlay, type UnderlayPort, type AddHostOptions } from './underlay';
 export { cleanupLabLeftovers, cleanupLabLeftoversSync, LAB_ROOT } from './cleanup';
-export { startWeft, type WeftProcess, type StartWeftOptions } from './weft';
+export { startWeft, pluginCall, type WeftProcess, type StartWeftOptions, type PluginReply } from './weft';
 export { ensureBusyboxImage, BUSYBOX_IMAGE } from './image';
 export { run, runOk, waitFor, sleep, type RunResult, type RunOptions } from './proc';
 
