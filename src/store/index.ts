@@ -21,6 +21,8 @@ export interface OpenStoreOptions {
   tls?: EtcdTlsOptions;
   auth?: EtcdAuthOptions;
   logger?: StoreLogger;
+  /** etcd only: check at open that etcd answers (default true). False opens at once; calls fail until it does. */
+  verifyConnection?: boolean;
 }
 
 const USAGE = 'use file:/path or etcd://host:2379[,host:2379] (etcds:// for TLS)';
@@ -78,5 +80,6 @@ export async function openStore(url: string, opts: OpenStoreOptions): Promise<St
     ...(opts.tls ? { tls: opts.tls } : {}),
     ...(opts.auth ? { auth: opts.auth } : {}),
     ...(opts.logger ? { logger: opts.logger } : {}),
+    ...(opts.verifyConnection !== undefined ? { verifyConnection: opts.verifyConnection } : {}),
   });
 }
