@@ -1,8 +1,9 @@
 // JSON schemas of the request bodies, checked by Fastify (ajv) before any
 // handler runs. Unknown fields are allowed: newer Docker versions add some.
-// Ids become store keys and interface names, so their alphabet is narrow.
+// Ids become store keys and interface names, so their alphabet is narrow:
+// Docker's network and endpoint ids are 64 hex digits.
 
-const id = { type: 'string', pattern: '^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$' } as const;
+const id = { type: 'string', pattern: '^[0-9a-fA-F]{12,64}$' } as const;
 const shortText = { type: 'string', maxLength: 256 } as const;
 const options = { type: ['object', 'null'], maxProperties: 256 } as const;
 const stringMap = {
@@ -23,11 +24,11 @@ const ipamData = {
 export const schemas = {
   CreateNetwork: {
     type: 'object',
-    required: ['NetworkID'],
+    required: ['NetworkID', 'IPv4Data'],
     properties: {
       NetworkID: id,
       Options: options,
-      IPv4Data: { type: ['array', 'null'], maxItems: 16, items: ipamData },
+      IPv4Data: { type: 'array', minItems: 1, maxItems: 16, items: ipamData },
       IPv6Data: { type: ['array', 'null'], maxItems: 16, items: ipamData },
     },
   },
