@@ -33,6 +33,9 @@ export async function serve(cfg: Config): Promise<void> {
     ...(cfg.etcdCa || cfg.etcdCert ? { tls: { ca: cfg.etcdCa || undefined, cert: cfg.etcdCert || undefined, key: cfg.etcdKey || undefined } } : {}),
     ...(cfg.etcdUser ? { auth: { username: cfg.etcdUser, password: cfg.etcdPassword } } : {}),
     logger: log.child({ part: 'store' }),
+    // Serve the socket even while etcd is unreachable: dockerd waits on the
+    // plugin at boot, and calls that need etcd fail on their own timeout.
+    verifyConnection: false,
   });
   const dataplane = new DataPlane({ runDir: cfg.runDir, logger: log.child({ part: 'dataplane' }) });
   const ipam = new Ipam(store, {

@@ -19,6 +19,7 @@ import { parseSubnet, poolKey } from '../ipam/cidr';
 import { ADDRESS_SPACE, Ipam } from '../ipam/ipam';
 import { BindingRecord, EndpointRecord, keys, leaf, NetworkRecord } from '../store/keys';
 import { Store } from '../store/store';
+import { faultPoint } from '../util/fault';
 import { KeyedMutex } from '../util/mutex';
 import { isValidUnicastMac, macFromIp, normalizeMac, parseNetworkOptions } from './options';
 
@@ -105,6 +106,7 @@ export class Driver {
           };
           record.vni = await this.createRecordWithVni(clusterId, record);
           createdRecord = true;
+          faultPoint('createNetwork:after-record');
         }
       }
       const binding: BindingRecord = { localId };
@@ -286,6 +288,7 @@ export class Driver {
       host: this.opts.host, vtep: this.opts.advertiseAddr ?? '', ip, mac, localNetwork: localId, createdAt: new Date().toISOString(),
     };
     await this.store.put(keys.endpoint(local.clusterId, endpointId), JSON.stringify(record));
+    faultPoint('createEndpoint:after-store');
     this.endpoints.set(endpointId, { clusterId: local.clusterId, record });
     this.opts.logger.debug({ network: localId, endpoint: endpointId, ip, mac }, 'endpoint created');
     // Return only what Docker did not fill in: re-setting a filled field fails the call.
@@ -314,17 +317,20 @@ export class Driver {
     if (!ep) throw errors.unknownEndpoint(endpointId);
     await this.ensureKernel(local);
     const spec = this.endpointSpec(local, endpointId, ep.record.mac);
+    faultPoint('join:before-veth');
     try {
       await this.dataplane.createEndpoint(this.spec(local.clusterId, local.record), spec);
     } catch (err) {
       throw err instanceof WeftError ? err : errors.kernel(`creating the interface of endpoint ${endpointId.slice(0, 12)}`, err);
     }
+    faultPoint('join:after-veth');
     return { SrcName: spec.hostIf };
   }
 
   async leave(localId: string, endpointId: string): Promise<void> {
     // Docker moves the interface back to the host namespace after Leave and
     // calls DeleteEndpoint, where it is removed. Nothing to undo here.
+    faultPoint('leave');
     this.opts.logger.debug({ network: localId, endpoint: endpointId }, 'leave');
   }
 
@@ -333,7 +339,9 @@ export class Driver {
     if (!local) return;
     const ep = await this.lookupEndpoint(local, endpointId);
     const spec = this.endpointSpec(local, endpointId, ep?.record.mac ?? '00:00:00:00:00:00');
+    faultPoint('deleteEndpoint:before-kernel');
     await this.dataplane.deleteEndpoint(this.spec(local.clusterId, local.record), spec);
+    faultPoint('deleteEndpoint:after-kernel');
     await this.store.delete(keys.endpoint(local.clusterId, endpointId));
     this.endpoints.delete(endpointId);
   }

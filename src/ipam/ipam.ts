@@ -21,6 +21,7 @@ import type { Logger } from 'pino';
 import { errors, WeftError } from '../errors';
 import { AddressRecord, keys, leaf, PoolRecord } from '../store/keys';
 import { Store } from '../store/store';
+import { faultPoint } from '../util/fault';
 import { KeyedMutex } from '../util/mutex';
 import {
   carve, contains, inside, isIPv4, overlaps, parseSubnet, poolKey, Subnet, subnetFromPoolKey, toIp, toNumber, usableBounds,
@@ -256,6 +257,17 @@ export class Ipam {
 
   // ---------------------------------------------------------------- addresses
 
+  /**
+   * Create a key only if absent. A transaction that timed out and was retried
+   * may have been applied although it reports failure: a key holding exactly
+   * our value is ours.
+   */
+  private async createKey(key: string, value: string): Promise<boolean> {
+    const ok = await this.store.txn([{ key, modRevision: 0 }], [{ type: 'put', key, value }]);
+    if (ok.succeeded) return true;
+    return (await this.store.get(key))?.value === value;
+  }
+
   async requestAddress(poolId: string, req: AddressRequest): Promise<string> {
     const subnet = subnetFromPoolKey(poolId);
     if (!subnet) throw errors.unknownPool(poolId);
@@ -325,8 +337,7 @@ export class Ipam {
         throw errors.addressInUse(ip, subnet.cidr, describeHolder(h));
       }
       const value: AddressRecord = { host: this.opts.host, kind, ...(mac ? { mac } : {}), at: new Date().toISOString() };
-      const ok = await this.store.txn([{ key, modRevision: 0 }], [{ type: 'put', key, value: JSON.stringify(value) }]);
-      if (ok.succeeded) {
+      if (await this.createKey(key, JSON.stringify(value))) {
         this.cached(poolId)?.used.add(n);
         return ip;
       }
@@ -367,9 +378,12 @@ export class Ipam {
       const ip = toIp(candidate);
       const key = keys.addr(poolId, ip);
       const value: AddressRecord = { host: this.opts.host, kind: 'endpoint', ...(mac ? { mac } : {}), at: new Date().toISOString() };
-      const ok = await this.store.txn([{ key, modRevision: 0 }], [{ type: 'put', key, value: JSON.stringify(value) }]);
+      const ok = await this.createKey(key, JSON.stringify(value));
       cache.used.add(candidate);
-      if (ok.succeeded) return ip;
+      if (ok) {
+        faultPoint('requestAddress:after-store');
+        return ip;
+      }
       // Another host took it: from now on pick at random among the free
       // addresses, so hosts racing for the lowest address spread out.
       contended = true;

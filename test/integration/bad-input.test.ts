@@ -5,8 +5,8 @@
 import * as fs from 'fs';
 import * as http from 'http';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { FileStore } from '../../src/store/file-store';
 import { cleanupLabLeftovers, startHost, startWeft, type LabHost, type WeftProcess } from '../lab/host';
+import { readStoreCopy } from '../lab/store';
 
 const PREFIX = 'wbi-';
 let host: LabHost;
@@ -93,16 +93,7 @@ function rss(pid: number): number {
 }
 
 async function storeKeys(): Promise<string[]> {
-  // The store is locked by the running weft: read a copy of its files.
-  const copy = fs.mkdtempSync('/tmp/wbi-store-');
-  for (const f of fs.readdirSync(weft.stateDir)) {
-    if (!f.endsWith('.lock')) fs.copyFileSync(`${weft.stateDir}/${f}`, `${copy}/${f}`);
-  }
-  const s = await FileStore.open(copy);
-  const list = await s.list('');
-  await s.close();
-  fs.rmSync(copy, { recursive: true, force: true });
-  return list.kvs.map((kv) => `${kv.key}@${kv.modRevision}`);
+  return (await readStoreCopy(weft.stateDir)).map((kv) => `${kv.key}@${kv.modRevision}`);
 }
 
 describe('bad input on the plugin socket', () => {
