@@ -1,0 +1,101 @@
+// `npm run bench`: weft's speed and cost, side by side with Docker's own
+// networking, on lab hosts made for the run (see bench/lib/lab.ts). Prints a
+// table and writes bench/results/latest.json. Nothing here passes or fails:
+// goals are printed beside the figures.
+//
+// Settings (environment): WEFT_BENCH_REPS (default 3) and the per-phase
+// counts in bench/lib/context.ts; WEFT_BENCH_ONLY=api,run,... runs a subset.
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { configFromEnv, newBench, PHASES, type Bench } from './lib/context';
+import { describeMachine } from './lib/machine';
+import { emergencyCleanup, log, setupLab, teardown, weftVersion } from './lib/lab';
+import { goalText, table } from './lib/stats';
+import { apiLatency } from './phases/api';
+import { convergence, dockerRun, propagation } from './phases/docker';
+import { dataPath } from './phases/datapath';
+import { ipamContention } from './phases/ipam';
+import { scale } from './phases/scale';
+
+const RESULTS_DIR = path.resolve(__dirname, '..', '..', 'results');
+
+const PHASE_FNS: Record<(typeof PHASES)[number], (b: Bench) => Promise<void>> = {
+  api: apiLatency,
+  run: dockerRun,
+  conv: convergence,
+  prop: propagation,
+  data: dataPath,
+  ipam: ipamContention,
+  scale,
+};
+
+async function main(): Promise<number> {
+  if (process.getuid?.() !== 0) throw new Error('the bench makes network namespaces and runs dockerd: run it as root');
+  const cfg = configFromEnv();
+  const started = Date.now();
+  const machine = await describeMachine(weftVersion());
+  log(`machine: ${machine.cpuModel}, ${machine.cores} cores, ${machine.memoryMiB} MiB, ${machine.kernel}; reps ${cfg.reps}`);
+  const lab = await setupLab();
+  const b = newBench(cfg, lab);
+  const failures: string[] = [];
+  for (const p of PHASES) {
+    if (cfg.only && !cfg.only.has(p)) continue;
+    const t = Date.now();
+    try {
+      await PHASE_FNS[p](b);
+    } catch (e) {
+      // one phase failing leaves the others' figures standing
+      const msg = `${p}: ${(e as Error).stack ?? String(e)}`;
+      failures.push(msg);
+      log(`phase ${msg}`);
+    }
+    log(`phase ${p} took ${((Date.now() - t) / 1000).toFixed(1)} s`);
+  }
+  const out = {
+    machine,
+    config: { ...cfg, only: cfg.only ? [...cfg.only] : undefined },
+    durationSeconds: Math.round((Date.now() - started) / 1000),
+    figures: b.figures.map((f) => ({ ...f, goalText: goalText(f.goal, f.unit) || undefined })),
+    notes: b.notes,
+    failures,
+    details: b.details,
+  };
+  fs.mkdirSync(RESULTS_DIR, { recursive: true });
+  const file = path.join(RESULTS_DIR, 'latest.json');
+  fs.writeFileSync(file, JSON.stringify(out, null, 2) + '\n');
+  process.stdout.write(
+    `\nweft bench: ${machine.cpuModel}, ${machine.cores} cores, ${machine.memoryMiB} MiB, ${machine.kernel}, ` +
+      `node ${machine.node}, Docker ${machine.docker}, etcd ${machine.etcd}; ${cfg.reps} repetitions, ${out.durationSeconds} s\n\n` +
+      table(b.figures) + '\n' +
+      (b.notes.length ? `\nNotes:\n${b.notes.map((n) => `- ${n}`).join('\n')}\n` : '') +
+      (failures.length ? `\nPhases that failed:\n${failures.map((f) => `- ${f.split('\n')[0]}`).join('\n')}\n` : '') +
+      `\nwritten to ${path.relative(process.cwd(), file) || file}\n`,
+  );
+  return failures.length ? 1 : 0;
+}
+
+let interrupted = false;
+for (const sig of ['SIGINT', 'SIGTERM'] as const) {
+  process.on(sig, () => {
+    if (interrupted) return;
+    interrupted = true;
+    log(`${sig}: tearing down`);
+    emergencyCleanup();
+    process.exit(130);
+  });
+}
+
+main()
+  .then(
+    async (code) => {
+      log('tearing down');
+      await teardown();
+      process.exit(code);
+    },
+    async (e: unknown) => {
+      log(`failed: ${(e as Error).stack ?? String(e)}`);
+      log('tearing down');
+      await teardown().catch(() => undefined);
+      process.exit(1);
+    },
+  );
