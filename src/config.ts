@@ -31,6 +31,8 @@ export interface Config {
   etcdPassword: string;
   pluginName: string;
   config: string;
+  metricsAddr: string;
+  probePort: number;
 }
 
 type Kind = 'string' | 'int';
@@ -94,6 +96,10 @@ export const SETTINGS: Setting[] = [
     help: 'etcd password (prefer the environment variable: flags show up in ps)' },
   { key: 'pluginName', flag: 'plugin-name', env: 'WEFT_PLUGIN_NAME', kind: 'string', default: '',
     help: 'driver name users type after -d (default: the socket file name; weft:latest for the managed plugin)' },
+  { key: 'metricsAddr', flag: 'metrics-addr', env: 'WEFT_METRICS_ADDR', kind: 'string', default: '',
+    help: 'HOST:PORT of an HTTP listener serving Prometheus metrics at /metrics and a health check at /healthz; empty = off' },
+  { key: 'probePort', flag: 'probe-port', env: 'WEFT_PROBE_PORT', kind: 'int', default: 4790, min: 0, max: 65535,
+    help: 'UDP port (on --advertise-addr) where weft answers the VXLAN reachability probes of `weft doctor` on other hosts; 0 = off' },
   { key: 'config', flag: 'config', env: 'WEFT_CONFIG', kind: 'string', default: '',
     help: 'JSON settings file: keys are the flag names, e.g. {"store": "etcd://10.0.0.1:2379", "log-level": "debug"}' },
 ];
@@ -118,11 +124,16 @@ function coerce(s: Setting, raw: unknown, source: string): string | number {
   return n;
 }
 
+export interface LoadOptions {
+  /** false for operator commands, which learn the address from the store when they need it (default true). */
+  requireAdvertiseAddr?: boolean;
+}
+
 /**
  * Resolve settings. `argv` holds only flags (`--name value` or `--name=value`);
  * unknown flags are an error so that a typo never silently falls back to a default.
  */
-export function loadConfig(argv: string[], env: NodeJS.ProcessEnv = process.env): Config {
+export function loadConfig(argv: string[], env: NodeJS.ProcessEnv = process.env, opts: LoadOptions = {}): Config {
   const flags = new Map<string, string>();
   for (let i = 0; i < argv.length; i++) {
     const arg = argv[i];
@@ -173,11 +184,11 @@ export function loadConfig(argv: string[], env: NodeJS.ProcessEnv = process.env)
   }
   const cfg = out as unknown as Config;
   if (!cfg.store) cfg.store = `file:${cfg.stateDir}`;
-  validate(cfg);
+  validate(cfg, opts);
   return cfg;
 }
 
-function validate(cfg: Config): void {
+function validate(cfg: Config, opts: LoadOptions = {}): void {
   if (!['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'].includes(cfg.logLevel)) {
     throw new ConfigError(`log-level must be one of fatal, error, warn, info, debug, trace; got "${cfg.logLevel}"`);
   }
@@ -187,7 +198,7 @@ function validate(cfg: Config): void {
   if (cfg.advertiseAddr && !/^(\d{1,3})(\.\d{1,3}){3}$/.test(cfg.advertiseAddr)) {
     throw new ConfigError(`advertise-addr "${cfg.advertiseAddr}" is not an IPv4 address`);
   }
-  if (isClusterStore(cfg.store) && !cfg.advertiseAddr) {
+  if (isClusterStore(cfg.store) && !cfg.advertiseAddr && opts.requireAdvertiseAddr !== false) {
     throw new ConfigError('an etcd store needs --advertise-addr (this host\'s underlay IPv4 address, which other hosts send VXLAN traffic to)');
   }
   if ((cfg.etcdCert === '') !== (cfg.etcdKey === '')) {
@@ -195,6 +206,9 @@ function validate(cfg: Config): void {
   }
   if ((cfg.etcdUser === '') !== (cfg.etcdPassword === '')) {
     throw new ConfigError('--etcd-user and --etcd-password go together: give both or neither');
+  }
+  if (cfg.metricsAddr && !/^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]+):\d{1,5}$/.test(cfg.metricsAddr)) {
+    throw new ConfigError(`metrics-addr "${cfg.metricsAddr}" is not HOST:PORT (for example 127.0.0.1:9464)`);
   }
 }
 
@@ -223,6 +237,13 @@ export function helpText(): string {
     '',
     'Usage:',
     '  weft serve [flags]     run the plugin on this host',
+    '  weft status            this host: store, lease, networks, endpoints, peer drift, last reconcile',
+    '  weft hosts             the cluster\'s hosts (from the store)',
+    '  weft networks          the cluster\'s weft networks',
+    '  weft endpoints [NET]   every endpoint on every host: host, container, IP, MAC',
+    '  weft host rm NAME      release everything a host that is gone for good held (--yes skips the question)',
+    '  weft doctor            check kernel, MTU, UDP reachability between hosts, Docker and the store',
+    '                         (these take the same flags as serve, plus --json for scripts)',
     '  weft version           print the version',
     '  weft --help            this text',
     '',

@@ -17,6 +17,7 @@ import { DataPlane } from './dataplane/dataplane';
 import { Driver } from './driver/driver';
 import { Ipam } from './ipam/ipam';
 import { createLogger } from './log';
+import { createOps } from './ops/serve-hooks';
 import { openStore } from './store';
 import { VERSION } from './version';
 
@@ -27,7 +28,7 @@ export async function serve(cfg: Config): Promise<void> {
   fs.mkdirSync(cfg.stateDir, { recursive: true, mode: 0o700 });
   fs.mkdirSync(cfg.runDir, { recursive: true, mode: 0o700 });
   const cluster = isClusterStore(cfg.store);
-  const store = await openStore(cfg.store, {
+  const rawStore = await openStore(cfg.store, {
     stateDir: cfg.stateDir,
     requestTimeoutMs: cfg.storeTimeout,
     ...(cfg.etcdCa || cfg.etcdCert ? { tls: { ca: cfg.etcdCa || undefined, cert: cfg.etcdCert || undefined, key: cfg.etcdKey || undefined } } : {}),
@@ -37,6 +38,9 @@ export async function serve(cfg: Config): Promise<void> {
     // plugin at boot, and calls that need etcd fail on their own timeout.
     verifyConnection: false,
   });
+  // Operator side (src/ops): store metrics, admin routes, --metrics-addr, doctor probes.
+  const ops = createOps(cfg, rawStore);
+  const store = ops.store;
   const dataplane = new DataPlane({ runDir: cfg.runDir, logger: log.child({ part: 'dataplane' }) });
   const ipam = new Ipam(store, {
     host: cfg.hostName, defaultPool: cfg.defaultPool, defaultPoolSize: cfg.defaultPoolSize, logger: log.child({ part: 'ipam' }),
@@ -45,13 +49,15 @@ export async function serve(cfg: Config): Promise<void> {
     host: cfg.hostName, cluster, advertiseAddr: cfg.advertiseAddr || undefined, runDir: cfg.runDir,
     defaultMtu: cfg.mtu, vxlanPort: cfg.vxlanPort, driverName: driverName(cfg), logger: log.child({ part: 'driver' }),
   });
-  const app = buildServer({ driver, ipam }, { bodyLimit: cfg.bodyLimit, logger: log.child({ part: 'api' }) });
+  const app = buildServer({ driver, ipam }, { bodyLimit: cfg.bodyLimit, logger: log.child({ part: 'api' }), onCall: ops.onCall });
+  ops.register(app, { driver, dataplane });
 
   await listenUnix(app, cfg.socket, log);
   log.info({ socket: cfg.socket, store: store.description, driver: driverName(cfg) }, 'serving the plugin API');
 
   const agent = new Agent({ store, driver, ipam, dataplane, cfg, logger: log.child({ part: 'agent' }) });
   agent.start();
+  await ops.start(agent, log);
 
   let stopping = false;
   const stop = async (signal: string) => {
@@ -62,6 +68,7 @@ export async function serve(cfg: Config): Promise<void> {
     force.unref();
     try {
       await app.close();
+      await ops.close();
       await agent.stop();
       await dataplane.close();
       await store.close();

@@ -1,0 +1,113 @@
+// What `weft serve` runs for operators, kept out of serve.ts: the metrics,
+// the instrumented store, the admin routes on the plugin socket, the
+// --metrics-addr listener and the probe responder for `weft doctor`.
+import type { FastifyInstance } from 'fastify';
+import type * as http from 'http';
+import type { Logger } from 'pino';
+import type { Agent } from '../agent/agent';
+import { Config, isClusterStore } from '../config';
+import type { DataPlaneApi } from '../dataplane/types';
+import type { Driver } from '../driver/driver';
+import { keys } from '../store/keys';
+import type { Store } from '../store/store';
+import { VERSION } from '../version';
+import { networkPeers, registerAdminRoutes } from './admin';
+import { InstrumentedStore } from './instrumented-store';
+import { WeftMetrics } from './metrics';
+import { checkHealth, startMetricsServer } from './metrics-server';
+import { Responder, startProbeResponder } from './probe';
+
+export interface Ops {
+  metrics: WeftMetrics;
+  /** Use this store everywhere: it feeds the store metrics and /healthz. */
+  store: InstrumentedStore;
+  /** For buildServer's onCall. */
+  onCall: (method: string, outcome: string, ms: number) => void;
+  /** Adds the admin routes; call before the server listens. */
+  register(app: FastifyInstance, d: { driver: Driver; dataplane: DataPlaneApi }): void;
+  /** Once the socket serves: the metrics listener (fails when --metrics-addr cannot be used) and the probe responder. */
+  start(agent: Agent, log: Logger): Promise<void>;
+  close(): Promise<void>;
+}
+
+export function createOps(cfg: Config, store: Store): Ops {
+  const metrics = new WeftMetrics();
+  const istore = new InstrumentedStore(store, metrics);
+  const startedAt = new Date();
+  let agent: Agent | undefined;
+  let deps: { driver: Driver; dataplane: DataPlaneApi } | undefined;
+  let server: http.Server | undefined;
+  let responder: Responder | undefined;
+  const cluster = isClusterStore(cfg.store);
+
+  metrics.info.set({ version: VERSION, host: cfg.hostName }, 1);
+  metrics.registry.onCollect(() => {
+    if (!agent) return;
+    const s = agent.stats;
+    metrics.peersProgrammed.setTotal({}, s.peersProgrammed);
+    metrics.corrections.setTotal({}, s.corrections);
+    metrics.agentStoreErrors.setTotal({}, s.storeErrors);
+    if (s.lastReconcile) metrics.lastReconcile.set({}, Date.parse(s.lastReconcile) / 1000);
+    if (s.reconcileMs !== undefined) metrics.reconcileSeconds.set({}, s.reconcileMs / 1000);
+  });
+  metrics.registry.onCollect(async () => {
+    if (!deps || !agent) return;
+    const nets = await networkPeers({ ...deps, agent: () => agent });
+    metrics.peers.reset();
+    metrics.drift.reset();
+    for (const n of nets) {
+      const network = n.name ?? n.clusterId.slice(0, 12);
+      metrics.peers.set({ network, state: 'programmed' }, n.peers.programmed);
+      metrics.peers.set({ network, state: 'expected' }, n.peers.expected);
+      metrics.drift.set({ network }, n.peers.drift);
+    }
+  });
+  if (cluster) {
+    metrics.registry.onCollect(async () => {
+      let t: NodeJS.Timeout | undefined;
+      const kv = await Promise.race([
+        istore.get(keys.host(cfg.hostName)).finally(() => clearTimeout(t)),
+        new Promise<never>((_, reject) => { t = setTimeout(() => reject(new Error('timeout')), 2000); }),
+      ]);
+      metrics.leaseAlive.set({}, kv ? 1 : 0);
+    });
+  }
+
+  return {
+    metrics,
+    store: istore,
+    onCall: metrics.onCall,
+    register(app, d) {
+      deps = d;
+      registerAdminRoutes(app, { cfg, store: istore, driver: d.driver, dataplane: d.dataplane, agent: () => agent, startedAt });
+    },
+    async start(a, log) {
+      agent = a;
+      if (cfg.metricsAddr) {
+        server = await startMetricsServer(cfg.metricsAddr, metrics.registry, () => checkHealth({
+          socket: cfg.socket, store: istore, hostName: cfg.hostName,
+          freshMs: Math.max(15_000, 2 * cfg.reconcileInterval * 1000),
+          probeTimeoutMs: Math.min(cfg.storeTimeout, 2000),
+        }), log.child({ part: 'metrics' }));
+      }
+      if (cluster && cfg.probePort > 0 && cfg.advertiseAddr) {
+        try {
+          responder = await startProbeResponder({
+            address: cfg.advertiseAddr, port: cfg.probePort, vxlanPort: cfg.vxlanPort, host: cfg.hostName, logger: log.child({ part: 'probe' }),
+          });
+        } catch (err) {
+          log.warn({ err: (err as Error).message, probePort: cfg.probePort },
+            `cannot answer weft doctor probes on UDP ${cfg.advertiseAddr}:${cfg.probePort}: give --probe-port a free port (the same on every host), or 0 to turn the probes off`);
+        }
+      }
+    },
+    async close() {
+      await responder?.close().catch(() => undefined);
+      if (server) {
+        const closed = new Promise<void>((resolve) => server!.close(() => resolve()));
+        server.closeAllConnections();
+        await closed;
+      }
+    },
+  };
+}

@@ -1,0 +1,64 @@
+// What the local admin route GET /weft/v1/status answers, and `weft status`
+// prints. Plain JSON: `weft status --json` passes it through unchanged.
+import type { AgentStats } from '../agent/agent';
+
+export interface PeerEntry {
+  /** "endpoint": a remote container (FDB + neighbour entry); "flood": a host that gets broadcasts. */
+  kind: 'endpoint' | 'flood';
+  ip?: string;
+  mac?: string;
+  vtep: string;
+}
+
+export interface PeerReport {
+  /** Remote endpoints plus flood entries in the kernel. */
+  programmed: number;
+  /** The same, as the store says they should be. */
+  expected: number;
+  missing: PeerEntry[];
+  extra: PeerEntry[];
+  /** missing + extra: 0 when the kernel matches the store. */
+  drift: number;
+  /** Set when the kernel could not be read (namespace or VXLAN device missing: the reconcile recreates it). */
+  error?: string;
+}
+
+export interface LocalEndpointReport {
+  id: string;
+  /** Container name from this host's Docker engine, when it answered. */
+  container?: string;
+  ip: string;
+  mac: string;
+}
+
+export interface NetworkReport {
+  clusterId: string;
+  localId: string;
+  name?: string;
+  vni: number;
+  subnet?: string;
+  gateway?: string;
+  mtu: number;
+  deleting?: boolean;
+  endpoints: LocalEndpointReport[];
+  peers: PeerReport;
+}
+
+export interface StatusReport {
+  host: string;
+  version: string;
+  pid: number;
+  startedAt: string;
+  /** true with etcd (VXLAN between hosts), false with the embedded store. */
+  cluster: boolean;
+  advertiseAddr?: string;
+  store: { description: string; reachable: boolean; latencyMs?: number; error?: string };
+  /** alive: null with the embedded store (no lease). */
+  lease: { alive: boolean | null; ttlSeconds: number; detail?: string };
+  agent: AgentStats;
+  reconcileIntervalSeconds: number;
+  docker?: { error: string };
+  networks: NetworkReport[];
+  /** Sum of every network's drift. */
+  drift: number;
+}
