@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Assembles the managed plugin directory plugin/build/ (config.json + rootfs/)
 # for `docker plugin create weft:latest plugin/build`. Run through
-# `npm run plugin`, which builds dist/ first.
+# `npm run plugin`, which builds dist/ first. Usage: plugin/build.sh [OUT_DIR]
+# (default plugin/build; OUT_DIR is removed and made anew).
 #
 # Offline by design: no image, no registry but npm's. The rootfs gets
 #   - the Node runtime of this machine (process.execPath, stripped when
@@ -15,12 +16,14 @@
 # It ends with a smoke test: chroot into the rootfs and load everything.
 set -euo pipefail
 
+die() { echo "plugin/build.sh: $*" >&2; exit 1; }
+
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-out="$repo/plugin/build"
+out="${1:-$repo/plugin/build}"
+case "$out" in /*) ;; *) out="$PWD/$out" ;; esac
+[ "$out" != / ] && [ "$out" != "$repo" ] || die "refusing to build into $out"
 rootfs="$out/rootfs"
 app="$rootfs/opt/weft"
-
-die() { echo "plugin/build.sh: $*" >&2; exit 1; }
 
 [ -f "$repo/dist/cli.js" ] || die "dist/cli.js is missing: run 'npm run build' (or 'npm run plugin')"
 addon="$repo/native/build/Release/weft_native.node"

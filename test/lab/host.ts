@@ -57,6 +57,14 @@ export interface StartHostOptions {
   daemonConfig?: Record<string, unknown>;
   /** extra dockerd arguments */
   dockerdArgs?: string[];
+  /**
+   * Make dockerd's exec-root (DIR/exec) a shared mount point inside the host's
+   * private mount namespace, as systemd's shared /run makes /var/run/docker on
+   * a real machine. A managed plugin's `rshared` bind of the exec-root then
+   * propagates the plugin's mounts back to dockerd's namespace, where they
+   * outlive the plugin (weft pins its network namespaces there). Default false.
+   */
+  sharedExecRoot?: boolean;
   /** bound for dockerd to answer `docker info`; default 60 s */
   startTimeoutMs?: number;
 }
@@ -146,7 +154,13 @@ function cgroupMountScript(): string {
   return lines.join('\n');
 }
 
-function dockerdScript(name: string, dir: string): string {
+function dockerdScript(name: string, dir: string, sharedExecRoot = false): string {
+  const shared = sharedExecRoot
+    ? `# the exec-root as its own shared mount, like /var/run/docker under systemd's shared /run
+mount --rbind ${dir}/exec ${dir}/exec
+mount --make-rshared ${dir}/exec
+`
+    : '';
   return `#!/bin/sh
 # Written by test/lab/host.ts: runs inside 'ip netns exec ${name} unshare -m -u --propagation private'.
 set -e
@@ -163,7 +177,7 @@ mount --bind ${dir}/run-docker /run/docker
 mount --bind ${dir}/etc-docker /etc/docker
 # dockerd starts its own containerd when /run/containerd/containerd.sock is absent
 mount -t tmpfs -o mode=711 tmpfs /run/containerd
-hostname ${name}
+${shared}hostname ${name}
 exec dockerd --data-root ${dir}/data --exec-root ${dir}/exec --pidfile ${dir}/docker.pid -H unix://${dir}/docker.sock "$@"
 `;
 }
@@ -356,7 +370,7 @@ export async function startHost(opts: StartHostOptions): Promise<LabHost> {
       ...(opts.daemonConfig ?? {}),
     };
     fs.writeFileSync(path.join(dir, 'etc-docker', 'daemon.json'), JSON.stringify(daemonJson, null, 2) + '\n');
-    fs.writeFileSync(script, dockerdScript(name, dir), { mode: 0o755 });
+    fs.writeFileSync(script, dockerdScript(name, dir, opts.sharedExecRoot), { mode: 0o755 });
 
     const add = await run('ip', ['netns', 'add', name]);
     if (add.code !== 0) throw failure(`ip netns add ${name}`, add);
