@@ -128,12 +128,7 @@ async function installPlugin(h: LabHost): Promise<void> {
   await h.dockerOk(['plugin', 'create', PLUGIN, BUILD_DIR], { timeoutMs: 300_000 });
   timings[`plugin create ${h.name} (s)`] = secs(t0);
   pluginIds.set(h.name, await out(h, ['plugin', 'inspect', '-f', '{{.Id}}', PLUGIN]));
-  await h.dockerOk(['plugin', 'set', PLUGIN,
-    `state.source=${state}`,
-    `docker-sock.source=${h.dockerSock}`,
-    `docker-run.source=${path.join(h.dir, 'exec')}`,
-    'WEFT_LOG_LEVEL=debug',
-  ]);
+  await h.dockerOk(['plugin', 'set', PLUGIN, ...labSettings(h)]);
   t0 = Date.now();
   const r = await h.docker(['plugin', 'enable', '--timeout', '60', PLUGIN], { timeoutMs: 120_000 });
   timings[`plugin enable ${h.name} (s)`] = secs(t0);
@@ -146,6 +141,26 @@ async function reconfigure(h: LabHost, settings: string[]): Promise<void> {
   await h.dockerOk(['plugin', 'set', PLUGIN, ...settings]);
   const r = await h.docker(['plugin', 'enable', '--timeout', '60', PLUGIN], { timeoutMs: 120_000 });
   if (r.code !== 0) throw new Error(`[${h.name}] docker plugin enable failed: ${r.stderr}\n${pluginLog(h)}`);
+}
+
+/** The README's upgrade: disable -f (containers keep running), rm -f, create from the new build, set again, enable. */
+async function upgradePlugin(h: LabHost, settings: string[]): Promise<void> {
+  await h.dockerOk(['plugin', 'disable', '-f', PLUGIN]);
+  await h.dockerOk(['plugin', 'rm', '-f', PLUGIN]);
+  await h.dockerOk(['plugin', 'create', PLUGIN, BUILD_DIR], { timeoutMs: 300_000 });
+  pluginIds.set(`${h.name} upgraded ${pluginIds.size}`, await out(h, ['plugin', 'inspect', '-f', '{{.Id}}', PLUGIN]));
+  await h.dockerOk(['plugin', 'set', PLUGIN, ...settings]);
+  const r = await h.docker(['plugin', 'enable', '--timeout', '60', PLUGIN], { timeoutMs: 120_000 });
+  if (r.code !== 0) throw new Error(`[${h.name}] docker plugin enable failed: ${r.stderr}\n${pluginLog(h)}`);
+}
+
+function labSettings(h: LabHost): string[] {
+  return [
+    `state.source=${path.join(h.dir, 'weft-state')}`,
+    `docker-sock.source=${h.dockerSock}`,
+    `docker-run.source=${path.join(h.dir, 'exec')}`,
+    'WEFT_LOG_LEVEL=debug',
+  ];
 }
 
 /** Removes the cgroups a killed plugin may leave behind (dockerd puts plugins at the top of each hierarchy). */
@@ -264,7 +279,17 @@ describe('weft as a managed plugin', () => {
     // and the network's namespace is pinned in dockerd's mount namespace
     expect(pinsInDockerd(h)).toHaveLength(1);
 
-    await h.dockerOk(['rm', '-f', 's1', 's2', 'web']);
+    // The README's upgrade (a new plugin, same name) keeps the embedded store
+    // and the running containers' network; a new container joins the network.
+    const t0 = Date.now();
+    await upgradePlugin(h, labSettings(h));
+    timings['upgrade: disable, rm, create, set, enable (s)'] = secs(t0);
+    await ping(h, 's1', 's2');
+    await h.dockerOk(['run', '-d', '--name', 's3', '--network', 'single', IMG, 'sleep', '3600']);
+    await ping(h, 's3', 's1');
+    await ping(h, 's1', 's3');
+
+    await h.dockerOk(['rm', '-f', 's1', 's2', 's3', 'web']);
     await h.dockerOk(['network', 'rm', 'single']);
     expect(await weftLinks(h)).toEqual([]);
     await waitFor(() => pinsInDockerd(h).length === 0, { timeoutMs: 10_000, what: 'the network namespace pin to go' });
@@ -275,7 +300,12 @@ describe('weft as a managed plugin', () => {
   it('two hosts on one etcd (docker plugin set): a network made on host 1 appears on host 2, containers ping across', async (ctx) => {
     needs(ctx, 'install');
     const [h1, h2] = [hosts[0]!, hosts[1]!];
-    for (const h of hosts) await reconfigure(h, [`WEFT_STORE=${etcdUrl}`, `WEFT_ADVERTISE_ADDR=${h.ip}`]);
+    for (const h of hosts) {
+      // args: any other flag of weft serve
+      await reconfigure(h, [`WEFT_STORE=${etcdUrl}`, `WEFT_ADVERTISE_ADDR=${h.ip}`, 'args=--reconcile-interval 5']);
+    }
+    expect(await out(h1, ['plugin', 'inspect', '-f', '{{json .Settings.Args}}', PLUGIN])).toBe('["--reconcile-interval","5"]');
+    expect(pluginLog(h1, 200)).toMatch(/\\"reconcileInterval\\":5/);
     await h1.dockerOk(['network', 'create', ...WEFT, '--subnet', '10.70.2.0/24', 'app']);
     // weft on host 2 creates it through host 2's Engine API (the docker-sock mount), under WEFT_PLUGIN_NAME
     await waitFor(async () => (await h2.docker(['network', 'ls', '--format', '{{.Name}} {{.Driver}}'])).stdout.includes(`app ${PLUGIN}`),
