@@ -3,6 +3,7 @@
 // plugin (whose entrypoint runs `weft serve`).
 
 import { ConfigError, helpText, loadConfig } from './config';
+import { opsCommand, OpsError, runOps } from './ops';
 import { serve } from './serve';
 import { VERSION } from './version';
 
@@ -21,6 +22,13 @@ async function main(argv: string[]): Promise<number> {
     await serve(cfg);
     return -1; // keeps running
   }
+  // Operator commands (src/ops): status, hosts, networks, endpoints, host rm, doctor.
+  const op = opsCommand(argv);
+  if (op) {
+    const r = await runOps(op.name, op.rest);
+    process.stdout.write(r.stdout);
+    return r.code;
+  }
   process.stderr.write(`weft: unknown command "${cmd}" (see weft --help)\n`);
   return 2;
 }
@@ -32,6 +40,6 @@ main(process.argv.slice(2)).then(
   (err: unknown) => {
     const msg = err instanceof ConfigError ? err.message : err instanceof Error ? err.message : String(err);
     process.stderr.write(`weft: ${msg}\n`);
-    process.exit(err instanceof ConfigError ? 2 : 1);
+    process.exit(err instanceof ConfigError ? 2 : err instanceof OpsError ? err.exitCode : 1);
   },
 );

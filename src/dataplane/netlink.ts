@@ -213,6 +213,19 @@ export class Rtnl {
     }
   }
 
+  /** Packet counters of a link (IFLA_STATS64), or undefined if there is no such link. Used by `weft doctor`. */
+  async linkStats(name: string): Promise<{ rxPackets: number; txPackets: number; rxDropped: number } | undefined> {
+    try {
+      const r = await this.call(`get link ${name}`, (s, o) => s.getLink({}, { ifname: name }, o));
+      const st = r[0]?.attrs.stats64;
+      if (!r[0]) return undefined;
+      return { rxPackets: Number(st?.rxPackets ?? 0n), txPackets: Number(st?.txPackets ?? 0n), rxDropped: Number(st?.rxDropped ?? 0n) };
+    } catch (e) {
+      if (errorCode(e) === 'ENODEV') return undefined;
+      throw e;
+    }
+  }
+
   async listLinks(): Promise<LinkInfo[]> {
     return (await this.call('dump links', (s, o) => s.getLinks({}, {}, o), true)).map(parseLink);
   }

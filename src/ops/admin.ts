@@ -53,8 +53,19 @@ export function comparePeers(programmed: PeerState, expected: PeerState): PeerRe
   const want = entries(expected);
   const haveKeys = new Set(have.map(entryKey));
   const wantKeys = new Set(want.map(entryKey));
-  const missing = want.filter((e) => !haveKeys.has(entryKey(e)));
-  const extra = have.filter((e) => !wantKeys.has(entryKey(e)));
+  let missing = want.filter((e) => !haveKeys.has(entryKey(e)));
+  let extra = have.filter((e) => !wantKeys.has(entryKey(e)));
+  // An endpoint programmed in halves reads back as a neighbour without FDB
+  // entry (no VTEP) or the reverse (no IP): one missing half, not two drifts.
+  const halves: PeerEntry[] = [];
+  for (const m of missing) {
+    if (m.kind !== 'endpoint') continue;
+    const x = extra.find((e) => e.kind === 'endpoint' && e.mac === m.mac && ((!e.vtep && e.ip === m.ip) || (!e.ip && e.vtep === m.vtep)));
+    if (!x) continue;
+    extra = extra.filter((e) => e !== x);
+    halves.push({ ...m, part: x.vtep ? 'neighbour' : 'fdb' });
+  }
+  missing = [...missing.filter((m) => !halves.some((h) => h.mac === m.mac && h.ip === m.ip && h.vtep === m.vtep)), ...halves];
   return { programmed: have.length, expected: want.length, missing, extra, drift: missing.length + extra.length };
 }
 

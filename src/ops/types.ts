@@ -8,6 +8,8 @@ export interface PeerEntry {
   ip?: string;
   mac?: string;
   vtep: string;
+  /** Only this half of an endpoint's entries is missing (the other is in the kernel). */
+  part?: 'fdb' | 'neighbour';
 }
 
 export interface PeerReport {

@@ -1,0 +1,17 @@
+// `weft networks`: the cluster's weft networks, from the store.
+import { ClusterView, NetworkView } from './cluster';
+import type { OpsContext, ParsedArgs } from './context';
+import { json, shortId, table } from './format';
+
+export function renderNetworks(nets: NetworkView[]): string {
+  if (nets.length === 0) return 'no weft networks: create one with docker network create -d weft --ipam-driver weft ...\n';
+  return table(
+    ['NAME', 'ID', 'VNI', 'SUBNET', 'GATEWAY', 'MTU', 'HOSTS', 'ENDPOINTS', 'STATE'],
+    nets.map((n) => [n.name ?? '(unnamed)', shortId(n.clusterId), n.vni, n.subnet, n.gateway, n.mtu, n.hosts.join(','), n.endpoints, n.deleting ? 'deleting' : 'ok']),
+  );
+}
+
+export async function networksCommand(ctx: OpsContext, a: ParsedArgs): Promise<string> {
+  const nets = new ClusterView((await ctx.clusterList()).kvs).networks();
+  return a.flags.has('json') ? json(nets) : renderNetworks(nets);
+}
