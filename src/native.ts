@@ -11,6 +11,8 @@ export interface NativeAddon {
   createNetns(path: string): void;
   /** Lazy unmount and unlink of a pinned namespace; idempotent. */
   deleteNetns(path: string): void;
+  /** Sends one raw Ethernet frame on link `ifindex` of the calling thread's namespace. */
+  sendFrame(ifindex: number, frame: Buffer): void;
   readonly CLONE_NEWNET: number;
 }
 

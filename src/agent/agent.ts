@@ -53,6 +53,8 @@ export class Agent {
   private readonly dirty = new Set<string>();
   private readonly retryAt = new Map<string, { at: number; attempt: number }>();
   private readonly inflight = new Set<string>();
+  /** Per network, the ip -> mac last announced to local containers. */
+  private readonly announced = new Map<string, Map<string, string>>();
   private flushScheduled = false;
   private flushing: Promise<void> = Promise.resolve();
   private watcher?: Watcher;
@@ -248,11 +250,35 @@ export class Agent {
     const local = this.d.driver.localNetworks().find((n) => n.clusterId === cid);
     if (!local) return 0;
     await this.d.driver.ensureKernel(local);
-    const diff = await this.d.dataplane.programPeers(this.d.driver.spec(cid, local.record), this.desiredPeers(cid));
+    const spec = this.d.driver.spec(cid, local.record);
+    const desired = this.desiredPeers(cid);
+    const diff = await this.d.dataplane.programPeers(spec, desired);
+    await this.announceChanges(cid, spec, desired);
     const changed = diff.added + diff.removed;
     this.stats.peersProgrammed += diff.added;
     if (changed) this.d.logger.debug({ network: cid.slice(0, 12), ...diff }, 'peers programmed');
     return changed;
+  }
+
+  /**
+   * Tell this host's containers about remote endpoints that are new or moved
+   * to another MAC, with a gratuitous ARP on the local bridge. Docker gives a
+   * restarted container a new random MAC but often its old IP, and a
+   * container that cached the old MAC would not re-resolve it for up to a
+   * minute. The announcement cannot come from the endpoint's own host: in
+   * proxy mode the VXLAN device answers or drops every ARP frame it is given
+   * and never sends one across.
+   */
+  private async announceChanges(cid: string, spec: ReturnType<Driver['spec']>, desired: PeerState): Promise<void> {
+    const seen = this.announced.get(cid) ?? new Map<string, string>();
+    const next = new Map<string, string>();
+    for (const ep of desired.endpoints) {
+      next.set(ep.ip, ep.mac);
+      if (seen.get(ep.ip) === ep.mac) continue;
+      await this.d.dataplane.announce(spec, ep.ip, ep.mac).catch((err: Error) =>
+        this.d.logger.debug({ ip: ep.ip, err: err.message }, 'gratuitous ARP failed'));
+    }
+    this.announced.set(cid, next);
   }
 
   // ------------------------------------------------------------ propagation

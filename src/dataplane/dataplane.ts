@@ -16,7 +16,8 @@ import * as fs from 'fs';
 import * as path from 'path';
 import type { NetworkSpec, EndpointSpec, PeerState, PeerDiff, RemoteEndpoint, DataPlaneApi } from './types';
 import { Rtnl, LinkInfo, errorCode } from './netlink';
-import { socketIn, forgetSocket, ensureNetns, removeNetns, isPinnedNetns, withNsFd, setSysctlIn } from './netns';
+import { socketIn, forgetSocket, ensureNetns, removeNetns, isPinnedNetns, withNsFd, setSysctlIn, withNetns } from './netns';
+import { native } from '../native';
 import { MAX_IFNAME, networkIdFromNetnsName } from './names';
 
 export interface DataPlaneLogger {
@@ -290,6 +291,24 @@ export class DataPlane implements DataPlaneApi {
     });
   }
 
+  /**
+   * Gratuitous ARP: "ip is at mac", broadcast on the network's bridge. Docker
+   * gives a restarted container a new random MAC but often the same IP; peers
+   * that cached the old MAC would send to it for up to a minute (until their
+   * neighbour entry goes stale). The broadcast reaches the containers of this
+   * host directly and those of other hosts through the VXLAN flood entries, and
+   * Linux updates an existing neighbour entry from a gratuitous ARP.
+   */
+  async announce(net: NetworkSpec, ip: string, mac: string): Promise<void> {
+    if (!IPV4.test(ip) || !MAC.test(mac.toLowerCase())) throw new Error(`announce: invalid address ${ip} / ${mac}`);
+    return this.serial(net.nsPath, async () => {
+      const br = await this.netSocket(net).getLink(net.bridge);
+      if (!br) throw new Error(`announce on network ${net.id}: bridge ${net.bridge} is missing`);
+      const frame = garp(ip, mac);
+      withNetns(net.nsPath, () => native().sendFrame(br.index, frame));
+    });
+  }
+
   async deleteEndpoint(net: NetworkSpec, ep: EndpointSpec): Promise<void> {
     return this.serial(net.nsPath, async () => {
       try {
@@ -398,4 +417,15 @@ export class DataPlane implements DataPlaneApi {
     this.used.clear();
     forgetSocket(this.hostNetns);
   }
+}
+
+/** An ARP request announcing ip at mac (sender and target address both ip), to the broadcast address. */
+function garp(ip: string, mac: string): Buffer {
+  const m = Buffer.from(mac.split(':').map((h) => parseInt(h, 16)));
+  const a = Buffer.from(ip.split('.').map(Number));
+  return Buffer.concat([
+    Buffer.alloc(6, 0xff), m, Buffer.from([0x08, 0x06]), // Ethernet: broadcast, from mac, ARP
+    Buffer.from([0x00, 0x01, 0x08, 0x00, 6, 4, 0x00, 0x01]), // Ethernet/IPv4, request
+    m, a, Buffer.alloc(6, 0), a,
+  ]);
 }

@@ -75,6 +75,8 @@ export interface DataPlaneApi {
   createEndpoint(net: NetworkSpec, ep: EndpointSpec): Promise<void>;
   deleteEndpoint(net: NetworkSpec, ep: EndpointSpec): Promise<void>;
   programPeers(net: NetworkSpec, desired: PeerState): Promise<PeerDiff>;
+  /** Gratuitous ARP for ip at mac on the network's bridge (reaches every host's containers through the flood entries). */
+  announce(net: NetworkSpec, ip: string, mac: string): Promise<void>;
   readPeers(net: NetworkSpec): Promise<PeerState>;
   listNetworkIds(): Promise<string[]>;
   close(): Promise<void> | void;

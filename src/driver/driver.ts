@@ -324,6 +324,9 @@ export class Driver {
       throw err instanceof WeftError ? err : errors.kernel(`creating the interface of endpoint ${endpointId.slice(0, 12)}`, err);
     }
     faultPoint('join:after-veth');
+    // Best effort: a lost announcement only delays peers that cached an old MAC.
+    await this.dataplane.announce(this.spec(local.clusterId, local.record), ep.record.ip, ep.record.mac).catch((err: Error) =>
+      this.opts.logger.warn({ endpoint: endpointId.slice(0, 12), err: err.message }, 'gratuitous ARP failed'));
     return { SrcName: spec.hostIf };
   }
 

@@ -2,9 +2,9 @@
 // with its own dockerd and its own weft), one etcd: the multi-host overlay end
 // to end. Runs in order; every sub-test builds on the state before it.
 import { execFileSync, spawn } from 'child_process';
-import * as fs from 'fs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startEtcd } from '../lab/etcd';
+import { keepLogs } from '../lab/logs';
 import {
   cleanupLabLeftovers, createUnderlay, ensureBusyboxImage, run, startHost, startWeft, waitFor,
   type LabHost, type Underlay, type WeftProcess,
@@ -39,17 +39,7 @@ beforeAll(async () => {
 }, 300_000);
 
 afterAll(async () => {
-  // Keep the logs of the last run for diagnosis (the host dirs go with destroy()).
-  for (const h of hosts) {
-    fs.mkdirSync(`/tmp/weft-test-logs/${h.name}`, { recursive: true });
-    for (const f of ['weft.log', 'dockerd.log']) {
-      try {
-        fs.copyFileSync(`${h.dir}/${f}`, `/tmp/weft-test-logs/${h.name}/${f}`);
-      } catch {
-        // not started
-      }
-    }
-  }
+  keepLogs(hosts);
   for (const h of hosts) await h.destroy().catch(() => undefined);
   await etcd?.stop().catch(() => undefined);
   await ul?.destroy().catch(() => undefined);

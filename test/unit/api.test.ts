@@ -30,6 +30,8 @@ class RecordingDataPlane implements DataPlaneApi {
   }
   async deleteEndpoint(_n: NetworkSpec, ep: EndpointSpec) { this.endpoints.delete(ep.hostIf); }
   async programPeers() { return { added: 0, removed: 0 }; }
+  announced: string[] = [];
+  async announce(_n: NetworkSpec, ip: string, mac: string) { this.announced.push(`${ip} ${mac}`); }
   async readPeers(): Promise<PeerState> { return { endpoints: [], floodVteps: [] }; }
   async listNetworkIds() { return [...this.networks.values()].map((n) => n.id); }
   close() {}
@@ -162,6 +164,7 @@ describe('a container\'s life', () => {
     expect(join.body.Gateway).toBeUndefined();
     expect(dp.endpoints.get('wftbbbbbbbbbb')?.mac).toBe('02:42:0a:28:00:02');
     expect(dp.endpoints.get('wftbbbbbbbbbb')?.mtu).toBe(1450);
+    expect(dp.announced).toEqual(['10.40.0.2 02:42:0a:28:00:02']);
     expect((await call('NetworkDriver.EndpointOperInfo', { NetworkID: NET, EndpointID: EP })).body.Value.ip).toBe('10.40.0.2');
     expect((await call('NetworkDriver.Leave', { NetworkID: NET, EndpointID: EP })).status).toBe(200);
     expect((await call('NetworkDriver.DeleteEndpoint', { NetworkID: NET, EndpointID: EP })).status).toBe(200);
