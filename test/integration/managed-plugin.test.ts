@@ -216,7 +216,13 @@ afterEach((ctx) => {
 
 afterAll(async () => {
   for (const h of hosts) {
-    if (process.env.WMP_DEBUG_LOGS) fs.copyFileSync(h.dockerdLog, path.join(process.env.WMP_DEBUG_LOGS, `${h.name}.log`));
+    if (process.env.WMP_DEBUG_LOGS) {
+      try {
+        fs.copyFileSync(h.dockerdLog, path.join(process.env.WMP_DEBUG_LOGS, `${h.name}.log`));
+      } catch {
+        /* debugging aid only */
+      }
+    }
     try {
       if (h.dockerdRunning()) {
         const ps = await h.docker(['ps', '-aq']);
