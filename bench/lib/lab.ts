@@ -46,6 +46,13 @@ export function ensureWeftCliLink(): void {
   if (fs.realpathSync(WEFT_CLI) !== fs.realpathSync(real)) throw new Error(`cannot point ${WEFT_CLI} at ${real}`);
 }
 
+/** weft's log level in the lab: info (debug logs every plugin call, which costs time); WEFT_BENCH_LOG_LEVEL=debug to profile. */
+export const weftLogLevel = (): string => process.env.WEFT_BENCH_LOG_LEVEL || 'info';
+
+/** WEFT_BENCH_NODE_OPTIONS: NODE_OPTIONS for the wefts (profiling: --cpu-prof, --heapsnapshot-signal=SIGUSR2). */
+export const weftEnv = (): Record<string, string> =>
+  process.env.WEFT_BENCH_NODE_OPTIONS ? { NODE_OPTIONS: process.env.WEFT_BENCH_NODE_OPTIONS } : {};
+
 export const ipOf = (h: LabHost): string => h.ip!;
 
 export function clusterArgs(lab: Pick<Lab, 'etcdUrl'>, h: LabHost, extra: string[] = []): string[] {
@@ -71,7 +78,7 @@ export async function setupLab(): Promise<Lab> {
   lab.api = await startHost({ name: `${PREFIX}api`, underlay: lab.ul, address: '192.0.2.20/24', dockerd: false });
   await Promise.all(hs.map((h) => ensureBusyboxImage(h)));
   log('starting weft on each host');
-  for (const h of hs) lab.wefts!.push(await startWeft(h, { args: clusterArgs(lab as Lab, h), logLevel: 'info' }));
+  for (const h of hs) lab.wefts!.push(await startWeft(h, { args: clusterArgs(lab as Lab, h), logLevel: weftLogLevel(), env: weftEnv() }));
   return lab as Lab;
 }
 

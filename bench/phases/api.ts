@@ -4,7 +4,7 @@
 // which asks Docker, decides nothing).
 import { startWeft } from '../../test/lab/host';
 import type { Bench } from '../lib/context';
-import { clusterArgs, log } from '../lib/lab';
+import { clusterArgs, log, weftLogLevel } from '../lib/lab';
 import { addEndpoint, createNetworkViaPlugin, deleteNetworkViaPlugin, removeEndpoint } from '../lib/plugin';
 import { percentile } from '../lib/stats';
 
@@ -19,7 +19,7 @@ export async function apiLatency(b: Bench): Promise<void> {
   for (const store of STORES) {
     log(`api: plugin API latency on the ${store.label}`);
     const args = store.key === 'etcd' ? clusterArgs(lab, lab.api) : [];
-    const w = await startWeft(lab.api, { args, logLevel: 'info' });
+    const w = await startWeft(lab.api, { args, logLevel: weftLogLevel() });
     try {
       const net = await createNetworkViaPlugin(w.socket, store.subnet);
       const once = async (): Promise<[number, number]> => {
