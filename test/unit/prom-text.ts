@@ -77,7 +77,7 @@ export function parsePromText(text: string): PromText {
       if (kind === 'TYPE') {
         if (!['counter', 'gauge', 'histogram', 'summary', 'untyped'].includes(rest)) throw new Error(`bad type in: ${line}`);
         if (families.get(name)?.type) throw new Error(`TYPE twice for ${name}`);
-        if ([...seenSamples].some((s) => s === name || s.startsWith(`${name}_`))) throw new Error(`TYPE after samples of ${name}`);
+        if ([...seenSamples].some((s) => [name, `${name}_bucket`, `${name}_sum`, `${name}_count`].includes(s))) throw new Error(`TYPE after samples of ${name}`);
         families.set(name, { ...(families.get(name) ?? { name }), name, type: rest });
       } else {
         families.set(name, { ...(families.get(name) ?? { name, type: '' }), help: rest });
