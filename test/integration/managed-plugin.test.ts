@@ -363,8 +363,9 @@ describe('weft as a managed plugin', () => {
 
     const ip1 = await containerIp(h1, 'x1', 'app');
     // A new container on the existing network. Its address may be the one x2
-    // released when it stopped, now with another MAC: x1 then answers the old
-    // MAC until its ARP entry expires (up to ~50 s), hence the long bound.
+    // released when it stopped, now with another MAC: weft's gratuitous ARP
+    // corrects x1's cache; without it x1 would answer the old MAC until its
+    // ARP entry expired (up to ~50 s), hence the generous bound.
     await h2.dockerOk(['run', '-d', '--name', 'x4', '--network', 'app', IMG, 'sleep', '3600']);
     timings['new container after restart until it reaches host 1 (s)'] = ((await reach(h2, 'x4', ip1, 90_000)) / 1000).toFixed(1);
     await reach(h1, 'x1', await containerIp(h2, 'x4', 'app'), 90_000);
