@@ -3,9 +3,10 @@
 // table and writes bench/results/latest.json. Nothing here passes or fails:
 // goals are printed beside the figures.
 //
-// Settings (environment): WEFT_BENCH_REPS (default 3) and the per-phase
+// Settings (environment): WEFT_BENCH_REPS (default 5) and the per-phase
 // counts in bench/lib/context.ts; WEFT_BENCH_ONLY=api,run,... runs a subset.
 import * as fs from 'node:fs';
+import * as os from 'node:os';
 import * as path from 'node:path';
 import { configFromEnv, newBench, PHASES, type Bench } from './lib/context';
 import { describeMachine } from './lib/machine';
@@ -55,6 +56,7 @@ async function main(): Promise<number> {
     machine,
     config: { ...cfg, only: cfg.only ? [...cfg.only] : undefined },
     durationSeconds: Math.round((Date.now() - started) / 1000),
+    loadAverageEnd: Number(os.loadavg()[0]!.toFixed(2)),
     figures: b.figures.map((f) => ({ ...f, goalText: goalText(f.goal, f.unit) || undefined })),
     notes: b.notes,
     failures,
@@ -65,7 +67,8 @@ async function main(): Promise<number> {
   fs.writeFileSync(file, JSON.stringify(out, null, 2) + '\n');
   process.stdout.write(
     `\nweft bench: ${machine.cpuModel}, ${machine.cores} cores, ${machine.memoryMiB} MiB, ${machine.kernel}, ` +
-      `node ${machine.node}, Docker ${machine.docker}, etcd ${machine.etcd}; ${cfg.reps} repetitions, ${out.durationSeconds} s\n\n` +
+      `node ${machine.node}, Docker ${machine.docker}, etcd ${machine.etcd}; ${cfg.reps} repetitions, ${out.durationSeconds} s, ` +
+      `load average ${machine.loadAverage} at the start, ${out.loadAverageEnd} at the end\n\n` +
       table(b.figures) + '\n' +
       (b.notes.length ? `\nNotes:\n${b.notes.map((n) => `- ${n}`).join('\n')}\n` : '') +
       (failures.length ? `\nPhases that failed:\n${failures.map((f) => `- ${f.split('\n')[0]}`).join('\n')}\n` : '') +

@@ -3,7 +3,7 @@ import { log } from './lab';
 import { makeFigure, type Figure, type Goal } from './stats';
 
 export interface BenchConfig {
-  /** repetitions of each figure (WEFT_BENCH_REPS, default 3) */
+  /** repetitions of each figure (WEFT_BENCH_REPS, default 5) */
   reps: number;
   /** plugin API iterations per repetition (WEFT_BENCH_API_N) */
   apiN: number;
@@ -63,7 +63,7 @@ export function configFromEnv(): BenchConfig {
   const only = process.env.WEFT_BENCH_ONLY?.split(',').map((s) => s.trim()).filter(Boolean);
   for (const p of only ?? []) if (!(PHASES as readonly string[]).includes(p)) throw new Error(`WEFT_BENCH_ONLY: unknown phase ${p} (${PHASES.join(', ')})`);
   return {
-    reps: envInt('WEFT_BENCH_REPS', 3, 1, 50),
+    reps: envInt('WEFT_BENCH_REPS', 5, 1, 50),
     apiN: envInt('WEFT_BENCH_API_N', 100, 5, 5000),
     runN: envInt('WEFT_BENCH_RUN_N', 5, 1, 100),
     convN: envInt('WEFT_BENCH_CONV_N', 4, 1, 100),

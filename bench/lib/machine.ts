@@ -15,6 +15,8 @@ export interface Machine {
   iperf3: string;
   weft: string;
   date: string;
+  /** 1-minute load average when the bench started: other work on the machine skews every figure */
+  loadAverage: number;
 }
 
 async function firstLine(cmd: string, args: string[]): Promise<string> {
@@ -44,5 +46,6 @@ export async function describeMachine(weftVersion: string): Promise<Machine> {
     iperf3: await firstLine('iperf3', ['--version']),
     weft: weftVersion,
     date: new Date().toISOString(),
+    loadAverage: Number(os.loadavg()[0]!.toFixed(2)),
   };
 }

@@ -29,42 +29,46 @@ async function rmf(h: LabHost, ...names: string[]): Promise<void> {
 
 // ------------------------------------------------------------ 2. docker run -d
 
+const USER_BRIDGE = 'wbubr';
+type RunKind = 'weft' | 'bridge' | 'userbridge';
+const RUN_ARGS: Record<RunKind, string[]> = { weft: ['--network', RUN_NET], bridge: [], userbridge: ['--network', USER_BRIDGE] };
+
 export async function dockerRun(b: Bench): Promise<void> {
   const { cfg } = b;
   const h = b.lab.hosts[0]!;
   await ensureWeftNetwork(b, RUN_NET, RUN_SUBNET);
-  log(`run: docker run -d on ${RUN_NET} (weft) vs the default bridge, interleaved`);
-  const one = async (net: 'weft' | 'bridge', name: string): Promise<number> => {
-    const args = ['run', '-d', '--name', name, ...(net === 'weft' ? ['--network', RUN_NET] : []), BUSYBOX_IMAGE, 'sleep', '3600'];
-    return (await dockerTimed(h, args)).ms;
-  };
-  // warm-up pair (first container start of the engine, page cache)
-  await one('weft', 'wb-warm-w');
-  await one('bridge', 'wb-warm-b');
-  await rmf(h, 'wb-warm-w', 'wb-warm-b');
-  const weft: number[][] = [];
-  const bridge: number[][] = [];
+  // A user-defined bridge network: what Docker itself costs for any network
+  // other than the default bridge (embedded DNS, per-network iptables rules).
+  if ((await h.docker(['network', 'inspect', USER_BRIDGE])).code !== 0) {
+    await h.dockerOk(['network', 'create', USER_BRIDGE]); // a subnet from the lab host's own default-address-pools
+  }
+  log(`run: docker run -d on ${RUN_NET} (weft) vs the default bridge vs a user-defined bridge, interleaved`);
+  const kinds: RunKind[] = ['weft', 'bridge', 'userbridge'];
+  const one = async (k: RunKind, name: string): Promise<number> =>
+    (await dockerTimed(h, ['run', '-d', '--name', name, ...RUN_ARGS[k], BUSYBOX_IMAGE, 'sleep', '3600'])).ms;
+  // warm-up round (first container start of the engine and of each network, page cache)
+  for (const k of kinds) await one(k, `wb-warm-${k}`);
+  await rmf(h, ...kinds.map((k) => `wb-warm-${k}`));
+  const times: Record<RunKind, number[][]> = { weft: [], bridge: [], userbridge: [] };
   for (let r = 0; r < cfg.reps; r++) {
-    const w: number[] = [];
-    const br: number[] = [];
+    const t: Record<RunKind, number[]> = { weft: [], bridge: [], userbridge: [] };
     for (let i = 0; i < cfg.runN; i++) {
-      // alternate which goes first, so that drift favours neither
-      const order: Array<'weft' | 'bridge'> = i % 2 === 0 ? ['weft', 'bridge'] : ['bridge', 'weft'];
-      for (const net of order) {
-        const ms = await one(net, `wb-run-${net}`);
-        (net === 'weft' ? w : br).push(ms);
-      }
-      await rmf(h, 'wb-run-weft', 'wb-run-bridge');
+      // rotate which goes first, so that drift favours none
+      const order = kinds.map((_, j) => kinds[(i + j) % kinds.length]!);
+      for (const k of order) t[k].push(await one(k, `wb-run-${k}`));
+      await rmf(h, ...kinds.map((k) => `wb-run-${k}`));
     }
-    weft.push(w);
-    bridge.push(br);
+    for (const k of kinds) times[k].push(t[k]);
   }
   const g = 'docker run -d';
-  b.figure('run.weft', g, 'on a weft network', 'ms', weft.map(median));
-  b.figure('run.bridge', g, 'on the default bridge', 'ms', bridge.map(median));
-  b.figure('run.ratio', g, 'weft / bridge', 'x', weft.map((w, i) => median(w) / median(bridge[i]!)), { of: 'median', op: '<=', value: 1.15 },
-    `median of ${cfg.runN} interleaved pairs per repetition`);
-  b.details.run = { weft, bridge };
+  const med = (k: RunKind) => times[k].map(median);
+  b.figure('run.weft', g, 'on a weft network', 'ms', med('weft'));
+  b.figure('run.bridge', g, 'on the default bridge', 'ms', med('bridge'));
+  b.figure('run.userbridge', g, 'on a user-defined bridge network', 'ms', med('userbridge'));
+  b.figure('run.ratio', g, 'weft / default bridge', 'x', med('weft').map((w, i) => w / med('bridge')[i]!), { of: 'median', op: '<=', value: 1.15 },
+    `median of ${cfg.runN} interleaved runs of each per repetition`);
+  b.figure('run.ratio_userbridge', g, 'weft / user-defined bridge', 'x', med('weft').map((w, i) => w / med('userbridge')[i]!));
+  b.details.run = times;
 }
 
 // ------------------------------------------------------------ 3. convergence
