@@ -20,7 +20,8 @@ import { DataPlaneApi, PeerState } from '../dataplane/types';
 import { Driver } from '../driver/driver';
 import { CLUSTER_NETWORK_OPTION } from '../driver/options';
 import { BindingRecord, EndpointRecord, HostRecord, keys, NetworkRecord, ROOT } from '../store/keys';
-import { Lease, Store, Watcher, WatchEvent } from '../store/store';
+import { Lease, LeaseId, Store, Watcher, WatchEvent } from '../store/store';
+import type { MirrorListener } from '../dns/table';
 import { VERSION } from '../version';
 import { DockerClient, DockerError } from './docker';
 import { collectGarbage } from './gc';
@@ -64,6 +65,9 @@ export class Agent {
   private readonly cluster: boolean;
   private readonly me: string;
   private readonly docker: DockerClient;
+  /** Other parts that keep their own view of the mirror (the DNS name table). */
+  private readonly mirrorListeners: MirrorListener[] = [];
+  private readonly registeredListeners: ((lease: LeaseId) => void)[] = [];
   readonly stats: AgentStats = { corrections: 0, peersProgrammed: 0, storeErrors: 0, synced: false };
 
   constructor(private readonly d: AgentDeps) {
@@ -74,6 +78,16 @@ export class Agent {
 
   start(): void {
     void this.run();
+  }
+
+  /** `l` is told of every record the mirror sees, and of every re-list (reset first). Add it before start(). */
+  addMirrorListener(l: MirrorListener): void {
+    this.mirrorListeners.push(l);
+  }
+
+  /** `cb` is called with the lease each time this host registers (again) in cluster mode. */
+  onRegistered(cb: (lease: LeaseId) => void): void {
+    this.registeredListeners.push(cb);
   }
 
   async stop(): Promise<void> {
@@ -121,6 +135,7 @@ export class Agent {
       void this.retry('registering this host again', () => this.register());
     });
     this.d.logger.info({ host: this.me, address: rec.address, ttl: this.d.cfg.leaseTtl }, 'host registered');
+    for (const cb of this.registeredListeners) cb(lease.id);
   }
 
   // ------------------------------------------------------------ mirror
@@ -132,8 +147,10 @@ export class Agent {
     this.networks.clear();
     this.bindings.clear();
     this.endpoints.clear();
+    for (const l of this.mirrorListeners) l.reset();
     for (const kv of list.kvs) this.apply({ type: 'put', key: kv.key, value: kv.value, revision: kv.modRevision });
     for (const cid of this.networks.keys()) this.dirty.add(cid);
+    for (const cid of this.bindings.keys()) this.dirty.add(cid);
     this.watcher = await this.d.store.watch(ROOT, {
       fromRevision: list.revision + 1,
       onEvents: (events) => {
@@ -150,6 +167,7 @@ export class Agent {
   }
 
   private apply(ev: WatchEvent): void {
+    for (const l of this.mirrorListeners) l.apply(ev);
     const rest = ev.key.slice(ROOT.length).split('/');
     const put = ev.type === 'put' && ev.value !== undefined;
     try {
@@ -173,7 +191,10 @@ export class Agent {
             const rec = JSON.parse(ev.value!) as NetworkRecord;
             this.networks.set(rest[1], rec);
             this.d.driver.updateRecord(rest[1], rec);
-          } else this.networks.delete(rest[1]);
+          } else {
+            this.networks.delete(rest[1]);
+            this.announced.delete(rest[1]);
+          }
           this.dirty.add(rest[1]);
           break;
         }
@@ -291,6 +312,8 @@ export class Agent {
     if (rec && !rec.name && localId && rec.createdBy === this.me) job = () => this.learnName(cid, localId);
     else if (this.cluster && rec && !rec.deleting && rec.name && !localId) job = () => this.createLocalCopy(cid, rec);
     else if (this.cluster && rec?.deleting && localId) job = () => this.removeLocalCopy(cid, localId);
+    // The network was removed from the cluster while this host was away.
+    else if (this.cluster && !rec && localId && this.stats.synced) job = () => this.removeLocalCopy(cid, localId);
     if (!job) return;
     this.inflight.add(cid);
     const attempt = this.retryAt.get(cid)?.attempt ?? 0;
@@ -387,7 +410,7 @@ export class Agent {
       corrections++;
       this.d.logger.info({ netns: nsPath }, 'removed the namespace of a network that no longer exists');
     }
-    for (const cid of this.networks.keys()) this.propagate(cid);
+    for (const cid of new Set([...this.networks.keys(), ...this.bindings.keys()])) this.propagate(cid);
     corrections += await collectGarbage({
       store: this.d.store, driver: this.d.driver, ipam: this.d.ipam, docker: this.docker, host: this.me,
       graceMs: this.d.cfg.gcGrace * 1000, logger: this.d.logger,

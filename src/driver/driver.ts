@@ -151,7 +151,10 @@ export class Driver {
 
   async deleteNetwork(localId: string): Promise<void> {
     const local = await this.lookupNetwork(localId);
-    if (!local) return;
+    if (!local) {
+      await this.deleteOrphanBinding(localId);
+      return;
+    }
     await this.mutex.run(`net:${localId}`, async () => {
       const { clusterId, record } = local;
       await this.dataplane.deleteNetwork(this.spec(clusterId, record));
@@ -159,14 +162,41 @@ export class Driver {
       await this.store.delete(keys.binding(clusterId, this.opts.host));
       this.networks.delete(localId);
       for (const [id, ep] of this.endpoints) if (ep.clusterId === clusterId) this.endpoints.delete(id);
-      const others = await this.store.list(keys.bindingsOf(clusterId));
-      if (others.kvs.length === 0) {
+      const others = await this.liveBindings(clusterId);
+      if (others.length === 0) {
         await this.deleteClusterNetwork(clusterId, record);
       } else {
         await this.markDeleting(clusterId, localId);
       }
       this.opts.logger.info({ network: localId, cluster: clusterId }, 'network deleted');
     });
+  }
+
+  /**
+   * Hosts other than this one that have the network. In cluster mode a host
+   * whose lease has expired does not count: it would keep a removed network
+   * alive for ever. When it comes back, its agent finds its binding without a
+   * network record and removes its copy (deleteOrphanBinding).
+   */
+  private async liveBindings(clusterId: string): Promise<string[]> {
+    const bindings = (await this.store.list(keys.bindingsOf(clusterId))).kvs.map((kv) => leaf(kv.key)).filter((h) => h !== this.opts.host);
+    if (!this.opts.cluster || bindings.length === 0) return bindings;
+    const alive = new Set((await this.store.list(keys.hosts())).kvs.map((kv) => leaf(kv.key)));
+    return bindings.filter((h) => alive.has(h));
+  }
+
+  /** DeleteNetwork of a network whose cluster record is gone: drop this host's binding and kernel state. */
+  private async deleteOrphanBinding(localId: string): Promise<void> {
+    const list = await this.store.list(keys.bindings());
+    for (const kv of list.kvs) {
+      const [clusterId, host] = kv.key.slice(keys.bindings().length).split('/');
+      if (host !== this.opts.host || (JSON.parse(kv.value) as BindingRecord).localId !== localId) continue;
+      const names = networkNames(clusterId, this.opts.runDir);
+      await this.dataplane.deleteNetwork({ id: names.id, nsPath: names.nsPath, bridge: names.bridge, mtu: this.opts.defaultMtu });
+      this.ensured.delete(clusterId);
+      await this.store.delete(kv.key);
+      this.opts.logger.info({ network: localId, cluster: clusterId }, 'removed this host\'s copy of a network that no longer exists');
+    }
   }
 
   /**
