@@ -181,12 +181,27 @@ async function checkPlugin(ctx: OpsContext): Promise<Check> {
     if (s.host !== ctx.cfg.hostName) {
       return { name: 'plugin', state: 'warn', detail: `the weft serving ${ctx.cfg.socket} runs as host ${s.host}, this command as ${ctx.cfg.hostName}`, fix: 'pass the same --host-name as weft serve (or neither)' };
     }
+    const theirs = storeIdentity(s.store.description);
+    const ours = storeIdentity(ctx.cfg.store);
+    if (isClusterStore(ctx.cfg.store) && theirs !== ours) {
+      return {
+        name: 'plugin', state: 'warn', detail: `the weft serving ${ctx.cfg.socket} uses the store ${s.store.description}, this command ${ctx.cfg.store}`,
+        fix: 'pass the same --store as weft serve (or set WEFT_STORE for both), or the checks above looked at another cluster',
+      };
+    }
     return { name: 'plugin', state: 'ok', detail: `weft ${s.version} (pid ${s.pid}) serves ${ctx.cfg.socket}` };
   } catch (err) {
     const msg = (err as Error).message;
     const why = /^cannot reach the local weft: (.*?)\. weft serve must run/.exec(msg)?.[1] ?? msg;
     return { name: 'plugin', state: 'warn', detail: `weft serve does not answer: ${why}`, fix: 'start weft serve on this host (before dockerd), with the same --socket and --host-name' };
   }
+}
+
+/** "etcd://a:2379,b:2379" and the store's own description compare equal when they name the same endpoints. */
+function storeIdentity(url: string): string {
+  const m = /^(etcds?):\/\/(.*)$/.exec(url.trim());
+  if (!m) return url.trim();
+  return m[2].replace(/\/+$/, '').split(',').map((hp) => (/:\d+$/.test(hp.trim()) ? hp.trim() : `${hp.trim()}:2379`)).sort().join(',');
 }
 
 // ---------------------------------------------------------------- mtu

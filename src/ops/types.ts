@@ -13,7 +13,7 @@ export interface PeerEntry {
 }
 
 export interface PeerReport {
-  /** Remote endpoints plus flood entries in the kernel. */
+  /** Remote endpoints (both FDB and neighbour entry present) plus flood entries in the kernel. */
   programmed: number;
   /** The same, as the store says they should be. */
   expected: number;

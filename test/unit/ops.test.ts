@@ -160,6 +160,8 @@ describe('drift', () => {
     ]);
     expect(r.extra).toEqual([{ kind: 'endpoint', ip: '10.80.0.9', mac: '02:42:0a:50:00:09', vtep: '192.0.2.14' }]);
     expect(r.drift).toBe(3);
+    expect(r.programmed).toBe(3); // the half-programmed endpoint is not counted
+    expect(r.expected).toBe(4);
   });
 });
 
