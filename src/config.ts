@@ -33,6 +33,9 @@ export interface Config {
   config: string;
   metricsAddr: string;
   probePort: number;
+  dnsAddr: string;
+  dnsForward: string;
+  dnsResolvConf: string;
 }
 
 type Kind = 'string' | 'int';
@@ -100,6 +103,12 @@ export const SETTINGS: Setting[] = [
     help: 'HOST:PORT of an HTTP listener serving Prometheus metrics at /metrics and a health check at /healthz; empty = off' },
   { key: 'probePort', flag: 'probe-port', env: 'WEFT_PROBE_PORT', kind: 'int', default: 4790, min: 0, max: 65535,
     help: 'UDP port (on --advertise-addr) where weft answers the VXLAN reachability probes of `weft doctor` on other hosts; 0 = off' },
+  { key: 'dnsAddr', flag: 'dns-addr', env: 'WEFT_DNS_ADDR', kind: 'string', default: '169.254.53.53:53',
+    help: 'IPv4:PORT where weft answers DNS for container names across hosts (weft adds the address to lo); containers use it through --dns or the daemon\'s "dns"; off = no DNS server' },
+  { key: 'dnsForward', flag: 'dns-forward', env: 'WEFT_DNS_FORWARD', kind: 'string', default: 'on',
+    help: 'on: names that are not weft\'s go to the nameservers of --dns-resolv-conf; off: they are refused (Docker then asks its next DNS server)' },
+  { key: 'dnsResolvConf', flag: 'dns-resolv-conf', env: 'WEFT_DNS_RESOLV_CONF', kind: 'string', default: '/etc/resolv.conf',
+    help: 'resolv.conf whose nameservers weft forwards other names to (re-read when it changes)' },
   { key: 'config', flag: 'config', env: 'WEFT_CONFIG', kind: 'string', default: '',
     help: 'JSON settings file: keys are the flag names, e.g. {"store": "etcd://10.0.0.1:2379", "log-level": "debug"}' },
 ];
@@ -207,9 +216,24 @@ function validate(cfg: Config, opts: LoadOptions = {}): void {
   if ((cfg.etcdUser === '') !== (cfg.etcdPassword === '')) {
     throw new ConfigError('--etcd-user and --etcd-password go together: give both or neither');
   }
+  if (cfg.dnsAddr !== 'off' && cfg.dnsAddr !== '') parseDnsAddr(cfg.dnsAddr);
+  if (!['on', 'off'].includes(cfg.dnsForward)) {
+    throw new ConfigError(`dns-forward must be on or off, got "${cfg.dnsForward}"`);
+  }
   if (cfg.metricsAddr && !/^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]+):\d{1,5}$/.test(cfg.metricsAddr)) {
     throw new ConfigError(`metrics-addr "${cfg.metricsAddr}" is not HOST:PORT (for example 127.0.0.1:9464)`);
   }
+}
+
+/** --dns-addr as host and port (port 53 when left out); undefined when DNS is off. Throws ConfigError when unusable. */
+export function parseDnsAddr(value: string): { host: string; port: number } | undefined {
+  if (value === 'off' || value === '') return undefined;
+  const m = /^(\d{1,3}(?:\.\d{1,3}){3})(?::(\d{1,5}))?$/.exec(value);
+  const port = m ? Number(m[2] ?? 53) : NaN;
+  if (!m || m[1].split('.').some((x) => Number(x) > 255) || !(port >= 1 && port <= 65535)) {
+    throw new ConfigError(`dns-addr "${value}" is not IPv4:PORT (for example 169.254.53.53:53), or off`);
+  }
+  return { host: m[1], port };
 }
 
 export function isClusterStore(store: string): boolean {

@@ -17,6 +17,7 @@ import { DataPlane } from './dataplane/dataplane';
 import { Driver } from './driver/driver';
 import { Ipam } from './ipam/ipam';
 import { createLogger } from './log';
+import { startDns } from './dns';
 import { createOps } from './ops/serve-hooks';
 import { openStore } from './store';
 import { VERSION } from './version';
@@ -56,6 +57,8 @@ export async function serve(cfg: Config): Promise<void> {
   log.info({ socket: cfg.socket, store: store.description, driver: driverName(cfg) }, 'serving the plugin API');
 
   const agent = new Agent({ store, driver, ipam, dataplane, cfg, logger: log.child({ part: 'agent' }) });
+  // DNS for container names across hosts (--dns-addr): fed by the agent's mirror, so set up before it starts.
+  const dns = startDns({ cfg, store, agent, driver, logger: log.child({ part: 'dns' }) });
   agent.start();
   await ops.start(agent, log);
 
@@ -69,6 +72,7 @@ export async function serve(cfg: Config): Promise<void> {
     try {
       await app.close();
       await ops.close();
+      await dns?.close();
       await agent.stop();
       await dataplane.close();
       await store.close();

@@ -15,6 +15,27 @@ export interface DockerNetwork {
   Containers?: Record<string, { Name?: string; EndpointID?: string; MacAddress?: string; IPv4Address?: string }>;
 }
 
+export interface DockerContainer {
+  Id: string;
+  /** With Docker's leading '/'. */
+  Name: string;
+  State?: { Running?: boolean };
+  NetworkSettings?: {
+    Networks?: Record<string, { NetworkID?: string; EndpointID?: string; IPAddress?: string; Aliases?: string[] | null }>;
+  };
+}
+
+/** One message of GET /events. */
+export interface DockerEvent {
+  Type?: string;
+  Action?: string;
+  Actor?: { ID?: string; Attributes?: Record<string, string> };
+}
+
+export interface EventStream {
+  close(): void;
+}
+
 export class DockerError extends Error {
   constructor(message: string, readonly status: number) {
     super(message);
@@ -90,5 +111,60 @@ export class DockerClient {
 
   removeNetwork(id: string): Promise<void> {
     return this.request<void>('DELETE', `/networks/${encodeURIComponent(id)}`);
+  }
+
+  listContainers(): Promise<{ Id: string; Names?: string[]; State?: string }[]> {
+    return this.request('GET', '/containers/json');
+  }
+
+  inspectContainer(id: string): Promise<DockerContainer> {
+    return this.request<DockerContainer>('GET', `/containers/${encodeURIComponent(id)}/json`);
+  }
+
+  /**
+   * Follows GET /events (filters as Docker takes them, e.g. {type: ['container']}).
+   * onEvent gets each event; onEnd is called once, when the stream ends or
+   * fails for any reason (the caller reconnects, and resyncs: events in
+   * between are lost). A line longer than 1 MiB ends the stream.
+   */
+  streamEvents(filters: Record<string, string[]>, onEvent: (ev: DockerEvent) => void, onEnd: (err: Error) => void): EventStream {
+    let ended = false;
+    const end = (err: Error) => {
+      if (ended) return;
+      ended = true;
+      onEnd(err);
+    };
+    const req = http.request({
+      socketPath: this.socketPath, host: this.host, port: this.port, method: 'GET',
+      path: `/v1.41/events?filters=${encodeURIComponent(JSON.stringify(filters))}`,
+    }, (res) => {
+      if ((res.statusCode ?? 0) !== 200) {
+        res.resume();
+        end(new DockerError(`GET /events: ${res.statusCode}`, res.statusCode ?? 0));
+        return;
+      }
+      let buf = '';
+      res.setEncoding('utf8');
+      res.on('data', (chunk: string) => {
+        buf += chunk;
+        let nl: number;
+        while ((nl = buf.indexOf('\n')) >= 0) {
+          const line = buf.slice(0, nl).trim();
+          buf = buf.slice(nl + 1);
+          if (!line) continue;
+          try {
+            onEvent(JSON.parse(line) as DockerEvent);
+          } catch {
+            // not JSON: skip the line
+          }
+        }
+        if (buf.length > 1 << 20) req.destroy(new Error('GET /events: a line longer than 1 MiB'));
+      });
+      res.on('end', () => end(new Error('GET /events: the Docker engine closed the stream')));
+      res.on('error', (e) => end(e));
+    });
+    req.on('error', (e) => end(e));
+    req.end();
+    return { close: () => { ended = true; req.destroy(); } };
   }
 }

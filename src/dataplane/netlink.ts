@@ -283,6 +283,33 @@ export class Rtnl {
     }
   }
 
+  // ---- IPv4 addresses (ip addr …); used for the DNS address on lo
+
+  /** IPv4 addresses of every link, or of one link. */
+  async listAddresses(index?: number): Promise<{ index: number; ip: string; prefixLen: number }[]> {
+    const r = await this.call('dump addresses', (s, o) => s.getAddresses({ family: AF_INET }, {}, o), true);
+    const out: { index: number; ip: string; prefixLen: number }[] = [];
+    for (const m of r) {
+      const a = m.attrs.local ?? m.attrs.address;
+      if (m.data.family !== AF_INET || !a || a.length !== 4) continue;
+      if (index !== undefined && m.data.index !== index) continue;
+      out.push({ index: m.data.index ?? 0, ip: ip4String(a), prefixLen: m.data.prefixlen ?? 32 });
+    }
+    return out;
+  }
+
+  /** Adds ip/prefixLen (scope global) to a link; false when the link already had it. */
+  async addAddress(index: number, ip: string, prefixLen: number): Promise<boolean> {
+    try {
+      await this.call(`add address ${ip}/${prefixLen} on ${index}`, (s, o) =>
+        s.newAddress({ family: AF_INET, prefixlen: prefixLen, index }, { local: ip4(ip), address: ip4(ip) }, { ...CREATE_EXCL, ...o }));
+      return true;
+    } catch (e) {
+      if (errorCode(e) === 'EEXIST') return false;
+      throw e;
+    }
+  }
+
   // ---- IPv4 neighbours (ip neigh … nud permanent)
 
   async listNeighbours(): Promise<NeighEntry[]> {

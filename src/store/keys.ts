@@ -10,6 +10,8 @@
 //   bindings/<clusterId>/<host>  {localId}                            the Docker network id of the network on that host
 //   vnis/<vni>                   {network}                            created only if absent
 //   endpoints/<clusterId>/<id>   EndpointRecord
+//   names/<clusterId>/<id>       NameRecord                           under the lease of the endpoint's host (DNS, src/dns)
+//   askers/<host>/<ip>           AskerRecord                          under the host's lease: who may ask for which names
 
 export const ROOT = '/weft/v1/';
 
@@ -31,6 +33,11 @@ export const keys = {
   endpoint: (clusterId: string, endpointId: string) => `${ROOT}endpoints/${clusterId}/${endpointId}`,
   endpointsOf: (clusterId: string) => `${ROOT}endpoints/${clusterId}/`,
   endpoints: () => `${ROOT}endpoints/`,
+  name: (clusterId: string, endpointId: string) => `${ROOT}names/${clusterId}/${endpointId}`,
+  names: () => `${ROOT}names/`,
+  asker: (host: string, ip: string) => `${ROOT}askers/${host}/${ip}`,
+  askersOf: (host: string) => `${ROOT}askers/${host}/`,
+  askers: () => `${ROOT}askers/`,
 };
 
 /** Last path segment of a key. */
@@ -87,4 +94,29 @@ export interface EndpointRecord {
   localNetwork: string;
   /** When it was created (ISO time): the garbage collector leaves young ones alone. */
   createdAt?: string;
+}
+
+/** A container's names on one weft network, for DNS (written by the agent of the container's host, from its Docker engine). */
+export interface NameRecord {
+  /** Container name, without Docker's leading '/'. */
+  name: string;
+  /** --network-alias values on this network (Docker adds the short container id too). */
+  aliases: string[];
+  ip: string;
+  host: string;
+  /** Docker name of the network (the same on every host). */
+  network: string;
+  /** Docker container id on that host. */
+  container: string;
+}
+
+/**
+ * A source address that DNS queries from a local container arrive with (its
+ * docker_gwbridge address, or its address on another non-weft network), and
+ * the weft networks (cluster ids) whose names that container may resolve.
+ */
+export interface AskerRecord {
+  networks: string[];
+  container: string;
+  name: string;
 }

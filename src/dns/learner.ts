@@ -1,0 +1,291 @@
+// Learns this host's containers' names from its Docker engine and writes them
+// to the store, where every host's DNS finds them:
+//   names/<clusterId>/<endpointId>  {name, aliases, ip, host, network, container}
+//   askers/<host>/<ip>              {networks, container, name}
+// The asker addresses are the container's docker_gwbridge address (where its
+// queries to weft come from: Docker's embedded resolver forwards them from
+// inside the container's namespace, whose default route is on that bridge)
+// and its addresses on other non-weft networks (a container also on a bridge
+// network routes through that one instead).
+//
+// Sources: the events stream (network connect/disconnect, container
+// start/die/destroy/rename), a full resync from GET /containers/json plus
+// inspects at start, on every reconnect of the stream and every resyncMs.
+// Never inside a driver call: this runs on its own, in the background, with
+// retries. In cluster mode the records are attached to the host's lease (so a
+// dead host's names vanish with it) and rewritten under each new lease.
+
+import type { Logger } from 'pino';
+import type { DockerClient, DockerContainer, EventStream } from '../agent/docker';
+import { DockerError } from '../agent/docker';
+import type { LocalNetwork } from '../driver/driver';
+import { AskerRecord, keys, NameRecord } from '../store/keys';
+import type { LeaseId, Store } from '../store/store';
+import { isIPv4, NameTable } from './table';
+
+export interface LearnerDeps {
+  store: Store;
+  /** This host's weft networks (local Docker id -> cluster id). */
+  localNetworks: () => LocalNetwork[];
+  docker: Pick<DockerClient, 'listContainers' | 'inspectContainer' | 'inspectNetwork' | 'streamEvents'>;
+  host: string;
+  /** Cluster mode: records wait for the host's lease and are attached to it. */
+  cluster: boolean;
+  table: NameTable;
+  logger: Logger;
+  /** Full resync period (default 30 s). */
+  resyncMs?: number;
+}
+
+const GWBRIDGE = 'docker_gwbridge';
+const EVENTS = ['start', 'die', 'destroy', 'rename', 'connect', 'disconnect'];
+
+export class NameLearner {
+  /** Per running container: the records it should have (key -> JSON). */
+  private byContainer = new Map<string, Map<string, string>>();
+  /** What this agent put under the current lease (key -> JSON). */
+  private written = new Map<string, string>();
+  private lease?: LeaseId;
+  private readonly dirty = new Set<string>();
+  private batchTimer?: NodeJS.Timeout;
+  private resyncTimer?: NodeJS.Timeout;
+  private retryTimer?: NodeJS.Timeout;
+  private chain: Promise<void> = Promise.resolve();
+  private stream?: EventStream;
+  private streamAttempt = 0;
+  private stopped = false;
+  private lastRefresh = 0;
+  private fullPending = false;
+  private failures = 0;
+  readonly stats = { resyncs: 0, events: 0, writes: 0, errors: 0 };
+
+  constructor(private readonly d: LearnerDeps) {}
+
+  start(): void {
+    this.follow();
+    this.resyncTimer = setInterval(() => this.requestFull(), this.d.resyncMs ?? 30_000);
+    this.resyncTimer.unref();
+  }
+
+  stop(): void {
+    this.stopped = true;
+    this.stream?.close();
+    clearTimeout(this.batchTimer);
+    clearTimeout(this.retryTimer);
+    clearInterval(this.resyncTimer);
+  }
+
+  /** The host registered (again) under `lease`: what was written under an older one is gone or going, so write it all again. */
+  setLease(lease: LeaseId): void {
+    this.lease = lease;
+    this.written.clear();
+    this.requestFull();
+  }
+
+  /** A query came from an address weft does not know: look at Docker again soon (at most once a second). */
+  refreshSoon(): void {
+    const now = Date.now();
+    if (now - this.lastRefresh < 1000) return;
+    this.lastRefresh = now;
+    this.requestFull();
+  }
+
+  /** Resolves once the work queued so far is done (for tests). */
+  idle(): Promise<void> {
+    return this.chain;
+  }
+
+  // ------------------------------------------------------------ Docker
+
+  private follow(): void {
+    if (this.stopped) return;
+    this.stream = this.d.docker.streamEvents({ type: ['container', 'network'], event: EVENTS }, (ev) => {
+      this.stats.events++;
+      const id = ev.Type === 'network' ? ev.Actor?.Attributes?.container : ev.Actor?.ID;
+      if (!id) return;
+      if (this.streamAttempt) this.streamAttempt = 0;
+      this.dirty.add(id);
+      this.batchTimer ??= setTimeout(() => {
+        this.batchTimer = undefined;
+        this.enqueue(() => this.processDirty());
+      }, 50);
+    }, (err) => {
+      if (this.stopped) return;
+      const wait = Math.min(5000, 100 * 2 ** this.streamAttempt++);
+      const level = this.streamAttempt <= 3 ? 'debug' : 'warn';
+      this.d.logger[level]({ err: err.message, retryInMs: wait }, 'Docker events stream ended (is dockerd running?); reconnecting, then resyncing names');
+      setTimeout(() => this.follow(), wait).unref();
+    });
+    // Events before this point were not seen: resync (also the first sync).
+    this.requestFull();
+  }
+
+  private requestFull(): void {
+    if (this.stopped || this.fullPending) return;
+    this.fullPending = true;
+    this.enqueue(async () => {
+      this.fullPending = false;
+      await this.fullResync();
+    });
+  }
+
+  private enqueue(job: () => Promise<void>): void {
+    this.chain = this.chain.then(job).then(() => { this.failures = 0; }, (err: Error) => {
+      this.stats.errors++;
+      // Loud once, then quiet while it lasts (dockerd down, store down): every 30th failure.
+      const level = this.failures++ % 30 === 0 ? 'warn' : 'debug';
+      this.d.logger[level]({ err: err.message, failures: this.failures }, 'learning container names for DNS failed (Docker engine or store unreachable?); retrying every 2 s');
+      clearTimeout(this.retryTimer);
+      this.retryTimer = setTimeout(() => this.requestFull(), 2000);
+      this.retryTimer.unref();
+    });
+  }
+
+  private weftNetworks(): Map<string, string> {
+    return new Map(this.d.localNetworks().map((n) => [n.localId, n.clusterId]));
+  }
+
+  /** Container id -> its docker_gwbridge address. */
+  private async gwbridge(): Promise<Map<string, string>> {
+    try {
+      const net = await this.d.docker.inspectNetwork(GWBRIDGE);
+      const out = new Map<string, string>();
+      for (const [id, c] of Object.entries(net.Containers ?? {})) {
+        const ip = c.IPv4Address?.split('/')[0];
+        if (ip && isIPv4(ip)) out.set(id, ip);
+      }
+      return out;
+    } catch (e) {
+      if (e instanceof DockerError && e.status === 404) return new Map(); // no container has needed it yet
+      throw e;
+    }
+  }
+
+  private async inspect(id: string): Promise<DockerContainer | undefined> {
+    try {
+      return await this.d.docker.inspectContainer(id);
+    } catch (e) {
+      if (e instanceof DockerError && e.status === 404) return undefined;
+      throw e;
+    }
+  }
+
+  private async processDirty(): Promise<void> {
+    const ids = [...this.dirty];
+    this.dirty.clear();
+    if (!ids.length) return;
+    const [gw, containers] = await Promise.all([this.gwbridge(), Promise.all(ids.map((id) => this.inspect(id)))]);
+    const nets = this.weftNetworks();
+    ids.forEach((id, i) => {
+      const recs = recordsOf(containers[i], gw.get(id), nets, this.d.host);
+      if (recs.size) this.byContainer.set(id, recs);
+      else this.byContainer.delete(id);
+    });
+    this.publishAskers();
+    await this.write(false);
+  }
+
+  private async fullResync(): Promise<void> {
+    if (this.stopped) return;
+    const list = await this.d.docker.listContainers();
+    const gw = await this.gwbridge();
+    const nets = this.weftNetworks();
+    const next = new Map<string, Map<string, string>>();
+    const ids = list.map((c) => c.Id);
+    for (let i = 0; i < ids.length; i += 8) {
+      const batch = ids.slice(i, i + 8);
+      const got = await Promise.all(batch.map((id) => this.inspect(id)));
+      batch.forEach((id, j) => {
+        const recs = recordsOf(got[j], gw.get(id), nets, this.d.host);
+        if (recs.size) next.set(id, recs);
+      });
+    }
+    this.byContainer = next;
+    this.publishAskers();
+    await this.write(true);
+    this.stats.resyncs++;
+  }
+
+  private desired(): Map<string, string> {
+    const out = new Map<string, string>();
+    for (const recs of this.byContainer.values()) for (const [k, v] of recs) out.set(k, v);
+    return out;
+  }
+
+  /** Hands this host's askers to the DNS table at once (the store copy follows). */
+  private publishAskers(): void {
+    const askers = new Map<string, AskerRecord>();
+    const prefix = keys.askersOf(this.d.host);
+    for (const [k, v] of this.desired()) if (k.startsWith(prefix)) askers.set(k.slice(prefix.length), JSON.parse(v) as AskerRecord);
+    this.d.table.setLocalAskers(askers);
+  }
+
+  // ------------------------------------------------------------ store
+
+  /**
+   * Brings the store in line with what Docker says. Incremental: against what
+   * was written under this lease. Full: against the store itself (this host's
+   * records only), which also removes records a previous run left.
+   */
+  private async write(full: boolean): Promise<void> {
+    if (this.d.cluster && !this.lease) return; // not registered yet: setLease() brings a full pass
+    const lease = this.d.cluster ? this.lease : undefined;
+    const want = this.desired();
+    let have: Map<string, string>;
+    if (full) {
+      have = new Map();
+      const [names, askers] = await Promise.all([this.d.store.list(keys.names()), this.d.store.list(keys.askersOf(this.d.host))]);
+      for (const kv of names.kvs) {
+        let host: string | undefined;
+        try {
+          host = (JSON.parse(kv.value) as Partial<NameRecord>).host;
+        } catch {
+          host = undefined;
+        }
+        if (host !== this.d.host) continue;
+        // A record under another lease is rewritten: that lease may expire and take it along.
+        if (!lease || kv.lease === lease) have.set(kv.key, kv.value);
+        else have.set(kv.key, '');
+      }
+      for (const kv of askers.kvs) have.set(kv.key, !lease || kv.lease === lease ? kv.value : '');
+    } else have = this.written;
+    const puts = [...want].filter(([k, v]) => have.get(k) !== v);
+    const dels = [...have.keys()].filter((k) => !want.has(k));
+    for (const [k, v] of puts) {
+      await this.d.store.put(k, v, lease);
+      this.stats.writes++;
+    }
+    for (const k of dels) {
+      await this.d.store.delete(k);
+      this.stats.writes++;
+    }
+    if (puts.length || dels.length) this.d.logger.debug({ put: puts.length, deleted: dels.length, full }, 'container names written to the store');
+    this.written = want;
+  }
+}
+
+/** The store records of one container (none unless it runs and is on a weft network). */
+export function recordsOf(c: DockerContainer | undefined, gwIp: string | undefined, weftNets: Map<string, string>, host: string): Map<string, string> {
+  const out = new Map<string, string>();
+  if (!c || !c.State?.Running) return out;
+  const name = (c.Name ?? '').replace(/^\//, '');
+  const networks = new Set<string>();
+  const askerIps = new Set<string>();
+  if (gwIp) askerIps.add(gwIp);
+  for (const [netName, n] of Object.entries(c.NetworkSettings?.Networks ?? {})) {
+    const cid = n.NetworkID ? weftNets.get(n.NetworkID) : undefined;
+    if (!cid) {
+      if (n.IPAddress && isIPv4(n.IPAddress)) askerIps.add(n.IPAddress);
+      continue;
+    }
+    networks.add(cid);
+    if (!n.EndpointID || !n.IPAddress || !isIPv4(n.IPAddress)) continue;
+    const aliases = [...new Set((n.Aliases ?? []).filter((a) => typeof a === 'string' && a && a !== name))].sort();
+    const rec: NameRecord = { name, aliases, ip: n.IPAddress, host, network: netName, container: c.Id };
+    out.set(keys.name(cid, n.EndpointID), JSON.stringify(rec));
+  }
+  if (!networks.size) return out;
+  const asker: AskerRecord = { networks: [...networks].sort(), container: c.Id, name };
+  for (const ip of askerIps) out.set(keys.asker(host, ip), JSON.stringify(asker));
+  return out;
+}

@@ -1,0 +1,213 @@
+// The names DNS answers from: a view of the agent's mirror of the store (one
+// list + watch for the whole agent; no store round trip per query), and the
+// rule deciding what a given asker may see.
+//
+// A name record counts only while the endpoint it names exists
+// (endpoints/<cid>/<id>): DeleteEndpoint removes that key before `docker rm`
+// returns, so a removed container stops resolving at once on every host, even
+// before its own host's agent has deleted the name record. A host whose lease
+// expires takes its name and asker records with it.
+
+import { AskerRecord, EndpointRecord, NameRecord, NetworkRecord, ROOT } from '../store/keys';
+import type { WatchEvent } from '../store/store';
+
+/** Something that keeps its own view of the agent's mirror: told of every record, and of every re-list. */
+export interface MirrorListener {
+  /** The agent is about to list the store again: forget everything. */
+  reset(): void;
+  apply(ev: WatchEvent): void;
+}
+
+export type Lookup =
+  /** A weft name the asker may see: its addresses (one per container holding the name). */
+  | { kind: 'found'; ips: string[] }
+  /** A weft name the asker may not see, or a single-label or NETWORK-suffixed name nobody holds. */
+  | { kind: 'nxdomain' }
+  /** Not weft's: forward it or refuse it. */
+  | { kind: 'other' };
+
+interface Indexed {
+  /** Per cluster network: lower-cased name -> addresses. Keys: NAME, ALIAS, NAME.NETWORK, ALIAS.NETWORK. */
+  byNetwork: Map<string, Map<string, string[]>>;
+  /** Every key of every network: names weft knows, whoever may see them. */
+  all: Set<string>;
+  /** Cluster id -> lower-cased Docker network name. */
+  netName: Map<string, string>;
+}
+
+export class NameTable implements MirrorListener {
+  private readonly names = new Map<string, NameRecord>();
+  private readonly endpoints = new Map<string, string>();
+  private readonly networkNames = new Map<string, string>();
+  /** Askers of this host, from the store. */
+  private readonly storedAskers = new Map<string, AskerRecord>();
+  /** Askers of this host as the local learner knows them right now (ahead of the store). */
+  private localAskers = new Map<string, AskerRecord>();
+  private index?: Indexed;
+  private readonly listeners = new Set<() => void>();
+
+  constructor(private readonly me: string) {}
+
+  reset(): void {
+    this.names.clear();
+    this.endpoints.clear();
+    this.networkNames.clear();
+    this.storedAskers.clear();
+    this.changed();
+  }
+
+  apply(ev: WatchEvent): void {
+    if (!ev.key.startsWith(ROOT)) return;
+    const rest = ev.key.slice(ROOT.length).split('/');
+    const put = ev.type === 'put' && ev.value !== undefined;
+    let hit = true;
+    try {
+      switch (rest[0]) {
+        case 'names':
+          if (rest.length !== 3) return;
+          if (put) this.names.set(`${rest[1]}/${rest[2]}`, parseName(ev.value!));
+          else this.names.delete(`${rest[1]}/${rest[2]}`);
+          break;
+        case 'endpoints':
+          if (rest.length !== 3) return;
+          if (put) this.endpoints.set(`${rest[1]}/${rest[2]}`, (JSON.parse(ev.value!) as EndpointRecord).ip ?? '');
+          else this.endpoints.delete(`${rest[1]}/${rest[2]}`);
+          break;
+        case 'networks': {
+          if (rest.length !== 2) return;
+          const name = put ? (JSON.parse(ev.value!) as NetworkRecord).name : undefined;
+          if (name) this.networkNames.set(rest[1], name);
+          else this.networkNames.delete(rest[1]);
+          break;
+        }
+        case 'askers':
+          if (rest.length !== 3 || rest[1] !== this.me) return;
+          if (put) this.storedAskers.set(rest[2], parseAsker(ev.value!));
+          else this.storedAskers.delete(rest[2]);
+          break;
+        default:
+          hit = false;
+      }
+    } catch {
+      // An unreadable record: the agent logs it; DNS just leaves it out.
+      if (put) {
+        if (rest[0] === 'names') this.names.delete(`${rest[1]}/${rest[2]}`);
+        if (rest[0] === 'askers') this.storedAskers.delete(rest[2]);
+      }
+    }
+    if (hit) this.changed();
+  }
+
+  /** The learner's current view of this host's askers (replaces the previous one). */
+  setLocalAskers(askers: Map<string, AskerRecord>): void {
+    this.localAskers = askers;
+    this.changed();
+  }
+
+  /** Called (synchronously) after every change; returns a function that unsubscribes. */
+  onChange(cb: () => void): () => void {
+    this.listeners.add(cb);
+    return () => this.listeners.delete(cb);
+  }
+
+  /** The networks a source address may see names on, or undefined when weft does not know that asker. */
+  asker(ip: string): AskerRecord | undefined {
+    return this.localAskers.get(ip) ?? this.storedAskers.get(ip);
+  }
+
+  /**
+   * What the asker at `askerIp` gets for `qname` (lower-cased, no trailing dot):
+   * - found: qname is NAME, ALIAS, NAME.NETWORK or ALIAS.NETWORK of a live
+   *   container on a network the asker is attached to;
+   * - nxdomain: otherwise, when qname is a single label, ends in .NETWORK of
+   *   one of the asker's networks, or is a name weft holds on any network
+   *   (so that an unknown asker, or one on other networks, learns nothing);
+   * - other: a name weft has nothing to say about.
+   */
+  lookup(askerIp: string, qname: string): Lookup {
+    const ix = this.indexed();
+    const networks = this.asker(askerIp)?.networks ?? [];
+    const ips = new Set<string>();
+    for (const cid of networks) for (const ip of ix.byNetwork.get(cid)?.get(qname) ?? []) ips.add(ip);
+    if (ips.size) return { kind: 'found', ips: [...ips].sort(compareIp) };
+    if (qname !== '' && !qname.includes('.')) return { kind: 'nxdomain' };
+    if (ix.all.has(qname)) return { kind: 'nxdomain' };
+    for (const cid of networks) {
+      const n = ix.netName.get(cid);
+      if (n && qname.endsWith('.' + n)) return { kind: 'nxdomain' };
+    }
+    return { kind: 'other' };
+  }
+
+  /** Counts, for `weft status`-style reporting and tests. */
+  sizes(): { names: number; endpoints: number; askers: number } {
+    return { names: this.names.size, endpoints: this.endpoints.size, askers: new Set([...this.storedAskers.keys(), ...this.localAskers.keys()]).size };
+  }
+
+  private changed(): void {
+    this.index = undefined;
+    for (const cb of [...this.listeners]) {
+      try {
+        cb();
+      } catch {
+        // a listener's bug must not break the mirror
+      }
+    }
+  }
+
+  /** Rebuilt lazily after a change: queries between changes cost a few map lookups. */
+  private indexed(): Indexed {
+    if (this.index) return this.index;
+    const ix: Indexed = { byNetwork: new Map(), all: new Set(), netName: new Map() };
+    for (const [key, rec] of this.names) {
+      const epIp = this.endpoints.get(key);
+      if (epIp === undefined) continue; // endpoint deleted: the container left the network
+      const ip = epIp || rec.ip;
+      if (!isIPv4(ip)) continue;
+      const cid = key.slice(0, key.indexOf('/'));
+      const netName = (rec.network || this.networkNames.get(cid) || '').toLowerCase();
+      if (netName) ix.netName.set(cid, netName);
+      let m = ix.byNetwork.get(cid);
+      if (!m) ix.byNetwork.set(cid, (m = new Map()));
+      for (const base of new Set([rec.name, ...rec.aliases].map((s) => s.toLowerCase()).filter(Boolean))) {
+        for (const k of netName ? [base, `${base}.${netName}`] : [base]) {
+          const list = m.get(k);
+          if (list) {
+            if (!list.includes(ip)) list.push(ip);
+          } else m.set(k, [ip]);
+          ix.all.add(k);
+        }
+      }
+    }
+    for (const [cid, n] of this.networkNames) if (!ix.netName.has(cid)) ix.netName.set(cid, n.toLowerCase());
+    this.index = ix;
+    return ix;
+  }
+}
+
+function parseName(value: string): NameRecord {
+  const r = JSON.parse(value) as Partial<NameRecord>;
+  if (typeof r.name !== 'string' || typeof r.ip !== 'string') throw new Error('name record without name or ip');
+  return {
+    name: r.name, ip: r.ip, host: String(r.host ?? ''), network: String(r.network ?? ''), container: String(r.container ?? ''),
+    aliases: Array.isArray(r.aliases) ? r.aliases.filter((a): a is string => typeof a === 'string') : [],
+  };
+}
+
+function parseAsker(value: string): AskerRecord {
+  const r = JSON.parse(value) as Partial<AskerRecord>;
+  if (!Array.isArray(r.networks)) throw new Error('asker record without networks');
+  return { networks: r.networks.filter((n): n is string => typeof n === 'string'), container: String(r.container ?? ''), name: String(r.name ?? '') };
+}
+
+export function isIPv4(s: string): boolean {
+  const p = s.split('.');
+  return p.length === 4 && p.every((x) => /^\d{1,3}$/.test(x) && Number(x) <= 255);
+}
+
+function compareIp(a: string, b: string): number {
+  const pa = a.split('.').map(Number);
+  const pb = b.split('.').map(Number);
+  for (let i = 0; i < 4; i++) if (pa[i] !== pb[i]) return pa[i] - pb[i];
+  return 0;
+}
