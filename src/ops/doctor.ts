@@ -61,6 +61,16 @@ class Sandbox {
     const mod = await import('../dataplane/netns');
     const dir = path.join(runDir, 'doctor');
     fs.mkdirSync(dir, { recursive: true, mode: 0o700 });
+    // Namespaces of earlier runs that were killed before they cleaned up.
+    for (const f of fs.readdirSync(dir)) {
+      const pid = Number(/^ns-(\d+)-[0-9a-f]+$/.exec(f)?.[1]);
+      if (!pid || pid === process.pid || alive(pid)) continue;
+      try {
+        mod.removeNetns(path.join(dir, f));
+      } catch {
+        // still in use or not ours: leave it
+      }
+    }
     const nsPath = path.join(dir, `ns-${process.pid}-${randomBytes(3).toString('hex')}`);
     mod.ensureNetns(nsPath);
     return new Sandbox(nsPath, mod.socketIn(nsPath), mod);
@@ -81,6 +91,15 @@ class Sandbox {
       // best effort: the file under <run-dir>/doctor/ says what it was
     }
     this.mod.forgetSocket();
+  }
+}
+
+function alive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (e) {
+    return (e as NodeJS.ErrnoException).code === 'EPERM';
   }
 }
 
