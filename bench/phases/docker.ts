@@ -88,7 +88,8 @@ export async function convergence(b: Bench): Promise<void> {
   // (retrans_time_ms 1000): at 10 ms, the pinger sees the path open within
   // one ping interval instead of up to a second later.
   for (const pid of [pingerPid, clientPid]) {
-    await inNetns(pid, ['sysctl', '-q', '-w', 'net.ipv4.neigh.eth0.retrans_time_ms=10']);
+    const r = await inNetns(pid, ['sh', '-c', 'echo 10 > /proc/sys/net/ipv4/neigh/eth0/retrans_time_ms']);
+    if (r.code !== 0) throw new Error(`cannot set retrans_time_ms in the container's namespace: ${r.stderr}`);
   }
   const before: number[] = [];
   const client: number[] = [];
