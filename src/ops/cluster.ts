@@ -2,7 +2,7 @@
 // revision, so the view is consistent), for `weft hosts`, `weft networks`
 // and `weft endpoints`.
 import {
-  AddressRecord, BindingRecord, EndpointRecord, HostRecord, NetworkRecord, PoolRecord, ROOT,
+  AddressRecord, BindingRecord, EndpointRecord, HostRecord, NameRecord, NetworkRecord, PoolRecord, ROOT,
 } from '../store/keys';
 import { naturalCompare, shortId } from './format';
 
@@ -65,6 +65,8 @@ export class ClusterView {
   readonly endpointRecords: { network: string; id: string; record: EndpointRecordView }[] = [];
   readonly addresses: AddressView[] = [];
   readonly pools = new Map<string, PoolRecord>();
+  /** "<clusterId>/<endpointId>" -> the container's names (written for DNS by the agent of its host, under its lease). */
+  readonly names = new Map<string, NameRecord>();
   /** Records that could not be parsed (shown by nothing, counted for diagnosis). */
   unreadable = 0;
 
@@ -95,6 +97,9 @@ export class ClusterView {
             break;
           case 'pools':
             if (rest.length === 2) this.pools.set(rest[1], JSON.parse(kv.value) as PoolRecord);
+            break;
+          case 'names':
+            if (rest.length === 3) this.names.set(`${rest[1]}/${rest[2]}`, JSON.parse(kv.value) as NameRecord);
             break;
           default:
             break;
@@ -171,18 +176,21 @@ export class ClusterView {
   endpoints(clusterId?: string): EndpointView[] {
     return this.endpointRecords
       .filter((e) => clusterId === undefined || e.network === clusterId)
-      .map((e): EndpointView => ({
+      .map((e): EndpointView => {
+        const container = e.record.container ?? this.names.get(`${e.network}/${e.id}`)?.name;
+        return {
         network: this.networkName(e.network),
         networkId: e.network,
         id: e.id,
         host: e.record.host,
         hostAlive: this.hostRecords.has(e.record.host),
-        ...(e.record.container ? { container: e.record.container } : {}),
+        ...(container ? { container } : {}),
         ip: e.record.ip,
         mac: e.record.mac,
         vtep: e.record.vtep,
         ...(e.record.createdAt ? { createdAt: e.record.createdAt } : {}),
-      }))
+        };
+      })
       .sort((a, b) => naturalCompare(a.network, b.network) || naturalCompare(a.ip, b.ip) || a.id.localeCompare(b.id));
   }
 }

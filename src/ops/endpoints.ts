@@ -1,7 +1,8 @@
 // `weft endpoints [NETWORK]`: every endpoint on every host, from the store:
-// host, container, IP, MAC. Container names come from the endpoint record
-// when an agent recorded one, else (for this host's endpoints) from this
-// host's Docker engine; otherwise the endpoint id's short form is shown.
+// host, container, IP, MAC. Container names come from the names/ records
+// that each host's agent writes for DNS (under its lease), else, for this
+// host's endpoints, from this host's Docker engine; otherwise the endpoint
+// id's short form is shown.
 import { DockerClient } from '../agent/docker';
 import { ClusterView, EndpointView } from './cluster';
 import { OpsContext, OpsError, ParsedArgs } from './context';

@@ -49,6 +49,7 @@ function kvs(): { key: string; value: string }[] {
     { key: keys.addr('10.80.0.0_24', '10.80.0.10'), value: j({ host: 'h2', kind: 'endpoint' }) },
     { key: keys.addr('10.80.0.0_24', '10.80.0.200'), value: j({ host: 'h1', kind: 'aux' }) },
     { key: keys.endpoint(CID, 'broken'), value: '{not json' },
+    { key: keys.name(CID, EP(2)), value: j({ name: 'api', aliases: [], ip: '10.80.0.10', host: 'h2', network: 'app', container: 'c0ffee' }) },
   ];
 }
 
@@ -113,6 +114,8 @@ describe('cluster view', () => {
       network: 'app', networkId: CID, host: 'h1', hostAlive: true, container: 'web', endpoint: EP(1), ip: '10.80.0.2', mac: '02:42:0a:50:00:02', vtep: '192.0.2.11',
     });
     expect(js[1]).toMatchObject({ host: 'h3', hostAlive: false, container: null });
+    // names learned by the host's agent (for DNS) show for remote endpoints too
+    expect(js[2]).toMatchObject({ host: 'h2', container: 'api' });
     expect(JSON.parse(JSON.stringify(js))).toEqual(js);
   });
 });
