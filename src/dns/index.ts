@@ -70,7 +70,9 @@ export function startDns(d: DnsDeps): Dns | undefined {
         'DNS serving container names across hosts (containers use it with --dns or the daemon\'s "dns")');
     } catch (err) {
       const wait = Math.min(30_000, 1000 * 2 ** attempt);
-      log[attempt === 0 ? 'error' : 'warn']({ err: (err as Error).message, retryInMs: wait }, 'DNS server not started; retrying');
+      // Loud at first, then every tenth attempt (every 5 min at the 30 s cap): a taken port may stay taken.
+      const level = attempt === 0 ? 'error' : attempt < 3 || attempt % 10 === 0 ? 'warn' : 'debug';
+      log[level]({ err: (err as Error).message, retryInMs: wait }, 'DNS server not started; retrying');
       timer = setTimeout(() => void bringUp(attempt + 1), wait);
       timer.unref();
     }
