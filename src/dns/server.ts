@@ -52,6 +52,9 @@ interface Parked {
 }
 
 const MAX_PENDING_SENDS = 1024;
+/** Sources that stayed unknown after a wait are not waited for again for this long (a bridge-only container, the host). */
+const UNKNOWN_TTL_MS = 30_000;
+const MAX_UNKNOWN = 1024;
 const MAX_TCP_CONNECTIONS = 64;
 const TCP_IDLE_MS = 10_000;
 const TCP_MAX_PER_CONNECTION = 16;
@@ -71,6 +74,8 @@ export class DnsServer {
   private tcp?: net.Server;
   private readonly tcpSockets = new Set<net.Socket>();
   private readonly parked = new Set<Parked>();
+  /** Source -> until when it is known to be unknown (insertion order = age). */
+  private readonly unknown = new Map<string, number>();
   private pendingSends = 0;
   private readonly ttl: number;
   private readonly parkMs: number;
@@ -170,6 +175,7 @@ export class DnsServer {
       this.o.onUnknownAsker?.(src);
       await this.park(src);
       res = this.o.table.lookup(src, name);
+      if (!this.o.table.asker(src)) this.rememberUnknown(src);
     }
     if (res.kind === 'found') {
       const answers = type === TYPE.A || type === TYPE.ANY ? res.ips.map((ip) => aRecord(ip, this.ttl)) : [];
@@ -198,7 +204,18 @@ export class DnsServer {
 
   private mayPark(src: string): boolean {
     // The host itself (weft's own address, loopback) is never a container: answer at once.
-    return src !== this.o.host && !src.startsWith('127.') && this.parked.size < this.maxParked;
+    if (src === this.o.host || src.startsWith('127.') || this.parked.size >= this.maxParked) return false;
+    const until = this.unknown.get(src);
+    if (until === undefined) return true;
+    if (until > Date.now()) return false;
+    this.unknown.delete(src);
+    return true;
+  }
+
+  private rememberUnknown(src: string): void {
+    this.unknown.delete(src);
+    if (this.unknown.size >= MAX_UNKNOWN) this.unknown.delete(this.unknown.keys().next().value!);
+    this.unknown.set(src, Date.now() + UNKNOWN_TTL_MS);
   }
 
   private park(src: string): Promise<void> {

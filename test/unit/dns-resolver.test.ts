@@ -177,8 +177,9 @@ describe('DnsServer answers', () => {
     // and one that never becomes known gets NXDOMAIN after the wait
     const s2 = server({ parkMs: 50 });
     expect(readHeader((await s2.answer(makeQuery('db'), '172.18.0.61', false))!)!.rcode).toBe(RCODE.NXDOMAIN);
-    // the host itself never waits
+    // the host itself never waits, nor does a source that stayed unknown a moment ago
     expect(readHeader((await s2.answer(makeQuery('db'), '127.0.0.1', false))!)!.rcode).toBe(RCODE.NXDOMAIN);
+    expect(readHeader((await s2.answer(makeQuery('db'), '172.18.0.61', false))!)!.rcode).toBe(RCODE.NXDOMAIN);
     expect(s2.stats.parked).toBe(1);
   });
 
