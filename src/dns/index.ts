@@ -28,7 +28,7 @@ export interface Dns {
 export interface DnsDeps {
   cfg: Config;
   store: Store;
-  agent: Pick<Agent, 'addMirrorListener' | 'onRegistered'>;
+  agent: Pick<Agent, 'addMirrorListener' | 'onRegistered' | 'stats'>;
   driver: Pick<Driver, 'localNetworks'>;
   logger: Logger;
 }
@@ -49,6 +49,7 @@ export function startDns(d: DnsDeps): Dns | undefined {
   const learner = new NameLearner({
     store: d.store, localNetworks: () => d.driver.localNetworks(), docker: new DockerClient(d.cfg.dockerHost, 10_000),
     host: d.cfg.hostName, cluster: isClusterStore(d.cfg.store), table, logger: log,
+    ready: () => d.agent.stats.synced,
   });
   d.agent.onRegistered((lease) => learner.setLease(lease));
   const forwarder = d.cfg.dnsForward === 'on'

@@ -35,6 +35,12 @@ export interface LearnerDeps {
   logger: Logger;
   /** Full resync period (default 30 s). */
   resyncMs?: number;
+  /**
+   * Whether this host's weft networks are known yet (the agent's first
+   * reconcile and store list are done). Until then nothing is written: a
+   * pass that saw no weft networks would delete this host's records.
+   */
+  ready?: () => boolean;
 }
 
 const GWBRIDGE = 'docker_gwbridge';
@@ -229,6 +235,12 @@ export class NameLearner {
    */
   private async write(full: boolean): Promise<void> {
     if (this.d.cluster && !this.lease) return; // not registered yet: setLease() brings a full pass
+    if (this.d.ready && !this.d.ready()) {
+      clearTimeout(this.retryTimer);
+      this.retryTimer = setTimeout(() => this.requestFull(), 500);
+      this.retryTimer.unref();
+      return;
+    }
     const lease = this.d.cluster ? this.lease : undefined;
     const want = this.desired();
     let have: Map<string, string>;

@@ -304,6 +304,36 @@ describe('NameLearner', () => {
     });
     afterAll(() => undefined);
 
+    it('writes nothing until this host\'s networks are known (so a restart never drops its records)', async () => {
+      await store.put(keys.name(A, ep(1)), JSON.stringify(name({ name: 'db', ip: '10.85.0.2', host: 'h1' })));
+      let ready = false;
+      let nets: { localId: string; clusterId: string; record: never }[] = [];
+      const docker = {
+        listContainers: async () => [{ Id: 'c1' }],
+        inspectContainer: async () => container('c1', { name: 'db' }),
+        inspectNetwork: async () => ({ Id: 'gw', Name: 'docker_gwbridge', Driver: 'bridge', Containers: { c1: { IPv4Address: '172.18.0.2/16' } } }),
+        streamEvents: () => ({ close: () => undefined }),
+      };
+      const learner = new NameLearner({
+        store, localNetworks: () => nets, docker: docker as never, host: 'h1', cluster: false, table: new NameTable('h1'), logger: log, ready: () => ready,
+      });
+      learner.start();
+      try {
+        await new Promise((r) => setTimeout(r, 100));
+        await learner.idle();
+        expect(await store.get(keys.name(A, ep(1)))).toBeDefined();
+        expect(await store.get(keys.asker('h1', '172.18.0.2'))).toBeUndefined();
+        nets = [{ localId: WEFT_LOCAL, clusterId: A, record: {} as never }];
+        ready = true;
+        for (let i = 0; i < 300 && !(await store.get(keys.asker('h1', '172.18.0.2'))); i++) await new Promise((r) => setTimeout(r, 10));
+        expect(await store.get(keys.asker('h1', '172.18.0.2'))).toBeDefined();
+        expect(await store.get(keys.name(A, ep(1)))).toBeDefined();
+      } finally {
+        learner.stop();
+        await learner.idle();
+      }
+    });
+
     it('writes names and askers at start, follows events, and removes what a previous run left', async () => {
       const containers = new Map<string, DockerContainer>([['c1', container('c1', { name: 'db' })]]);
       const gw = new Map([['c1', '172.18.0.2'], ['c2', '172.18.0.3']]);
