@@ -2,7 +2,7 @@
 // across hosts, 4. network propagation: what users see through Docker.
 import { BUSYBOX_IMAGE, waitFor, type LabHost } from '../../test/lab/host';
 import type { Bench } from '../lib/context';
-import { containerPid, dockerApi, inNetns, log } from '../lib/lab';
+import { containerPid, dockerApi, inNetns, log, logSize, pluginCallsSince } from '../lib/lab';
 import { median } from '../lib/stats';
 import { dockerTimed, nowMs, startPinger } from '../lib/timing';
 
@@ -50,15 +50,28 @@ export async function dockerRun(b: Bench): Promise<void> {
   for (const k of kinds) await one(k, `wb-warm-${k}`);
   await rmf(h, ...kinds.map((k) => `wb-warm-${k}`));
   const times: Record<RunKind, number[][]> = { weft: [], bridge: [], userbridge: [] };
+  // weft's own share: the plugin calls it logged (debug level) during each run on weft
+  const w = b.lab.wefts[0]!;
+  const pluginMs: number[][] = [];
+  const perCall: Record<string, number[]> = {};
   for (let r = 0; r < cfg.reps; r++) {
     const t: Record<RunKind, number[]> = { weft: [], bridge: [], userbridge: [] };
+    const p: number[] = [];
     for (let i = 0; i < cfg.runN; i++) {
       // rotate which goes first, so that drift favours none
       const order = kinds.map((_, j) => kinds[(i + j) % kinds.length]!);
-      for (const k of order) t[k].push(await one(k, `wb-run-${k}`));
+      for (const k of order) {
+        const from = logSize(w);
+        t[k].push(await one(k, `wb-run-${k}`));
+        if (k !== 'weft') continue;
+        const calls = pluginCallsSince(w, from);
+        if (calls.length) p.push(calls.reduce((a, c) => a + c.ms, 0));
+        for (const c of calls) (perCall[c.call] ??= []).push(c.ms);
+      }
       await rmf(h, ...kinds.map((k) => `wb-run-${k}`));
     }
     for (const k of kinds) times[k].push(t[k]);
+    if (p.length) pluginMs.push(p);
   }
   const g = 'docker run -d';
   const med = (k: RunKind) => times[k].map(median);
@@ -67,8 +80,11 @@ export async function dockerRun(b: Bench): Promise<void> {
   b.figure('run.userbridge', g, 'on a user-defined bridge network', 'ms', med('userbridge'));
   b.figure('run.ratio', g, 'weft / default bridge', 'x', med('weft').map((w, i) => w / med('bridge')[i]!), { of: 'median', op: '<=', value: 1.15 },
     `median of ${cfg.runN} interleaved runs of each per repetition`);
-  b.figure('run.ratio_userbridge', g, 'weft / user-defined bridge', 'x', med('weft').map((w, i) => w / med('userbridge')[i]!));
-  b.details.run = times;
+  b.figure('run.ratio_userbridge', g, 'weft / user-defined bridge', 'x', med('weft').map((x, i) => x / med('userbridge')[i]!));
+  if (pluginMs.length) {
+    b.figure('run.weft_calls', g, "weft's plugin calls within one run on weft (from its debug log)", 'ms', pluginMs.map(median));
+  }
+  b.details.run = { ...times, pluginCallMsMedian: Object.fromEntries(Object.entries(perCall).map(([k, v]) => [k, Number(median(v).toFixed(2))])) };
 }
 
 // ------------------------------------------------------------ 3. convergence
