@@ -94,7 +94,8 @@ export class DnsServer {
   /** Binds UDP and TCP. Throws DnsBindError saying what to do when the address cannot be used. */
   async start(): Promise<void> {
     const { host, port } = this.o;
-    const udp = dgram.createSocket({ type: 'udp4' });
+    // A larger receive buffer absorbs bursts (the kernel caps it at net.core.rmem_max).
+    const udp = dgram.createSocket({ type: 'udp4', recvBufferSize: 1 << 20 });
     try {
       await new Promise<void>((resolve, reject) => {
         udp.once('error', reject);
