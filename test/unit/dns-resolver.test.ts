@@ -258,6 +258,36 @@ describe('DnsServer answers', () => {
     }
   });
 
+  it('forwards a TCP query over TCP to the upstream', async () => {
+    const srv = net.createServer((c) => {
+      let buf = Buffer.alloc(0);
+      c.on('data', (d) => {
+        buf = Buffer.concat([buf, d]);
+        if (buf.length < 2 || buf.length < 2 + buf.readUInt16BE(0)) return;
+        const r = Buffer.from(buf.subarray(2, 2 + buf.readUInt16BE(0)));
+        r[2] |= 0x80;
+        r[3] = (r[3] & 0xf0) | RCODE.NXDOMAIN;
+        const len = Buffer.alloc(2);
+        len.writeUInt16BE(r.length);
+        c.end(Buffer.concat([len, r]));
+      });
+    });
+    await new Promise<void>((r) => srv.listen(0, '127.0.0.1', () => r()));
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'weft-dns-'));
+    try {
+      const rc = path.join(dir, 'resolv.conf');
+      fs.writeFileSync(rc, 'nameserver 127.0.0.1\n');
+      const fwd = new Forwarder({ resolvConf: rc, exclude: [], port: (srv.address() as net.AddressInfo).port, timeoutMs: 1000 });
+      const s = server({ forwarder: fwd });
+      const r = (await s.answer(makeQuery('big.example.com', TYPE.A, { id: 4321 }), '172.18.0.2', true))!;
+      expect(readHeader(r)).toMatchObject({ id: 4321, qr: true, rcode: RCODE.NXDOMAIN });
+      fwd.close();
+    } finally {
+      srv.close();
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
   it('parses resolv.conf like the C library (first three, comments, scoped IPv6)', () => {
     expect(parseResolvConf('nameserver 10.0.0.1 # x\n;c\nnameserver fe80::1%eth0\nnameserver bogus\nnameserver 10.0.0.2\nnameserver 10.0.0.3\n', []))
       .toEqual(['10.0.0.1', 'fe80::1%eth0', '10.0.0.2']);
