@@ -140,7 +140,12 @@ export class NameLearner {
       this.stats.errors++;
       // Loud once, then quiet while it lasts (dockerd down, store down): every 30th failure.
       const level = this.failures++ % 30 === 0 ? 'warn' : 'debug';
-      this.d.logger[level]({ err: err.message, failures: this.failures }, 'learning container names for DNS failed (Docker engine or store unreachable?); retrying every 2 s');
+      if (/lease/i.test(err.message)) {
+        // The host's lease was lost: the agent registers again, and setLease() rewrites everything under the new one.
+        this.d.logger.info({ err: err.message }, 'names for DNS wait for this host to register again (its lease was lost)');
+      } else {
+        this.d.logger[level]({ err: err.message, failures: this.failures }, 'learning container names for DNS failed (Docker engine or store unreachable?); retrying every 2 s');
+      }
       clearTimeout(this.retryTimer);
       this.retryTimer = setTimeout(() => this.requestFull(), 2000);
       this.retryTimer.unref();
