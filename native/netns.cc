@@ -4,8 +4,9 @@
 //   setns(fd, nstype)      switch the calling thread into a namespace
 //   createNetns(path)      make a new network namespace pinned by a bind mount at path
 //   deleteNetns(path)      unpin it (lazy unmount) and remove the file
-//   sendFrame(ifindex, buf) send one raw Ethernet frame on a link of the calling
-//                          thread's namespace (used for gratuitous ARP)
+//   packetSocket()         an AF_PACKET socket in the calling thread's namespace
+//   sendFrame(fd, ifindex, buf)  send one raw Ethernet frame (gratuitous ARP)
+//   closeFd(fd)
 //
 // createNetns runs unshare(CLONE_NEWNET) on a short-lived helper thread, so the
 // Node main thread never leaves its own namespace.
@@ -94,23 +95,32 @@ Napi::Value DeleteNetns(const Napi::CallbackInfo& info) {
   return env.Undefined();
 }
 
-// The socket is made in the calling thread's current network namespace (the
-// caller wraps this in setns to reach a per-network namespace) and closed at once.
-Napi::Value SendFrame(const Napi::CallbackInfo& info) {
+// packetSocket(): an AF_PACKET socket in the calling thread's current network
+// namespace (the caller wraps the call in setns to reach a per-network
+// namespace). It is kept open and reused: closing a packet socket waits for an
+// RCU grace period in the kernel, about 15 ms here.
+Napi::Value PacketSocket(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
-  if (info.Length() < 2 || !info[0].IsNumber() || !info[1].IsBuffer()) {
-    Napi::TypeError::New(env, "sendFrame(ifindex, buffer) needs an interface index and a Buffer").ThrowAsJavaScriptException();
-    return env.Undefined();
-  }
-  int ifindex = info[0].As<Napi::Number>().Int32Value();
-  Napi::Buffer<uint8_t> frame = info[1].As<Napi::Buffer<uint8_t>>();
-  if (frame.Length() < 14 || frame.Length() > 65535) {
-    Napi::RangeError::New(env, "sendFrame: a frame is 14 to 65535 bytes").ThrowAsJavaScriptException();
-    return env.Undefined();
-  }
   int fd = socket(AF_PACKET, SOCK_RAW | SOCK_CLOEXEC, 0);
   if (fd < 0) {
     SysError(env, "socket", errno).ThrowAsJavaScriptException();
+    return env.Undefined();
+  }
+  return Napi::Number::New(env, fd);
+}
+
+// sendFrame(fd, ifindex, frame): one raw Ethernet frame on link ifindex.
+Napi::Value SendFrame(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (info.Length() < 3 || !info[0].IsNumber() || !info[1].IsNumber() || !info[2].IsBuffer()) {
+    Napi::TypeError::New(env, "sendFrame(fd, ifindex, buffer) needs a packet socket, an interface index and a Buffer").ThrowAsJavaScriptException();
+    return env.Undefined();
+  }
+  int fd = info[0].As<Napi::Number>().Int32Value();
+  int ifindex = info[1].As<Napi::Number>().Int32Value();
+  Napi::Buffer<uint8_t> frame = info[2].As<Napi::Buffer<uint8_t>>();
+  if (frame.Length() < 14 || frame.Length() > 65535) {
+    Napi::RangeError::New(env, "sendFrame: a frame is 14 to 65535 bytes").ThrowAsJavaScriptException();
     return env.Undefined();
   }
   struct sockaddr_ll addr;
@@ -119,15 +129,22 @@ Napi::Value SendFrame(const Napi::CallbackInfo& info) {
   addr.sll_ifindex = ifindex;
   addr.sll_halen = ETH_ALEN;
   memcpy(addr.sll_addr, frame.Data(), ETH_ALEN);
-  ssize_t n = sendto(fd, frame.Data(), frame.Length(), 0, reinterpret_cast<struct sockaddr*>(&addr), sizeof(addr));
-  int err = errno;
-  close(fd);
-  if (n < 0) SysError(env, "sendto", err).ThrowAsJavaScriptException();
+  if (sendto(fd, frame.Data(), frame.Length(), MSG_DONTWAIT, reinterpret_cast<struct sockaddr*>(&addr), sizeof(addr)) < 0) {
+    SysError(env, "sendto", errno).ThrowAsJavaScriptException();
+  }
+  return env.Undefined();
+}
+
+Napi::Value CloseFd(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (info.Length() >= 1 && info[0].IsNumber()) close(info[0].As<Napi::Number>().Int32Value());
   return env.Undefined();
 }
 
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
+  exports.Set("packetSocket", Napi::Function::New(env, PacketSocket));
   exports.Set("sendFrame", Napi::Function::New(env, SendFrame));
+  exports.Set("closeFd", Napi::Function::New(env, CloseFd));
   exports.Set("setns", Napi::Function::New(env, SetNs));
   exports.Set("createNetns", Napi::Function::New(env, CreateNetns));
   exports.Set("deleteNetns", Napi::Function::New(env, DeleteNetns));

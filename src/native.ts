@@ -11,8 +11,11 @@ export interface NativeAddon {
   createNetns(path: string): void;
   /** Lazy unmount and unlink of a pinned namespace; idempotent. */
   deleteNetns(path: string): void;
-  /** Sends one raw Ethernet frame on link `ifindex` of the calling thread's namespace. */
-  sendFrame(ifindex: number, frame: Buffer): void;
+  /** An AF_PACKET socket in the calling thread's namespace (keep it: closing one costs an RCU grace period). */
+  packetSocket(): number;
+  /** Sends one raw Ethernet frame on link `ifindex` through a packet socket. */
+  sendFrame(fd: number, ifindex: number, frame: Buffer): void;
+  closeFd(fd: number): void;
   readonly CLONE_NEWNET: number;
 }
 

@@ -103,7 +103,11 @@ export interface RtnlOptions {
   maxInFlight?: number;
 }
 
-interface Generation { s: RtNetlinkSocket; dead: boolean; died: Promise<never>; kill: (e: Error) => void }
+// `fail` holds the reject functions of the requests in flight on this socket:
+// a dead socket fails them at once. (Racing every request against one
+// long-lived "died" promise instead would attach a reaction to it per request,
+// each keeping that request's result alive until the socket dies.)
+interface Generation { s: RtNetlinkSocket; dead: boolean; fail: Set<(e: Error) => void> }
 
 /** One rtnetlink socket in one namespace, used through typed operations. */
 export class Rtnl {
@@ -126,10 +130,7 @@ export class Rtnl {
     if (this.closed) throw new NetlinkError(`netlink socket in ${this.label}`, 'ESOCKET', new Error('socket closed'));
     if (this.gen && !this.gen.dead) return this.gen;
     const s = this.opts.open();
-    let kill!: (e: Error) => void;
-    const died = new Promise<never>((_, reject) => { kill = reject; });
-    died.catch(() => undefined);
-    const g: Generation = { s, dead: false, died, kill };
+    const g: Generation = { s, dead: false, fail: new Set() };
     s.socket.on('error', (e) => this.retire(g, e));
     this.gen = g;
     return g;
@@ -138,7 +139,9 @@ export class Rtnl {
   private retire(g: Generation, e: Error): void {
     if (g.dead) return;
     g.dead = true;
-    g.kill(new Error(`netlink socket in ${this.label} failed: ${e.message}`));
+    const err = new Error(`netlink socket in ${this.label} failed: ${e.message}`);
+    for (const fail of g.fail) fail(err);
+    g.fail.clear();
     try { g.s.socket.close(); } catch { /* already closed */ }
   }
 
@@ -175,12 +178,16 @@ export class Rtnl {
     try {
       const g = this.socket();
       let timer: NodeJS.Timeout | undefined;
-      // Our own timer as well as the package's: a request must settle even if the package loses track of it.
-      const expired = new Promise<never>((_, reject) => {
+      let fail!: (e: Error) => void;
+      // Our own timer as well as the package's: a request must settle even if
+      // the package loses track of it; and at once if the socket dies.
+      const stopped = new Promise<never>((_, reject) => {
+        fail = reject;
         timer = setTimeout(() => reject(new Error(`Timeout has been reached (${this.timeoutMs} ms)`)), this.timeoutMs);
       });
+      g.fail.add(fail);
       try {
-        return await Promise.race([fn(g.s, { timeout: this.timeoutMs }), g.died, expired]);
+        return await Promise.race([fn(g.s, { timeout: this.timeoutMs }), stopped]);
       } catch (e) {
         const rejected = /Request rejected: \w+/.test((e as Error)?.message ?? '');
         // Anything but a kernel answer (a lost reply, a mangled dump) leaves the
@@ -189,6 +196,7 @@ export class Rtnl {
         throw new NetlinkError(`${op} in ${this.label}`, errorCode(e) ?? 'ESOCKET', e);
       } finally {
         clearTimeout(timer);
+        g.fail.delete(fail);
       }
     } finally {
       this.release(dump);

@@ -126,6 +126,7 @@ describe('single host', () => {
     expect(ls.find((l) => l.ifname === 'lo')!.flags).toContain('UP');
     expect(inNs(net.nsPath, 'ip', 'addr', 'show', 'dev', net.bridge)).not.toMatch(/inet/);
     expect(inNs(net.nsPath, 'sysctl', '-n', 'net.ipv6.conf.all.disable_ipv6').trim()).toBe('1');
+    expect(inNs(net.nsPath, 'sysctl', '-n', 'net.bridge.bridge-nf-call-iptables').trim()).toBe('0');
     expect(run('ip', 'netns', 'exec', h.name, 'sysctl', '-n', 'net.ipv6.conf.all.disable_ipv6').trim()).toBe('0');
     expect(await dp.listNetworkIds()).toEqual([net.id]);
   });
@@ -511,6 +512,15 @@ describe('netlink adapter', () => {
     expect(f.state.maxActive).toBe(4);
     expect(f.state.dumpOverlap).toBe(false);
     expect(f.state.opened).toBe(1);
+  });
+
+  it('keeps nothing of a settled request (no growth with the number of requests)', async () => {
+    const f = fake({ delayMs: 0 });
+    const r = new Rtnl({ label: 'fake', open: f.open });
+    for (let i = 0; i < 500; i++) await r.getLink(`x${i}`);
+    const gen = (r as unknown as { gen: { fail: Set<unknown> } }).gen;
+    expect(gen.fail.size).toBe(0);
+    r.close();
   });
 
   it('times out, and the next request gets a new socket', async () => {
