@@ -1,5 +1,6 @@
-// 2. `docker run -d` on a weft network vs the default bridge, 3. convergence
-// across hosts, 4. network propagation: what users see through Docker.
+// 2. `docker run -d` on a weft network vs the default bridge (and a
+// user-defined bridge), 3. convergence across hosts, 4. network propagation:
+// what users see through Docker.
 import { BUSYBOX_IMAGE, waitFor, type LabHost } from '../../test/lab/host';
 import type { Bench } from '../lib/context';
 import { containerPid, dockerApi, inNetns, log, logSize, pluginCallsSince } from '../lib/lab';
