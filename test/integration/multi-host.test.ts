@@ -55,6 +55,13 @@ async function pid(h: LabHost, name: string): Promise<number> {
   return Number((await h.dockerOk(['inspect', '-f', '{{.State.Pid}}', name])).stdout.trim());
 }
 
+/** Keys under a prefix, read with etcdctl inside the underlay namespace (etcd's address is only reachable there). */
+async function etcdKeys(prefix: string): Promise<string> {
+  const r = await run('ip', ['netns', 'exec', ul.name, 'etcdctl', `--endpoints=${etcd.endpoint}`, 'get', '--prefix', '--keys-only', prefix], { env: { ETCDCTL_API: '3' } });
+  if (r.code !== 0) throw new Error(`etcdctl: ${r.stderr}`);
+  return r.stdout;
+}
+
 async function clusterId(): Promise<string> {
   return (await hosts[0].dockerOk(['network', 'inspect', '-f', '{{.Id}}', 'app'])).stdout.trim();
 }
@@ -217,5 +224,25 @@ describe('multi-host overlay', () => {
       await waitFor(async () => !(await run('ls', [`${w.runDir}/netns`])).stdout.includes(`weft-${cid.slice(0, 10)}`),
         { timeoutMs: 10_000, what: 'the network namespace of app to be removed' });
     }
+  });
+
+  it('a host that is down does not keep a removed network; when it returns it drops its copy', { timeout: 180_000 }, async () => {
+    const briefId = (await hosts[0].dockerOk(['network', 'create', '-d', 'weft', '--ipam-driver', 'weft', '--subnet', '10.53.0.0/24', 'brief'])).stdout.trim();
+    for (const h of hosts.slice(1)) {
+      await waitFor(async () => (await h.docker(['network', 'inspect', 'brief'])).code === 0, { timeoutMs: 15_000, what: `brief on ${h.name}` });
+    }
+    wefts[2].kill('SIGKILL');
+    await hosts[2].killDockerd();
+    // wait until host 3's lease has expired (TTL 3 s): it leaves the hosts list
+    await waitFor(async () => !(await etcdKeys('/weft/v1/hosts/')).includes('wmh-h3'), { timeoutMs: 20_000, what: "host 3's lease to expire" });
+    await hosts[0].dockerOk(['network', 'rm', 'brief']);
+    await waitFor(async () => (await hosts[1].docker(['network', 'inspect', 'brief'])).code !== 0, { timeoutMs: 20_000, what: 'brief to leave host 2' });
+    await waitFor(async () => !(await etcdKeys('/weft/v1/pools/')).includes('10.53.0.0_24'),
+      { timeoutMs: 20_000, what: 'the pool of brief to be released although host 3 still has a copy' });
+    await wefts[2].start();
+    await hosts[2].startDockerd();
+    await waitFor(async () => (await hosts[2].docker(['network', 'inspect', 'brief'])).code !== 0, { timeoutMs: 30_000, what: 'host 3 to drop its copy of brief' });
+    await waitFor(async () => !(await run('ls', [`${wefts[2].runDir}/netns`])).stdout.includes(`weft-${briefId.slice(0, 10)}`),
+      { timeoutMs: 10_000, what: "brief's namespace to leave host 3" });
   });
 });
