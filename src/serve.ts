@@ -59,6 +59,7 @@ export async function serve(cfg: Config): Promise<void> {
   const agent = new Agent({ store, driver, ipam, dataplane, cfg, logger: log.child({ part: 'agent' }) });
   // DNS for container names across hosts (--dns-addr): fed by the agent's mirror, so set up before it starts.
   const dns = startDns({ cfg, store, agent, driver, logger: log.child({ part: 'dns' }) });
+  ops.observeDns(() => (dns?.server ? { ...dns.server.stats } : undefined));
   agent.start();
   await ops.start(agent, log);
 

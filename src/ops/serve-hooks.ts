@@ -27,6 +27,8 @@ export interface Ops {
   register(app: FastifyInstance, d: { driver: Driver; dataplane: DataPlaneApi }): void;
   /** Once the socket serves: the metrics listener (fails when --metrics-addr cannot be used) and the probe responder. */
   start(agent: Agent, log: Logger): Promise<void>;
+  /** Counters of the DNS server (--dns-addr), copied into /metrics at each scrape. */
+  observeDns(stats: () => Record<string, number> | undefined): void;
   close(): Promise<void>;
 }
 
@@ -41,6 +43,10 @@ export function createOps(cfg: Config, store: Store): Ops {
   const cluster = isClusterStore(cfg.store);
 
   metrics.info.set({ version: VERSION, host: cfg.hostName }, 1);
+  let dnsStats: (() => Record<string, number> | undefined) | undefined;
+  metrics.registry.onCollect(() => {
+    for (const [event, n] of Object.entries(dnsStats?.() ?? {})) metrics.dns.setTotal({ event }, n);
+  });
   metrics.registry.onCollect(() => {
     if (!agent) return;
     const s = agent.stats;
@@ -77,6 +83,9 @@ export function createOps(cfg: Config, store: Store): Ops {
     metrics,
     store: istore,
     onCall: metrics.onCall,
+    observeDns(stats) {
+      dnsStats = stats;
+    },
     register(app, d) {
       deps = d;
       registerAdminRoutes(app, { cfg, store: istore, driver: d.driver, dataplane: d.dataplane, agent: () => agent, startedAt });

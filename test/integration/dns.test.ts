@@ -32,7 +32,7 @@ const ipOf = (h: LabHost) => h.underlay!.ports.get(h.name)!.address.split('/')[0
 function weftArgs(h: LabHost): string[] {
   return [
     '--store', etcdUrl, '--advertise-addr', ipOf(h), '--lease-ttl', '3', '--reconcile-interval', '2', '--gc-grace', '5',
-    '--dns-resolv-conf', resolvConf,
+    '--dns-resolv-conf', resolvConf, '--metrics-addr', '127.0.0.1:9464',
   ];
 }
 
@@ -289,5 +289,9 @@ describe('names across hosts', () => {
     // and it still answers
     const dbIp = await containerIp(hosts[2], 'db');
     await resolvesTo(h, 'cl2', 'db', [dbIp]);
+    // the flood is visible in the metrics
+    const metrics = await h.exec(['curl', '-sf', 'http://127.0.0.1:9464/metrics']);
+    const queries = Number(/^weft_dns_events_total\{event="queries"\} (\d+)$/m.exec(metrics.stdout)?.[1] ?? -1);
+    expect(queries).toBeGreaterThanOrEqual(20_000);
   });
 });
