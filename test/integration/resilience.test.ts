@@ -24,7 +24,7 @@ let endpoints = '';
 const ipOf = (h: LabHost) => h.underlay!.ports.get(h.name)!.address.split('/')[0];
 const args = (h: LabHost) => [
   '--store', `etcd://${endpoints}`, '--advertise-addr', ipOf(h), '--store-timeout', '2000',
-  '--lease-ttl', '3', '--reconcile-interval', '1', '--gc-grace', '3',
+  '--lease-ttl', '3', '--reconcile-interval', '1', '--gc-grace', '3', '--metrics-addr', '127.0.0.1:9464',
 ];
 
 beforeAll(async () => {
@@ -148,6 +148,12 @@ describe('resilience', () => {
       expect(r.stderr).toMatch(/store is unavailable/);
       const p = await hosts[0].docker(['exec', 'c1', 'ping', '-c', '3', '-i', '0.2', '-W', '1', ip2]);
       expect(p.stdout).toMatch(/3 packets received/);
+      // a supervisor sees it: /healthz turns 503 and says why
+      const health = await waitFor(async () => {
+        const r = await hosts[0].exec(['curl', '-s', '-w', '\n%{http_code}', 'http://127.0.0.1:9464/healthz']);
+        return r.stdout.trim().endsWith('503') ? r.stdout : undefined;
+      }, { timeoutMs: 45_000, what: '/healthz to report the store' });
+      expect(health).toMatch(/check that etcd is running and reachable/);
     } finally {
       for (const m of members.slice(0, 2)) m.resume();
     }
@@ -156,6 +162,8 @@ describe('resilience', () => {
     await waitFor(async () => (await hosts[1].docker(['run', '-d', '--name', 'after', '--network', 'app', 'busybox:local', 'sleep', '3600'])).code === 0
       || (await hosts[1].docker(['rm', '-f', 'after']), undefined), { timeoutMs: 60_000, what: 'a container to start after etcd is back' });
     const ip = await ipIn(hosts[1], 'after');
+    await waitFor(async () => (await hosts[0].exec(['curl', '-s', '-o', '/dev/null', '-w', '%{http_code}', 'http://127.0.0.1:9464/healthz'])).stdout === '200',
+      { timeoutMs: 30_000, what: '/healthz to be 200 again' });
     await waitFor(async () => (await hosts[0].docker(['exec', 'c1', 'ping', '-c', '1', '-W', '1', ip])).code === 0,
       { timeoutMs: 20_000, what: 'c1 to reach the new container' });
     expect(wefts[0].running() && wefts[1].running()).toBe(true);
