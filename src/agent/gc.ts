@@ -13,7 +13,7 @@
 import type { Logger } from 'pino';
 import type { Driver } from '../driver/driver';
 import type { Ipam } from '../ipam/ipam';
-import { EndpointRecord, keys, leaf } from '../store/keys';
+import { EndpointRecord, keys, leaf, PoolRecord } from '../store/keys';
 import type { Store } from '../store/store';
 import { DockerClient, DockerError } from './docker';
 
@@ -62,6 +62,18 @@ export async function collectGarbage(d: GcDeps): Promise<number> {
       }
     }
     if (local.record.poolId) livePools.set(local.record.poolId, ips);
+  }
+  // Pools this host created that no network took: dockerd died between
+  // RequestPool and CreateNetwork, or its ReleasePool found weft down.
+  for (const kv of (await d.store.list(keys.pools())).kvs) {
+    const pool = JSON.parse(kv.value) as PoolRecord;
+    if (pool.network || pool.createdBy !== d.host || !old(pool.createdAt, d.graceMs)) continue;
+    const poolId = leaf(kv.key);
+    await d.ipam.releasePool(poolId);
+    if (!(await d.store.get(kv.key))) {
+      d.logger.info({ pool: pool.subnet }, 'released a pool that no network took');
+      released++;
+    }
   }
   for (const a of await d.ipam.addressesOfHost(d.host)) {
     const live = livePools.get(a.pool);

@@ -117,6 +117,7 @@ export class Ipam {
         ],
       );
       if (ok.succeeded) {
+        faultPoint('requestPool:after-store');
         this.opts.logger?.info({ pool: subnet.cidr, ipRange: range?.cidr }, 'pool created');
         return { poolId: id, pool: subnet.cidr };
       }
