@@ -84,7 +84,7 @@ export const SETTINGS: Setting[] = [
   { key: 'storeTimeout', flag: 'store-timeout', env: 'WEFT_STORE_TIMEOUT', kind: 'int', default: 5000, min: 100, max: 600000,
     help: 'milliseconds after which a store request fails (so docker never hangs on an unreachable etcd)' },
   { key: 'gcGrace', flag: 'gc-grace', env: 'WEFT_GC_GRACE', kind: 'int', default: 60, min: 1, max: 86400,
-    help: 'seconds an endpoint or address Docker no longer knows is kept before weft releases it (after dockerd crashes)' },
+    help: 'seconds an endpoint, address or pool Docker no longer knows is kept before weft releases it (after dockerd or weft crashes)' },
   { key: 'bodyLimit', flag: 'body-limit', env: 'WEFT_BODY_LIMIT', kind: 'int', default: 1048576, min: 1024, max: 67108864,
     help: 'largest request body accepted on the plugin socket, in bytes' },
   { key: 'etcdCa', flag: 'etcd-ca', env: 'WEFT_ETCD_CA', kind: 'string', default: '',
