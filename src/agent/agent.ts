@@ -126,7 +126,13 @@ export class Agent {
   private async register(): Promise<void> {
     const lease = await this.d.store.grantLease(this.d.cfg.leaseTtl);
     const rec: HostRecord = { address: this.d.cfg.advertiseAddr, version: VERSION, startedAt: new Date().toISOString() };
-    await this.d.store.put(keys.host(this.me), JSON.stringify(rec), lease.id);
+    try {
+      await this.d.store.put(keys.host(this.me), JSON.stringify(rec), lease.id);
+    } catch (err) {
+      // Do not leave a kept-alive lease behind for every failed attempt.
+      await lease.revoke().catch(() => undefined);
+      throw err;
+    }
     this.lease = lease;
     lease.onLost((err) => {
       if (this.stopped || this.lease !== lease) return;
@@ -259,8 +265,10 @@ export class Agent {
     const vteps = new Set<string>();
     for (const ep of this.endpoints.get(cid)?.values() ?? []) {
       if (ep.host === this.me || !this.hosts.has(ep.host) || !ep.vtep) continue;
-      out.endpoints.push({ ip: ep.ip, mac: ep.mac, vtep: ep.vtep });
-      vteps.add(ep.vtep);
+      // The host's current address: it may have come back with another --advertise-addr.
+      const vtep = this.hosts.get(ep.host)?.address || ep.vtep;
+      out.endpoints.push({ ip: ep.ip, mac: ep.mac, vtep });
+      vteps.add(vtep);
     }
     out.floodVteps = [...vteps].sort();
     return out;
@@ -380,12 +388,19 @@ export class Agent {
 
   // ------------------------------------------------------------ reconcile
 
+  private reconciling = false;
+
   private async periodic(): Promise<void> {
+    // A reconcile slower than the interval (a hung dockerd, a slow etcd) is not run twice at once.
+    if (this.reconciling) return;
+    this.reconciling = true;
     try {
       await this.reconcile();
     } catch (err) {
       this.stats.storeErrors++;
       this.d.logger.warn({ err: (err as Error).message }, 'reconcile failed; will retry');
+    } finally {
+      this.reconciling = false;
     }
   }
 
@@ -402,7 +417,11 @@ export class Agent {
       if (this.stats.synced) corrections += await this.programNetwork(local.clusterId);
     }
     // Namespaces of networks this host no longer has (removed while weft was down).
-    for (const id of await this.d.dataplane.listNetworkIds()) {
+    // The list of networks is read again after the namespaces: one created
+    // while this reconcile ran must not be taken for a leftover.
+    const present = await this.d.dataplane.listNetworkIds();
+    for (const local of this.d.driver.localNetworks()) wanted.add(this.d.driver.spec(local.clusterId, local.record).id);
+    for (const id of present) {
       if (wanted.has(id)) continue;
       const nsPath = path.join(this.d.cfg.runDir, 'netns', NETNS_PREFIX + id);
       if (networkIdFromNetnsName(path.basename(nsPath)) !== id) continue;

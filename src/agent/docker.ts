@@ -66,6 +66,9 @@ export class DockerClient {
         timeout: this.timeoutMs,
       }, (res) => {
         const chunks: Buffer[] = [];
+        // dockerd dying mid-answer ends the response without 'end': settle anyway.
+        res.on('aborted', () => reject(new Error(`${method} ${path}: the Docker engine closed the connection mid-answer`)));
+        res.on('error', reject);
         res.on('data', (c: Buffer) => chunks.push(c));
         res.on('end', () => {
           const text = Buffer.concat(chunks).toString('utf8');
@@ -89,6 +92,10 @@ export class DockerClient {
       });
       req.on('timeout', () => req.destroy(new Error(`${method} ${path}: no answer from the Docker engine within ${this.timeoutMs} ms`)));
       req.on('error', reject);
+      // The socket timeout covers idle sockets only; this bounds the whole exchange.
+      const overall = setTimeout(() => req.destroy(new Error(`${method} ${path}: the Docker engine did not finish answering within ${this.timeoutMs} ms`)), this.timeoutMs);
+      overall.unref();
+      req.on('close', () => clearTimeout(overall));
       if (payload) req.write(payload);
       req.end();
     });

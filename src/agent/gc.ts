@@ -39,7 +39,9 @@ export async function collectGarbage(d: GcDeps): Promise<number> {
       const net = await d.docker.inspectNetwork(local.localId);
       dockerEndpoints = new Set(Object.values(net.Containers ?? {}).map((c) => c.EndpointID ?? ''));
     } catch (err) {
-      if (err instanceof DockerError && err.status === 404) {
+      // Docker lists a network only once CreateNetwork has returned: a young
+      // network missing from its API is being created, not gone.
+      if (err instanceof DockerError && err.status === 404 && Date.now() - local.since > d.graceMs) {
         d.logger.info({ network: local.localId.slice(0, 12) }, 'Docker no longer has this network: releasing what weft kept for it');
         await d.driver.deleteNetwork(local.localId);
         released++;
@@ -52,10 +54,12 @@ export async function collectGarbage(d: GcDeps): Promise<number> {
       const rec = JSON.parse(kv.value) as EndpointRecord;
       if (rec.host !== d.host) continue;
       const id = leaf(kv.key);
-      if (rec.localNetwork === local.localId && !dockerEndpoints.has(id) && old(rec.createdAt, d.graceMs)) {
+      // Whatever local copy it was made on: a copy re-created since has a new local id.
+      if (!dockerEndpoints.has(id) && old(rec.createdAt, d.graceMs)) {
         d.logger.info({ network: local.localId.slice(0, 12), endpoint: id.slice(0, 12), ip: rec.ip }, 'releasing an endpoint Docker no longer has');
         await d.driver.deleteEndpoint(local.localId, id);
-        if (local.record.poolId) await d.ipam.releaseAddress(local.record.poolId, rec.ip);
+        // Its address is not released here: a live container may hold the same
+        // IP by now. The sweep below frees addresses that no live endpoint uses.
         released++;
       } else {
         ips.add(rec.ip);

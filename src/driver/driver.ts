@@ -40,6 +40,8 @@ export interface LocalNetwork {
   localId: string;
   clusterId: string;
   record: NetworkRecord;
+  /** When this process learned of it (ms): Docker lists a network only after CreateNetwork returned. */
+  since: number;
 }
 
 interface LocalEndpoint {
@@ -77,6 +79,7 @@ export class Driver {
       let clusterId: string;
       let record: NetworkRecord;
       let createdRecord = false;
+      let boundPool: string | undefined;
       if (o.clusterId) {
         // This host's copy of a network created elsewhere (made by the agent).
         clusterId = o.clusterId;
@@ -92,6 +95,7 @@ export class Driver {
           const subnet = v4 ? parseSubnet(v4.Pool) : undefined;
           if (ours && subnet) {
             await this.ipam.bindPool(poolKey(subnet), clusterId, (other) => this.describeNetwork(other));
+            boundPool = poolKey(subnet);
           }
           record = {
             ...(subnet ? { subnet: subnet.cidr } : {}),
@@ -104,7 +108,14 @@ export class Driver {
             createdBy: this.opts.host,
             createdAt: new Date().toISOString(),
           };
-          record.vni = await this.createRecordWithVni(clusterId, record);
+          try {
+            record.vni = await this.createRecordWithVni(clusterId, record);
+          } catch (err) {
+            // The record may exist (a timed-out transaction that was applied): remove it with the pool binding.
+            await this.store.txn([], [{ type: 'delete', key: keys.network(clusterId) }]).catch(() => undefined);
+            if (boundPool) await this.ipam.unbindPool(boundPool, clusterId).catch(() => undefined);
+            throw err;
+          }
           createdRecord = true;
           faultPoint('createNetwork:after-record');
         }
@@ -112,7 +123,7 @@ export class Driver {
       const binding: BindingRecord = { localId };
       try {
         await this.store.put(keys.binding(clusterId, this.opts.host), JSON.stringify(binding));
-        const local = { localId, clusterId, record };
+        const local: LocalNetwork = { localId, clusterId, record, since: Date.now() };
         this.networks.set(localId, local);
         await this.ensureKernel(local, true);
         this.opts.logger.info({ network: localId, cluster: clusterId, vni: record.vni, subnet: record.subnet, mtu: record.mtu }, 'network created');
@@ -163,7 +174,10 @@ export class Driver {
       this.networks.delete(localId);
       for (const [id, ep] of this.endpoints) if (ep.clusterId === clusterId) this.endpoints.delete(id);
       const others = await this.liveBindings(clusterId);
-      if (others.length === 0) {
+      // Endpoints of other hosts, alive or not, keep the network (and their
+      // addresses) in the cluster: a host cut off from etcd still runs its
+      // containers. `weft host rm` releases a host that is gone for good.
+      if (others.length === 0 && (await this.otherHostsWithEndpoints(clusterId)).length === 0) {
         await this.deleteClusterNetwork(clusterId, record);
       } else {
         await this.markDeleting(clusterId, localId);
@@ -183,6 +197,11 @@ export class Driver {
     if (!this.opts.cluster || bindings.length === 0) return bindings;
     const alive = new Set((await this.store.list(keys.hosts())).kvs.map((kv) => leaf(kv.key)));
     return bindings.filter((h) => alive.has(h));
+  }
+
+  private async otherHostsWithEndpoints(clusterId: string): Promise<string[]> {
+    const eps = await this.store.list(keys.endpointsOf(clusterId));
+    return [...new Set(eps.kvs.map((e) => (JSON.parse(e.value) as EndpointRecord).host).filter((h) => h !== this.opts.host))].sort();
   }
 
   /** DeleteNetwork of a network whose cluster record is gone: drop this host's binding and kernel state. */
@@ -212,8 +231,7 @@ export class Driver {
     if (!kv) return;
     const rec = JSON.parse(kv.value) as NetworkRecord;
     if (rec.deleting) return;
-    const eps = await this.store.list(keys.endpointsOf(clusterId));
-    const busy = [...new Set(eps.kvs.map((e) => (JSON.parse(e.value) as EndpointRecord).host).filter((h) => h !== this.opts.host))].sort();
+    const busy = await this.otherHostsWithEndpoints(clusterId);
     if (busy.length > 0) {
       const e = errors.networkBusy(rec.name ?? clusterId.slice(0, 12), busy);
       this.opts.logger.warn({ network: localId, cluster: clusterId, hosts: busy, code: e.code },
@@ -261,7 +279,7 @@ export class Driver {
           if (this.networks.has(localId)) continue;
           const net = await this.store.get(keys.network(clusterId));
           if (!net) continue;
-          this.networks.set(localId, { localId, clusterId, record: JSON.parse(net.value) as NetworkRecord });
+          this.networks.set(localId, { localId, clusterId, record: JSON.parse(net.value) as NetworkRecord, since: Date.now() });
         }
       })().finally(() => {
         this.loaded = undefined;

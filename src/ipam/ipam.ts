@@ -256,6 +256,24 @@ export class Ipam {
     });
   }
 
+  /** Undo bindPool (a CreateNetwork that failed after binding). */
+  async unbindPool(poolId: string, clusterId: string): Promise<void> {
+    await this.mutex.run('pools', async () => {
+      for (let attempt = 0; attempt < this.maxRetries; attempt++) {
+        const kv = await this.store.get(keys.pool(poolId));
+        if (!kv) return;
+        const rec = JSON.parse(kv.value) as PoolRecord;
+        if (rec.network !== clusterId) return;
+        const next = { ...rec };
+        delete next.network;
+        const ok = await this.store.txn([{ key: keys.pool(poolId), modRevision: kv.modRevision }],
+          [{ type: 'put', key: keys.pool(poolId), value: JSON.stringify(next) }]);
+        if (ok.succeeded) return;
+      }
+      throw errors.contention(`unbinding pool ${poolId}`);
+    });
+  }
+
   // ---------------------------------------------------------------- addresses
 
   /**
