@@ -245,4 +245,21 @@ describe('multi-host overlay', () => {
     await waitFor(async () => !(await run('ls', [`${wefts[2].runDir}/netns`])).stdout.includes(`weft-${briefId.slice(0, 10)}`),
       { timeoutMs: 10_000, what: "brief's namespace to leave host 3" });
   });
+
+  it('a host that is down but had containers keeps the network and their addresses', { timeout: 180_000 }, async () => {
+    await hosts[0].dockerOk(['network', 'create', '-d', 'weft', '--ipam-driver', 'weft', '--subnet', '10.54.0.0/24', 'kept']);
+    await waitFor(async () => (await hosts[2].docker(['network', 'inspect', 'kept'])).code === 0, { timeoutMs: 15_000, what: 'kept on host 3' });
+    await hosts[2].dockerOk(['run', '-d', '--name', 'k3', '--network', 'kept', 'busybox:local', 'sleep', '3600']);
+    wefts[2].kill('SIGKILL');
+    await hosts[2].killDockerd();
+    await waitFor(async () => !(await etcdKeys('/weft/v1/hosts/')).includes('wmh-h3'), { timeoutMs: 20_000, what: "host 3's lease to expire" });
+    await hosts[0].docker(['network', 'rm', 'kept']);
+    await hosts[1].docker(['network', 'rm', 'kept']);
+    // k3's address stays reserved and the network stays in the cluster (weft brings the copies back)
+    await waitFor(async () => (await hosts[0].docker(['network', 'inspect', 'kept'])).code === 0, { timeoutMs: 20_000, what: 'kept to come back on host 1' });
+    expect(await etcdKeys('/weft/v1/addrs/10.54.0.0_24/')).toMatch(/10\.54\.0\.\d+/);
+    expect(wefts[0].logTail(300)).toMatch(/still has containers on wmh-h3/);
+    await wefts[2].start();
+    await hosts[2].startDockerd();
+  });
 });
