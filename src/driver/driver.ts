@@ -21,7 +21,7 @@ import { BindingRecord, EndpointRecord, keys, leaf, NetworkRecord } from '../sto
 import { Store } from '../store/store';
 import { faultPoint } from '../util/fault';
 import { KeyedMutex } from '../util/mutex';
-import { isValidUnicastMac, macFromIp, normalizeMac, parseNetworkOptions } from './options';
+import { CLUSTER_NETWORK_OPTION, isValidUnicastMac, macFromIp, normalizeMac, parseNetworkOptions } from './options';
 
 export interface DriverOptions {
   host: string;
@@ -86,6 +86,14 @@ export class Driver {
         const kv = await this.store.get(keys.network(clusterId));
         if (!kv) throw errors.unknownClusterNetwork(clusterId);
         record = JSON.parse(kv.value) as NetworkRecord;
+        // The option is weft's own; typed by hand it must still describe that network, once per host.
+        if (record.subnet && v4 && parseSubnet(v4.Pool).cidr !== record.subnet) {
+          throw errors.badOption(CLUSTER_NETWORK_OPTION, clusterId, `that cluster network's subnet is ${record.subnet}, not ${v4.Pool}`);
+        }
+        const mine = await this.store.get(keys.binding(clusterId, this.opts.host));
+        if (mine && (JSON.parse(mine.value) as BindingRecord).localId !== localId) {
+          throw errors.badOption(CLUSTER_NETWORK_OPTION, clusterId, 'this host already has that cluster network; use it instead of creating another copy');
+        }
       } else {
         clusterId = localId;
         const existing = await this.store.get(keys.network(clusterId));

@@ -199,6 +199,15 @@ describe('a container\'s life', () => {
     expect((await call('IpamDriver.RequestAddress', { PoolID: pool, Options: { RequestAddressType: 'com.docker.network.gateway' } })).body.Address).toBe('10.40.0.1/24');
   });
 
+  it('checks a hand-typed -o weft.network: the subnet must match and one copy per host', async () => {
+    await createNetwork();
+    const other = 'd'.repeat(64);
+    const wrong = await call('NetworkDriver.CreateNetwork', { NetworkID: other, Options: { 'com.docker.network.generic': { 'weft.network': NET } }, IPv4Data: [{ AddressSpace: 'weft', Pool: '10.41.0.0/24' }] });
+    expect(wrong.body.Err).toMatch(/subnet is 10\.40\.0\.0\/24, not 10\.41\.0\.0\/24/);
+    const twice = await call('NetworkDriver.CreateNetwork', { NetworkID: other, Options: { 'com.docker.network.generic': { 'weft.network': NET } }, IPv4Data: [{ AddressSpace: 'weft', Pool: '10.40.0.0/24' }] });
+    expect(twice.body.Err).toMatch(/already has that cluster network/);
+  });
+
   it('rolls back CreateNetwork when the kernel refuses', async () => {
     dp.failEnsure = true;
     const { res } = await createNetwork();
