@@ -287,6 +287,8 @@ export class Driver {
           if (this.networks.has(localId)) continue;
           const net = await this.store.get(keys.network(clusterId));
           if (!net) continue;
+          // A DeleteNetwork may have finished while this load awaited: do not bring it back.
+          if (this.networks.has(localId) || !(await this.store.get(kv.key))) continue;
           this.networks.set(localId, { localId, clusterId, record: JSON.parse(net.value) as NetworkRecord, since: Date.now() });
         }
       })().finally(() => {
