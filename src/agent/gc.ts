@@ -67,13 +67,20 @@ export async function collectGarbage(d: GcDeps): Promise<number> {
     }
     if (local.record.poolId) livePools.set(local.record.poolId, ips);
   }
-  // Pools this host created that no network took: dockerd died between
-  // RequestPool and CreateNetwork, or its ReleasePool found weft down.
+  // Pools this host created that no network took (dockerd died between
+  // RequestPool and CreateNetwork, or its ReleasePool found weft down), or
+  // whose network's removal stopped half-way.
   for (const kv of (await d.store.list(keys.pools())).kvs) {
     const pool = JSON.parse(kv.value) as PoolRecord;
-    if (pool.network || pool.createdBy !== d.host || !old(pool.createdAt, d.graceMs)) continue;
+    if (pool.createdBy !== d.host || !old(pool.createdAt, d.graceMs)) continue;
     const poolId = leaf(kv.key);
-    await d.ipam.releasePool(poolId);
+    if (pool.network) {
+      // Bound to a network whose record is gone: its deletion stopped half-way.
+      if (await d.store.get(keys.network(pool.network))) continue;
+      await d.ipam.deletePool(poolId);
+    } else {
+      await d.ipam.releasePool(poolId);
+    }
     if (!(await d.store.get(kv.key))) {
       d.logger.info({ pool: pool.subnet }, 'released a pool that no network took');
       released++;

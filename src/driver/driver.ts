@@ -104,6 +104,7 @@ export class Driver {
           if (ours && subnet) {
             await this.ipam.bindPool(poolKey(subnet), clusterId, (other) => this.describeNetwork(other));
             boundPool = poolKey(subnet);
+            faultPoint('createNetwork:after-bind');
           }
           record = {
             ...(subnet ? { subnet: subnet.cidr } : {}),

@@ -94,18 +94,20 @@ describe('crash consistency', () => {
     });
   }
 
-  it('weft killed at requestPool:after-store while a network is created: the pool is released, the name reusable', { timeout: 120_000 }, async () => {
-    await armFault('requestPool:after-store');
-    const creating = host.docker(['network', 'create', '-d', 'weft', '--ipam-driver', 'weft', '--subnet', '10.44.0.0/24', 'late'], { timeoutMs: 90_000 });
-    expect(await weft.waitExit(30_000)).toBe(true);
-    await restartClean();
-    const created = await creating;
-    if (created.code === 0) await host.dockerOk(['network', 'rm', 'late']);
-    await waitFor(async () => !(await readStoreCopy(weft.stateDir, '/weft/v1/pools/')).some((kv) => kv.key.endsWith('10.44.0.0_24')),
-      { timeoutMs: 20_000, what: 'the pool of the failed create to be released' });
-    await host.dockerOk(['network', 'create', '-d', 'weft', '--ipam-driver', 'weft', '--subnet', '10.44.0.0/24', 'late']);
-    await host.dockerOk(['network', 'rm', 'late']);
-  });
+  for (const point of ['requestPool:after-store', 'createNetwork:after-bind']) {
+    it(`weft killed at ${point} while a network is created: the pool is released, the subnet reusable`, { timeout: 120_000 }, async () => {
+      await armFault(point);
+      const creating = host.docker(['network', 'create', '-d', 'weft', '--ipam-driver', 'weft', '--subnet', '10.44.0.0/24', 'late'], { timeoutMs: 90_000 });
+      expect(await weft.waitExit(30_000)).toBe(true);
+      await restartClean();
+      const created = await creating;
+      if (created.code === 0) await host.dockerOk(['network', 'rm', 'late']);
+      await waitFor(async () => !(await readStoreCopy(weft.stateDir, '/weft/v1/pools/')).some((kv) => kv.key.endsWith('10.44.0.0_24')),
+        { timeoutMs: 20_000, what: 'the pool of the failed create to be released' });
+      await host.dockerOk(['network', 'create', '-d', 'weft', '--ipam-driver', 'weft', '--subnet', '10.44.0.0/24', 'late']);
+      await host.dockerOk(['network', 'rm', 'late']);
+    });
+  }
 
   it('the keeper container kept its network throughout', async () => {
     await host.dockerOk(['run', '--rm', '--network', 'app', 'busybox:local', 'ping', '-c', '1', '-W', '3', keeperIp]);
