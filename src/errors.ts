@@ -35,8 +35,6 @@ export const errors = {
     bad('WEFT_BAD_ADDRESS', `invalid IPv4 address "${value}"`),
   ipv6Unsupported: () =>
     bad('WEFT_IPV6_UNSUPPORTED', 'weft does not support IPv6 networks yet: create the network without --ipv6'),
-  unknownAddressSpace: (space: string, known: string[]) =>
-    bad('WEFT_BAD_ADDRESS_SPACE', `unknown address space "${space}" (weft serves ${known.join(', ')})`),
   subnetOverlaps: (subnet: string, other: string, network: string) =>
     conflict('WEFT_SUBNET_OVERLAP',
       `subnet ${subnet} overlaps ${other}, which weft already uses for network ${network}: choose a --subnet that overlaps no existing weft network (see "docker network inspect ${network}")`),
@@ -81,8 +79,6 @@ export const errors = {
     bad('WEFT_UNKNOWN_CLUSTER_NETWORK', `cluster network ${clusterId} does not exist (it was removed): do not pass -o weft.network by hand`),
   unknownEndpoint: (endpointId: string) =>
     bad('WEFT_UNKNOWN_ENDPOINT', `endpoint ${endpointId} is not known to weft on this host`),
-  macInUse: (mac: string) =>
-    conflict('WEFT_MAC_IN_USE', `MAC address ${mac} is already used on this network: pick another --mac-address`),
   networkBusy: (network: string, hosts: string[]) =>
     conflict('WEFT_NETWORK_BUSY',
       `network ${network} still has containers on ${hosts.join(', ')}: stop or disconnect them there first`),

@@ -161,10 +161,9 @@ export class Driver {
           { type: 'put', key: keys.network(clusterId), value }],
       );
       if (r.succeeded) return vni;
-      if (await this.store.get(keys.network(clusterId))) {
-        const rec = JSON.parse((await this.store.get(keys.network(clusterId)))!.value) as NetworkRecord;
-        return rec.vni;
-      }
+      // The record exists: an earlier attempt (a retried transaction) made it.
+      const existing = await this.store.get(keys.network(clusterId));
+      if (existing) return (JSON.parse(existing.value) as NetworkRecord).vni;
     }
     throw errors.contention('choosing a VNI');
   }
@@ -415,11 +414,5 @@ export class Driver {
     if (!ep) return {};
     const n = endpointNames(endpointId);
     return { ip: ep.record.ip, mac: ep.record.mac, host: ep.record.host, hostInterface: n.hostIf, vni: local.record.vni };
-  }
-
-  /** Endpoints of this host, per cluster network, from the store (for the reconcile). */
-  async localEndpointIds(clusterId: string): Promise<string[]> {
-    const list = await this.store.list(keys.endpointsOf(clusterId));
-    return list.kvs.filter((kv) => (JSON.parse(kv.value) as EndpointRecord).host === this.opts.host).map((kv) => leaf(kv.key));
   }
 }
