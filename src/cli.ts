@@ -5,7 +5,7 @@
 import { ConfigError, helpText, loadConfig } from './config';
 import { opsCommand, OpsError, runOps } from './ops';
 import { serve } from './serve';
-import { VERSION } from './version';
+import { RUNTIME, VERSION } from './version';
 
 async function main(argv: string[]): Promise<number> {
   const [cmd, ...rest] = argv;
@@ -14,7 +14,7 @@ async function main(argv: string[]): Promise<number> {
     return cmd === undefined ? 2 : 0;
   }
   if (cmd === 'version' || cmd === '--version') {
-    process.stdout.write(`weft ${VERSION}\n`);
+    process.stdout.write(`weft ${VERSION} (${RUNTIME})\n`);
     return 0;
   }
   if (cmd === 'serve') {

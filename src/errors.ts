@@ -34,7 +34,9 @@ export const errors = {
   badAddress: (value: string) =>
     bad('WEFT_BAD_ADDRESS', `invalid IPv4 address "${value}"`),
   ipv6Unsupported: () =>
-    bad('WEFT_IPV6_UNSUPPORTED', 'weft does not support IPv6 networks yet: create the network without --ipv6'),
+    bad('WEFT_IPV6_UNSUPPORTED', 'weft does not support IPv6 networks yet: create the network without --ipv6 (and without --ipv4=false: weft networks are IPv4 only)'),
+  ipv6OnlyUnsupported: () =>
+    bad('WEFT_IPV6_ONLY_UNSUPPORTED', 'weft does not support IPv6-only networks (--ipv4=false) yet: weft networks are IPv4 only; create the network without --ipv4=false and without --ipv6'),
   subnetOverlaps: (subnet: string, other: string, network: string) =>
     conflict('WEFT_SUBNET_OVERLAP',
       `subnet ${subnet} overlaps ${other}, which weft already uses for network ${network}: choose a --subnet that overlaps no existing weft network (see "docker network inspect ${network}")`),

@@ -20,11 +20,13 @@ import { createLogger } from './log';
 import { startDns } from './dns';
 import { createOps } from './ops/serve-hooks';
 import { openStore } from './store';
-import { VERSION } from './version';
+import { RUNTIME, runtimeWarning, VERSION } from './version';
 
 export async function serve(cfg: Config): Promise<void> {
   const log = createLogger(cfg.logLevel);
-  log.info({ version: VERSION, config: redacted(cfg) }, 'weft starting');
+  log.info({ version: VERSION, runtime: RUNTIME, config: redacted(cfg) }, 'weft starting');
+  const oldRuntime = runtimeWarning();
+  if (oldRuntime) log.warn(oldRuntime);
 
   fs.mkdirSync(cfg.stateDir, { recursive: true, mode: 0o700 });
   fs.mkdirSync(cfg.runDir, { recursive: true, mode: 0o700 });

@@ -16,3 +16,37 @@ trap 'if [ "$own_policy" = 1 ]; then rm -f "$policy"; fi' EXIT
 apt-get update -qq </dev/null
 apt-get install -y -qq \
   docker.io etcd-server etcd-client iproute2 iputils-ping busybox-static iperf3 curl openssl util-linux </dev/null >/dev/null
+
+# ---- Docker Engine 28.5 (today's platform) from Debian forky, in a root
+# filesystem of its own: forky's packages need a newer libc than Debian 12's,
+# so the lab starts that dockerd with pivot_root into this tree
+# (test/lab/host.ts). Built once with debootstrap (about 600 MB, 1 to 4
+# minutes) and cached: a rerun finds it complete and skips it.
+FORKY_ROOTFS="${WEFT_FORKY_ROOTFS:-/var/tmp/weft-forky}"
+FORKY_PACKAGES="docker.io,docker-cli,docker-compose,iproute2,iptables,ca-certificates,procps,kmod"
+stamp="$FORKY_ROOTFS/.weft-rootfs"
+if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$FORKY_PACKAGES" ] && [ -x "$FORKY_ROOTFS/usr/sbin/dockerd" ]; then
+  echo "prereqs: forky root filesystem already at $FORKY_ROOTFS ($("$FORKY_ROOTFS/usr/bin/docker" --version))"
+else
+  apt-get install -y -qq debootstrap </dev/null >/dev/null
+  # the Debian mirror apt already uses (deb822 sources first, then the one-line format)
+  mirror=$(sed -n 's/^URIs:[[:space:]]*\([^[:space:]]*\).*/\1/p' /etc/apt/sources.list.d/*.sources 2>/dev/null | grep -v security | head -n1 || true)
+  [ -n "$mirror" ] || mirror=$(awk '$1=="deb" && $2 !~ /security/ {print $2; exit}' /etc/apt/sources.list 2>/dev/null || true)
+  [ -n "$mirror" ] || { echo "prereqs: no Debian mirror found in /etc/apt/sources.list*" >&2; exit 1; }
+  # bookworm's debootstrap has no script for forky; sid's fits
+  script=/usr/share/debootstrap/scripts/sid
+  tmp="$FORKY_ROOTFS.partial"
+  rm -rf "$tmp"
+  echo "prereqs: building the forky root filesystem (Docker 28.5) in $FORKY_ROOTFS from $mirror"
+  if ! debootstrap --variant=minbase --include="$FORKY_PACKAGES" forky "$tmp" "$mirror" "$script" >/tmp/weft-debootstrap.log 2>&1; then
+    tail -n 30 /tmp/weft-debootstrap.log >&2
+    echo "prereqs: debootstrap of forky failed (full log: /tmp/weft-debootstrap.log)" >&2
+    exit 1
+  fi
+  # no services of their own inside (dockerd is started by the lab)
+  rm -f "$tmp/etc/docker/daemon.json"
+  echo "$FORKY_PACKAGES" >"$tmp/.weft-rootfs"
+  rm -rf "$FORKY_ROOTFS"
+  mv "$tmp" "$FORKY_ROOTFS"
+  echo "prereqs: $("$FORKY_ROOTFS/usr/bin/docker" --version), $("$FORKY_ROOTFS/usr/libexec/docker/cli-plugins/docker-compose" version)"
+fi

@@ -347,6 +347,10 @@ export class Agent {
     const rec = JSON.parse(kv.value) as NetworkRecord;
     if (rec.name) return;
     const next: NetworkRecord = { ...rec, name: net.Name };
+    // Compose (and anyone who filters on them) looks for the original's labels on every host.
+    if (net.Labels && Object.keys(net.Labels).length > 0) next.labels = { ...net.Labels };
+    if (net.Attachable) next.attachable = true;
+    if (net.IPAM?.Options && Object.keys(net.IPAM.Options).length > 0) next.ipamOptions = { ...net.IPAM.Options };
     const cfg = net.IPAM?.Config?.[0];
     if (cfg?.Gateway && !next.gateway) next.gateway = cfg.Gateway;
     if (cfg?.IPRange) next.ipRange = cfg.IPRange;
@@ -360,8 +364,10 @@ export class Agent {
     try {
       const res = await this.docker.createNetwork({
         Name: rec.name, Driver: name, Internal: rec.internal,
+        ...(rec.attachable ? { Attachable: true } : {}),
+        ...(rec.labels ? { Labels: rec.labels } : {}),
         Options: { ...rec.options, [CLUSTER_NETWORK_OPTION]: cid },
-        IPAM: { Driver: name, Config: [{ Subnet: rec.subnet, ...(rec.gateway ? { Gateway: rec.gateway } : {}), ...(rec.ipRange ? { IPRange: rec.ipRange } : {}) }] },
+        IPAM: { Driver: name, ...(rec.ipamOptions ? { Options: rec.ipamOptions } : {}), Config: [{ Subnet: rec.subnet, ...(rec.gateway ? { Gateway: rec.gateway } : {}), ...(rec.ipRange ? { IPRange: rec.ipRange } : {}) }] },
       });
       this.d.logger.info({ network: rec.name, cluster: cid.slice(0, 12), localId: res.Id.slice(0, 12) }, 'network created on this host (made elsewhere)');
     } catch (err) {

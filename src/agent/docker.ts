@@ -10,7 +10,10 @@ export interface DockerNetwork {
   Name: string;
   Driver: string;
   Options?: Record<string, string>;
-  IPAM?: { Driver: string; Config?: { Subnet?: string; Gateway?: string; IPRange?: string }[] };
+  Labels?: Record<string, string> | null;
+  Attachable?: boolean;
+  Internal?: boolean;
+  IPAM?: { Driver: string; Options?: Record<string, string> | null; Config?: { Subnet?: string; Gateway?: string; IPRange?: string }[] };
   /** Containers attached on this host, with their endpoint ids. */
   Containers?: Record<string, { Name?: string; EndpointID?: string; MacAddress?: string; IPv4Address?: string }>;
 }
@@ -111,7 +114,8 @@ export class DockerClient {
 
   createNetwork(spec: {
     Name: string; Driver: string; Options: Record<string, string>; Internal?: boolean;
-    IPAM: { Driver: string; Config: { Subnet: string; Gateway?: string; IPRange?: string }[] };
+    Attachable?: boolean; Labels?: Record<string, string>;
+    IPAM: { Driver: string; Options?: Record<string, string>; Config: { Subnet: string; Gateway?: string; IPRange?: string }[] };
   }): Promise<{ Id: string }> {
     return this.request<{ Id: string }>('POST', '/networks/create', { ...spec, CheckDuplicate: true });
   }

@@ -24,11 +24,12 @@ const ipamData = {
 export const schemas = {
   CreateNetwork: {
     type: 'object',
-    required: ['NetworkID', 'IPv4Data'],
+    required: ['NetworkID'],
     properties: {
       NetworkID: id,
       Options: options,
-      IPv4Data: { type: 'array', minItems: 1, maxItems: 16, items: ipamData },
+      // Empty or absent only for an IPv6-only network (Docker 28, --ipv4=false), which the driver refuses by name.
+      IPv4Data: { type: ['array', 'null'], maxItems: 16, items: ipamData },
       IPv6Data: { type: ['array', 'null'], maxItems: 16, items: ipamData },
     },
   },

@@ -71,6 +71,8 @@ export interface ReleaseAddressRequest { PoolID: string; Address: string }
 export const Label = {
   generic: 'com.docker.network.generic',
   enableIPv6: 'com.docker.network.enable_ipv6',
+  /** Docker 28 and later: false for an IPv6-only network (`--ipv4=false`). */
+  enableIPv4: 'com.docker.network.enable_ipv4',
   internal: 'com.docker.network.internal',
   driverMtu: 'com.docker.network.driver.mtu',
   requestAddressType: 'RequestAddressType',

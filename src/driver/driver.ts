@@ -70,8 +70,10 @@ export class Driver {
 
   async createNetwork(localId: string, options: Options | null | undefined, ipv4: { AddressSpace?: string; Pool: string; Gateway?: string }[] | null | undefined, ipv6: unknown[] | null | undefined): Promise<void> {
     const o = parseNetworkOptions(options);
+    if (!o.ipv4) throw errors.ipv6OnlyUnsupported();
     if (o.ipv6 || (ipv6 && ipv6.length > 0)) throw errors.ipv6Unsupported();
     const v4 = ipv4?.[0];
+    if (!v4) throw errors.badRequest('NetworkDriver.CreateNetwork', 'no IPv4 pool (IPv4Data is empty)');
     const ours = v4?.AddressSpace === ADDRESS_SPACE;
     if (this.opts.cluster && !ours) throw errors.foreignIpam(this.opts.driverName);
 

@@ -14,6 +14,8 @@ export interface NetworkOptions {
   clusterId?: string;
   internal: boolean;
   ipv6: boolean;
+  /** false only when Docker (28 and later) asks for an IPv6-only network (`--ipv4=false`) */
+  ipv4: boolean;
   /** The user's -o options, kept to recreate the network on other hosts. */
   generic: Record<string, string>;
 }
@@ -33,6 +35,8 @@ export function parseNetworkOptions(options: Options | null | undefined): Networ
   const out: NetworkOptions = {
     internal: options?.[Label.internal] === true || options?.[Label.internal] === 'true',
     ipv6: options?.[Label.enableIPv6] === true || options?.[Label.enableIPv6] === 'true',
+    // Absent before Docker 28: IPv4 is on.
+    ipv4: !(options?.[Label.enableIPv4] === false || options?.[Label.enableIPv4] === 'false'),
     generic: {},
   };
   for (const [k, v] of Object.entries(generic)) {

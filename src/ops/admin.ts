@@ -14,7 +14,7 @@ import type { DataPlaneApi, PeerState } from '../dataplane/types';
 import type { Driver } from '../driver/driver';
 import { EndpointRecord, keys, leaf, ROOT } from '../store/keys';
 import type { Store } from '../store/store';
-import { VERSION } from '../version';
+import { RUNTIME, VERSION } from '../version';
 import type { LocalEndpointReport, NetworkReport, PeerEntry, PeerReport, StatusReport } from './types';
 
 export const STATUS_PATH = '/weft/v1/status';
@@ -160,6 +160,7 @@ export async function collectStatus(deps: AdminDeps): Promise<StatusReport> {
   return {
     host: cfg.hostName,
     version: VERSION,
+    runtime: RUNTIME,
     pid: process.pid,
     startedAt: deps.startedAt.toISOString(),
     cluster,

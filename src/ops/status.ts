@@ -16,7 +16,7 @@ function entry(e: PeerEntry): string {
 export function renderStatus(s: StatusReport, now = Date.now()): string {
   const lines: string[] = [];
   const kv = (k: string, v: string) => lines.push(`${k.padEnd(11)}${v}`);
-  kv('host', `${s.host}${s.advertiseAddr ? ` (${s.advertiseAddr})` : ''}: weft ${s.version}, pid ${s.pid}, up ${duration(now - Date.parse(s.startedAt))}`);
+  kv('host', `${s.host}${s.advertiseAddr ? ` (${s.advertiseAddr})` : ''}: weft ${s.version}${s.runtime ? ` on ${s.runtime}` : ''}, pid ${s.pid}, up ${duration(now - Date.parse(s.startedAt))}`);
   kv('store', s.store.reachable
     ? `${s.store.description}: reachable, answered in ${s.store.latencyMs} ms`
     : `${s.store.description}: UNREACHABLE: ${s.store.error ?? 'no answer'}`);

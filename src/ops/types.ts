@@ -49,6 +49,8 @@ export interface NetworkReport {
 export interface StatusReport {
   host: string;
   version: string;
+  /** the Node.js runtime, e.g. "node 24.22.3" (absent from weft before 0.2) */
+  runtime?: string;
   pid: number;
   startedAt: string;
   /** true with etcd (VXLAN between hosts), false with the embedded store. */

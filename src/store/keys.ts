@@ -77,6 +77,15 @@ export interface NetworkRecord {
   /** The -o options the network was created with, replayed when it is created on other hosts. */
   options: Record<string, string>;
   internal: boolean;
+  /**
+   * What else `docker network inspect` shows of the original and Docker lets a
+   * plugin's network carry, learned with its name and given to every copy (so
+   * that `docker compose` on another host finds its own labels). Absent in
+   * records written before weft 0.2.
+   */
+  labels?: Record<string, string>;
+  attachable?: boolean;
+  ipamOptions?: Record<string, string>;
   createdBy: string;
   createdAt: string;
   /** Set when the network was removed on some host: every host removes its copy, the last one deletes the record. */

@@ -257,6 +257,9 @@ describe('weft as a managed plugin', () => {
       expect(cfg.Linux.Capabilities.sort()).toEqual(['CAP_NET_ADMIN', 'CAP_SYS_ADMIN']);
       expect(cfg.Network.Type).toBe('host');
     }
+    // the rootfs bundles the pinned Node.js 24 LTS, whatever node this machine has
+    const v = await run(path.join(BUILD_DIR, 'rootfs', 'usr', 'local', 'bin', 'node'), ['--version']);
+    expect(v.stdout.trim()).toMatch(/^v24\./);
     done.add('install');
   }, 600_000);
 
@@ -384,6 +387,35 @@ describe('weft as a managed plugin', () => {
       { timeoutMs: 30_000, what: `network app2 to leave ${h2.name}` });
     done.add('restart');
   }, 600_000);
+
+  it('live-restore: dockerd stops and starts again while the container and the plugin keep running', async (ctx) => {
+    needs(ctx, 'two-host');
+    const [h1, h2] = [hosts[0]!, hosts[1]!];
+    const daemonJson = path.join(h1.dir, 'etc-docker', 'daemon.json');
+    const cfg = JSON.parse(fs.readFileSync(daemonJson, 'utf8')) as Record<string, unknown>;
+    fs.writeFileSync(daemonJson, JSON.stringify({ ...cfg, 'live-restore': true }, null, 2) + '\n');
+    // live-restore is one of the settings dockerd reloads on SIGHUP
+    process.kill(h1.dockerdPid()!, 'SIGHUP');
+    await waitFor(async () => (await out(h1, ['info', '--format', '{{.LiveRestoreEnabled}}'])) === 'true',
+      { timeoutMs: 15_000, what: `live-restore on ${h1.name}` });
+    const pid = await out(h1, ['inspect', '-f', '{{.State.Pid}}', 'x1']);
+    const ip2 = await containerIp(h2, 'x4', 'app');
+    await h1.stopDockerd();
+    // no dockerd on host 1: its container and the plugin (weft) keep running, and so does the traffic
+    expect(fs.existsSync(`/proc/${pid}`)).toBe(true);
+    // (docker exec needs dockerd: enter the container's network namespace instead)
+    const r = await run('nsenter', ['-t', pid, '-n', 'ping', '-c', '3', '-W', '2', ip2]);
+    expect(r.code, `ping from x1 while dockerd is down: ${r.stdout}${r.stderr}`).toBe(0);
+    await h1.startDockerd();
+    expect(await out(h1, ['inspect', '-f', '{{.State.Pid}}', 'x1'])).toBe(pid);
+    await waitFor(() => pluginEnabled(h1), { timeoutMs: 60_000, what: `the plugin on ${h1.name}` });
+    await ping(h1, 'x1', ip2);
+    await h1.dockerOk(['run', '-d', '--name', 'x5', '--network', 'app', IMG, 'sleep', '3600']);
+    await reach(h1, 'x5', ip2, 60_000);
+    await reach(h2, 'x4', await containerIp(h1, 'x5', 'app'), 60_000);
+    await h1.docker(['rm', '-f', 'x5']);
+    done.add('live-restore');
+  }, 300_000);
 
   it('network rm on both hosts leaves nothing, and the plugin disables and removes cleanly', async (ctx) => {
     needs(ctx, 'two-host');

@@ -195,6 +195,9 @@ describe('operator commands on a three-host cluster', () => {
       const text = await weft(i, ['status']);
       expect(text.code).toBe(0);
       expect(text.stdout).toContain('peers      in sync with the store on 1 network');
+      // the runtime npm ci pins (npm test runs weft on it)
+      expect(s.runtime).toMatch(/^node 24\./);
+      expect(text.stdout).toMatch(/^host\s+\S+ \(\S+\): weft \S+ on node 24\.\d+\.\d+, pid/m);
       expect(text.stdout).toMatch(/^lease\s+alive/m);
       expect(text.stdout).toMatch(new RegExp(`^app\\s+${app.clusterId.slice(0, 12)}\\s+${app.vni}\\s+10\\.80\\.0\\.0/24\\s`, 'm'));
     }

@@ -33,15 +33,17 @@ import {
   type RunResult,
 } from './proc';
 import type { Underlay } from './underlay';
+import { labEngine, engineByName, type Engine, type EngineName } from './engine';
 
 export { createUnderlay, type Underlay, type UnderlayPort, type AddHostOptions } from './underlay';
 export { cleanupLabLeftovers, cleanupLabLeftoversSync, LAB_ROOT } from './cleanup';
 export { startWeft, pluginCall, type WeftProcess, type StartWeftOptions, type PluginReply } from './weft';
 export { ensureBusyboxImage, BUSYBOX_IMAGE } from './image';
 export { run, runOk, waitFor, sleep, type RunResult, type RunOptions } from './proc';
+export { labEngine, isEngine28, LAB_ENGINE_NAME, FORKY_ROOTFS, type Engine, type EngineName } from './engine';
 
-/** Debian's 20.10 CLI (the one first in PATH is a newer one). */
-export const DOCKER_CLI = '/usr/bin/docker';
+/** The docker CLI that suits the lab's engine (Debian's 20.10 CLI, or forky's 28.5 one). */
+export const DOCKER_CLI = labEngine().cli;
 
 export interface StartHostOptions {
   /** network namespace name; must start with the caller's lab prefix, e.g. 'wlab-h1' */
@@ -67,6 +69,8 @@ export interface StartHostOptions {
   sharedExecRoot?: boolean;
   /** bound for dockerd to answer `docker info`; default 60 s */
   startTimeoutMs?: number;
+  /** Docker engine to run; default the lab's (WEFT_TEST_ENGINE, else 20.10) */
+  engine?: EngineName;
 }
 
 export interface DockerOptions {
@@ -78,6 +82,8 @@ export interface DockerOptions {
 
 export interface LabHost {
   name: string;
+  /** the Docker engine this host runs, and the CLI that suits it */
+  engine: Engine;
   /** /run/netns/NAME */
   netns: string;
   /** per-host directory, LAB_ROOT/NAME */
@@ -154,15 +160,16 @@ function cgroupMountScript(): string {
   return lines.join('\n');
 }
 
-function dockerdScript(name: string, dir: string, sharedExecRoot = false): string {
+function dockerdScript(name: string, dir: string, engine: Engine, sharedExecRoot = false): string {
   const shared = sharedExecRoot
     ? `# the exec-root as its own shared mount, like /var/run/docker under systemd's shared /run
 mount --rbind ${dir}/exec ${dir}/exec
 mount --make-rshared ${dir}/exec
 `
     : '';
-  return `#!/bin/sh
+  const head = `#!/bin/sh
 # Written by test/lab/host.ts: runs inside 'ip netns exec ${name} unshare -m -u --propagation private'.
+# Engine: Docker ${engine.name}${engine.rootfs ? ` from ${engine.rootfs}` : ''}.
 set -e
 # ip netns exec mounted a fresh /sys, which hides the cgroup hierarchies runc needs
 ${cgroupMountScript()}
@@ -172,14 +179,43 @@ ${cgroupMountScript()}
 for m in $(awk '{for(i=7;i<=NF;i++) if($i=="-"){ if($(i+1)=="nsfs") print $5; break }}' /proc/self/mountinfo | sort -r); do
   umount -l "$m" 2>/dev/null || true
 done
-mkdir -p /run/docker /run/containerd /etc/docker
+`;
+  const dockerd = `hostname ${name}
+exec dockerd --data-root ${dir}/data --exec-root ${dir}/exec --pidfile ${dir}/docker.pid -H unix://${dir}/docker.sock "$@"
+`;
+  if (!engine.rootfs) {
+    return `${head}mkdir -p /run/docker /run/containerd /etc/docker
 mount --bind ${dir}/run-docker /run/docker
 mount --bind ${dir}/etc-docker /etc/docker
 # dockerd starts its own containerd when /run/containerd/containerd.sock is absent
 mount -t tmpfs -o mode=711 tmpfs /run/containerd
-${shared}hostname ${name}
-exec dockerd --data-root ${dir}/data --exec-root ${dir}/exec --pidfile ${dir}/docker.pid -H unix://${dir}/docker.sock "$@"
-`;
+${shared}${dockerd}`;
+  }
+  // A newer engine from its own root filesystem: bind it onto itself (pivot_root
+  // needs a mount point), give it this host's /proc, /sys (with the cgroups
+  // above), /dev, a private /run and /tmp, the per-host directories, then
+  // pivot_root into it. A chroot is not enough (dockerd's remount of / fails,
+  // and runc mounts resolv.conf in the wrong place).
+  const r = engine.rootfs;
+  return `${head}R=${r}
+mount --bind "$R" "$R"
+mount --rbind /proc "$R/proc"
+mount --rbind /sys "$R/sys"
+mount --rbind /dev "$R/dev"
+mount -t tmpfs -o mode=755 tmpfs "$R/run"
+mount -t tmpfs -o mode=1777 tmpfs "$R/tmp"
+mkdir -p "$R/run/docker" "$R/run/containerd" "$R/run/netns" "$R${dir}" "$R/.oldroot"
+mount --bind ${dir}/run-docker "$R/run/docker"
+mount --bind ${dir}/etc-docker "$R/etc/docker"
+# dockerd starts its own containerd when /run/containerd/containerd.sock is absent
+mount -t tmpfs -o mode=711 tmpfs "$R/run/containerd"
+mount --bind ${dir} "$R${dir}"
+cd "$R"
+pivot_root . .oldroot
+cd /
+umount -l /.oldroot
+export PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
+${shared}${dockerd}`;
 }
 
 function waitChildExit(child: ChildProcess, timeoutMs: number): Promise<boolean> {
@@ -204,6 +240,7 @@ export async function startHost(opts: StartHostOptions): Promise<LabHost> {
   if (opts.address && !opts.underlay) throw new Error(`lab: host ${name}: an address needs an underlay`);
   const dir = hostDirOf(name);
   const wantDockerd = opts.dockerd ?? true;
+  const engine = opts.engine ? engineByName(opts.engine) : labEngine();
 
   // leftovers of a crashed run with this very name
   sweepHostSync(name);
@@ -220,6 +257,11 @@ export async function startHost(opts: StartHostOptions): Promise<LabHost> {
   let child: ChildProcess | undefined;
   let logStart = 0;
   const logTail = (n: number): string => readTail(dockerdLog, logStart, n);
+  // Newer dockerds print their usage after a bad flag: keep the first lines (the error) and the last.
+  const startupReport = (): string => {
+    const all = readTail(dockerdLog, logStart, 400).split('\n');
+    return all.length <= 40 ? all.join('\n') : [...all.slice(0, 5), '[...]', ...all.slice(-30)].join('\n');
+  };
   const destroyHooks: Array<() => Promise<void> | void> = [];
   let destroying: Promise<void> | undefined;
   const unregisterEmergency = onEmergency(() => {
@@ -229,7 +271,7 @@ export async function startHost(opts: StartHostOptions): Promise<LabHost> {
   const dockerdRunning = (): boolean => child !== undefined && child.exitCode === null && child.signalCode === null;
 
   const docker = (args: string[], o: DockerOptions = {}): Promise<RunResult> =>
-    run(DOCKER_CLI, args, { timeoutMs: o.timeoutMs ?? 60_000, input: o.input, env: { ...cliEnv, ...(o.env ?? {}) } });
+    run(engine.cli, args, { timeoutMs: o.timeoutMs ?? 60_000, input: o.input, env: { ...cliEnv, ...(o.env ?? {}) } });
 
   const startDockerd = async (): Promise<void> => {
     if (dockerdRunning()) return;
@@ -259,7 +301,7 @@ export async function startHost(opts: StartHostOptions): Promise<LabHost> {
     for (let i = 0; i < 10_000; i++) {
       if (!dockerdRunning()) {
         throw new Error(
-          `lab: dockerd of ${name} exited during start-up (code ${c.exitCode}, signal ${c.signalCode}); log ${dockerdLog}:\n${logTail(30)}${spawnError}`,
+          `lab: dockerd of ${name} exited during start-up (code ${c.exitCode}, signal ${c.signalCode}); log ${dockerdLog}:\n${startupReport()}${spawnError}`,
         );
       }
       if (fs.existsSync(dockerSock)) {
@@ -302,6 +344,7 @@ export async function startHost(opts: StartHostOptions): Promise<LabHost> {
 
   const host: LabHost = {
     name,
+    engine,
     netns: `/run/netns/${name}`,
     dir,
     dockerHost,
@@ -363,6 +406,11 @@ export async function startHost(opts: StartHostOptions): Promise<LabHost> {
     for (const d of ['run-docker/plugins', 'etc-docker', 'data', 'exec', 'docker-config']) {
       fs.mkdirSync(path.join(dir, d), { recursive: true });
     }
+    // `docker compose` for either CLI: the compose CLI plugin from the forky rootfs
+    if (engine.compose) {
+      fs.mkdirSync(path.join(dockerConfig, 'cli-plugins'), { recursive: true });
+      fs.symlinkSync(engine.compose, path.join(dockerConfig, 'cli-plugins', 'docker-compose'));
+    }
     const daemonJson = {
       bip: `172.30.${index}.1/24`,
       'default-address-pools': [{ base: `172.31.${index * 4}.0/22`, size: 26 }],
@@ -370,7 +418,7 @@ export async function startHost(opts: StartHostOptions): Promise<LabHost> {
       ...(opts.daemonConfig ?? {}),
     };
     fs.writeFileSync(path.join(dir, 'etc-docker', 'daemon.json'), JSON.stringify(daemonJson, null, 2) + '\n');
-    fs.writeFileSync(script, dockerdScript(name, dir, opts.sharedExecRoot), { mode: 0o755 });
+    fs.writeFileSync(script, dockerdScript(name, dir, engine, opts.sharedExecRoot), { mode: 0o755 });
 
     const add = await run('ip', ['netns', 'add', name]);
     if (add.code !== 0) throw failure(`ip netns add ${name}`, add);

@@ -149,6 +149,58 @@ describe('bad input', () => {
   });
 });
 
+describe('what Docker 23 to 29 changed on the wire', () => {
+  it('serves requests whose Host header is plugin.moby.localhost (20.10.26 and later)', async () => {
+    const res = await app.inject({ method: 'POST', url: '/Plugin.Activate', headers: { host: 'plugin.moby.localhost' }, payload: '' });
+    expect(res.statusCode).toBe(200);
+    expect(JSON.parse(res.body)).toEqual({ Implements: ['NetworkDriver', 'IpamDriver'] });
+  });
+
+  it('does not declare GwAllocChecker, and a GwAllocCheck (28) keeps both gateways', async () => {
+    expect((await call('NetworkDriver.GetCapabilities')).body.GwAllocChecker).toBeUndefined();
+    const r = await call('NetworkDriver.GwAllocCheck', { Options: { 'com.docker.network.generic': {} } });
+    expect(r).toEqual({ status: 200, body: { SkipIPv4: false, SkipIPv6: false } });
+  });
+
+  it('takes com.docker.network.enable_ipv4=true (28) and refuses an IPv6-only network with a message saying so', async () => {
+    const pool = await call('IpamDriver.RequestPool', { AddressSpace: 'weft', Pool: '10.40.0.0/24', SubPool: '', Options: {}, V6: false });
+    const ok = await call('NetworkDriver.CreateNetwork', {
+      NetworkID: NET, Options: { 'com.docker.network.enable_ipv4': true, 'com.docker.network.enable_ipv6': false },
+      IPv4Data: [{ AddressSpace: 'weft', Pool: '10.40.0.0/24' }], IPv6Data: [],
+    });
+    expect(ok).toEqual({ status: 200, body: {} });
+    expect(pool.status).toBe(200);
+    const other = 'c'.repeat(64);
+    const v6only = await call('NetworkDriver.CreateNetwork', {
+      NetworkID: other, Options: { 'com.docker.network.enable_ipv4': false, 'com.docker.network.enable_ipv6': true },
+      IPv4Data: [], IPv6Data: [{ AddressSpace: 'weft', Pool: 'fd00:40::/64' }],
+    });
+    expect(v6only.status).toBe(400);
+    expect(v6only.body.Err).toMatch(/IPv6-only networks \(--ipv4=false\)/);
+    expect(await store.get(keys.network(other))).toBeUndefined();
+    // the IPv6 pool request that Docker 28 sends first for such a network says so too
+    const v6pool = await call('IpamDriver.RequestPool', { AddressSpace: 'weft', Pool: 'fd00:40::/64', SubPool: '', Options: {}, V6: true });
+    expect(v6pool.body.Err).toMatch(/--ipv4=false/);
+  });
+
+  it('Leave, DeleteEndpoint and ReleaseAddress for a container that died are idempotent (27 sends them at boot)', async () => {
+    const { pool } = await createNetwork();
+    const addr = await call('IpamDriver.RequestAddress', { PoolID: pool, Address: '', Options: {} });
+    await call('NetworkDriver.CreateEndpoint', { NetworkID: NET, EndpointID: EP, Interface: { Address: addr.body.Address }, Options: {} });
+    await call('NetworkDriver.Join', { NetworkID: NET, EndpointID: EP, SandboxKey: '/var/run/docker/netns/x', Options: {} });
+    const ip = (addr.body.Address as string).split('/')[0];
+    for (let i = 0; i < 2; i++) {
+      expect((await call('NetworkDriver.Leave', { NetworkID: NET, EndpointID: EP })).status).toBe(200);
+      expect((await call('NetworkDriver.DeleteEndpoint', { NetworkID: NET, EndpointID: EP })).status).toBe(200);
+      expect((await call('IpamDriver.ReleaseAddress', { PoolID: pool, Address: ip })).status).toBe(200);
+    }
+    expect(dp.endpoints.size).toBe(0);
+    expect(await store.get(keys.endpoint(NET, EP))).toBeUndefined();
+    // and the address is free again
+    expect((await call('IpamDriver.RequestAddress', { PoolID: pool, Address: ip, Options: {} })).status).toBe(200);
+  });
+});
+
 describe('a container\'s life', () => {
   it('create, join, leave, delete, release: state follows and is cleaned up', async () => {
     const { pool, gateway } = await createNetwork();

@@ -18,6 +18,7 @@ import { checkHealth, parseHostPort } from '../../src/ops/metrics-server';
 import { renderNetworks } from '../../src/ops/networks';
 import { parseRequest, vxlanProbePacket } from '../../src/ops/probe';
 import { renderStatus } from '../../src/ops/status';
+import { RUNTIME, runtimeWarning } from '../../src/version';
 import type { StatusReport } from '../../src/ops/types';
 import { ConfigError } from '../../src/config';
 import { FileStore } from '../../src/store/file-store';
@@ -188,6 +189,15 @@ function report(drift: boolean): StatusReport {
 
 describe('status', () => {
   const now = Date.parse('2026-01-01T00:03:00.000Z');
+  it('shows the Node.js runtime weft runs on, and warns at start on one older than 24', () => {
+    const text = renderStatus({ ...report(false), runtime: 'node 24.22.3' }, now);
+    expect(text).toContain('host       h1 (192.0.2.11): weft 0.1.0 on node 24.22.3, pid 42, up 3 min\n');
+    expect(RUNTIME).toBe(`node ${process.versions.node}`);
+    expect(runtimeWarning('20.20.2')).toMatch(/Node\.js 24 LTS; this is Node\.js 20\.20\.2/);
+    expect(runtimeWarning('24.22.3')).toBeUndefined();
+    expect(runtimeWarning('26.1.0')).toBeUndefined();
+  });
+
   it('shows the store, lease, reconcile, networks and local endpoints', () => {
     const text = renderStatus(report(false), now);
     expect(text).toContain('host       h1 (192.0.2.11): weft 0.1.0, pid 42, up 3 min\n');

@@ -1,0 +1,80 @@
+// `npm test` after the build: the unit tests and the engine-independent
+// integration tests once, then the Docker integration tests on each engine of
+// the lab (test/lab/engine.ts), each run labelled with its engine, and a last
+// line that adds them up. Exit code 1 if any run failed.
+//
+//   WEFT_TEST_ENGINES=28.5,20.10   engines, in order (default: both)
+//   WEFT_TEST_FILES="a b"          only these integration files (names without .test.ts), on every engine
+'use strict';
+const { spawnSync } = require('node:child_process');
+const fs = require('node:fs');
+const os = require('node:os');
+const path = require('node:path');
+
+const repo = path.resolve(__dirname, '..');
+const vitest = path.join(repo, 'node_modules', 'vitest', 'vitest.mjs');
+
+// Integration files that start no dockerd: one run is enough.
+const ENGINE_FREE = ['native', 'dataplane', 'etcd-store', 'bad-input'];
+
+const engines = (process.env.WEFT_TEST_ENGINES || '28.5,20.10').split(',').map((s) => s.trim()).filter(Boolean);
+const only = (process.env.WEFT_TEST_FILES || '').split(/[\s,]+/).filter(Boolean);
+
+const all = fs.readdirSync(path.join(repo, 'test', 'integration'))
+  .filter((f) => f.endsWith('.test.ts'))
+  .map((f) => f.replace(/\.test\.ts$/, ''))
+  .sort();
+const pick = (names) => names.filter((n) => only.length === 0 || only.includes(n)).map((n) => `test/integration/${n}.test.ts`);
+
+const runs = [];
+if (only.length === 0) runs.push({ label: 'unit', engine: undefined, files: ['test/unit'] });
+const free = pick(all.filter((n) => ENGINE_FREE.includes(n)));
+if (free.length) runs.push({ label: 'integration, no dockerd', engine: undefined, files: free });
+for (const engine of engines) {
+  const files = pick(all.filter((n) => !ENGINE_FREE.includes(n)));
+  if (files.length) runs.push({ label: `integration on Docker ${engine}`, engine, files });
+}
+
+const outDir = fs.mkdtempSync(path.join(os.tmpdir(), 'weft-test-'));
+const results = [];
+for (const [i, r] of runs.entries()) {
+  const json = path.join(outDir, `run${i}.json`);
+  process.stdout.write(`\n==== ${r.label}: ${r.files.join(' ')}\n`);
+  const env = { ...process.env };
+  if (r.engine) env.WEFT_TEST_ENGINE = r.engine;
+  else delete env.WEFT_TEST_ENGINE;
+  const t0 = Date.now();
+  const res = spawnSync(process.execPath, [vitest, 'run', '--reporter=default', '--reporter=json', `--outputFile.json=${json}`, ...r.files], {
+    cwd: repo, env, stdio: 'inherit',
+  });
+  let passed = 0;
+  let failed = 0;
+  let skipped = 0;
+  const failures = [];
+  try {
+    const rep = JSON.parse(fs.readFileSync(json, 'utf8'));
+    passed = rep.numPassedTests;
+    failed = rep.numFailedTests;
+    skipped = rep.numPendingTests + (rep.numTodoTests || 0);
+    for (const f of rep.testResults || []) {
+      for (const a of f.assertionResults || []) if (a.status === 'failed') failures.push(`${path.relative(repo, f.name)} > ${a.fullName}`);
+      if (f.status === 'failed' && !(f.assertionResults || []).some((a) => a.status === 'failed')) failures.push(`${path.relative(repo, f.name)} (${f.message || 'failed to run'})`);
+    }
+  } catch {
+    failures.push(`${r.label}: vitest wrote no report (exit ${res.status}, signal ${res.signal})`);
+  }
+  const ok = res.status === 0 && failures.length === 0;
+  results.push({ ...r, passed, failed: Math.max(failed, ok ? 0 : failures.length), skipped, failures, ok, seconds: Math.round((Date.now() - t0) / 1000) });
+}
+fs.rmSync(outDir, { recursive: true, force: true });
+
+process.stdout.write('\n==== summary: which tests ran on which engine\n');
+for (const r of results) {
+  process.stdout.write(`${r.ok ? 'ok  ' : 'FAIL'} ${r.label.padEnd(28)} ${String(r.passed).padStart(4)} passed, ${r.failed} failed, ${r.skipped} skipped (${r.seconds} s): ${r.files.map((f) => path.basename(f, '.test.ts')).join(' ')}\n`);
+  for (const f of r.failures) process.stdout.write(`       failed: ${f}\n`);
+}
+const passed = results.reduce((n, r) => n + r.passed, 0);
+const failed = results.reduce((n, r) => n + r.failed, 0);
+const skipped = results.reduce((n, r) => n + r.skipped, 0);
+process.stdout.write(`\n${passed} passed, ${failed} failed, ${skipped} skipped\n`);
+process.exit(results.every((r) => r.ok) ? 0 : 1);
