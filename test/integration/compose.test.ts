@@ -159,20 +159,20 @@ describe(`docker compose on two hosts (engine ${process.env.WEFT_TEST_ENGINE ?? 
     const [h1, h2] = hosts;
     await compose(h2, 'tools.yaml', ['up', '-d']);
     await ping(h2, 'tools-probe-1', await containerIp(h1, 'shop-app-1'));
-    await compose(h2, 'tools.yaml', ['down']);
+    await compose(h2, 'tools.yaml', ['down', '-t', '0']);
   });
 
   it('compose down on host 1 while host 2 runs the stack keeps the network; down on both removes it everywhere', async () => {
     const [h1, h2] = hosts;
-    await compose(h1, 'compose.yaml', ['--profile', 'db', 'down']);
+    await compose(h1, 'compose.yaml', ['--profile', 'db', 'down', '-t', '0']);
     // host 2 still has a container on it: weft keeps the network and recreates host 1's copy
     await waitFor(() => hasNetwork(h1, 'shop_app'), { timeoutMs: 20_000, what: 'shop_app back on host 1' });
     expect(await networkLabels(h1, 'shop_app')).toMatchObject({ 'com.docker.compose.network': 'app' });
     // and the stack comes back up on host 1 onto that network
     await compose(h1, 'compose.yaml', ['up', '-d']);
     await ping(h1, 'shop-app-1', await containerIp(h2, 'shop-app-1'));
-    await compose(h1, 'compose.yaml', ['down']);
-    await compose(h2, 'compose.yaml', ['down']);
+    await compose(h1, 'compose.yaml', ['down', '-t', '0']);
+    await compose(h2, 'compose.yaml', ['down', '-t', '0']);
     for (const h of hosts) await waitFor(async () => !(await hasNetwork(h, 'shop_app')), { timeoutMs: 20_000, what: `shop_app gone from ${h.name}` });
   });
 });
