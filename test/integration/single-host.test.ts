@@ -11,6 +11,7 @@ import {
   createUnderlay,
   ensureBusyboxImage,
   hostHttpGet,
+  isEngine28,
   startHost,
   startWeft,
   waitFor,
@@ -19,6 +20,8 @@ import {
   type Underlay,
   type WeftProcess,
 } from '../lab/host';
+import { keepLogs } from '../lab/logs';
+import { readStoreCopy } from '../lab/store';
 
 const PREFIX = 'wlab-sh-';
 const IMG = 'busybox:local';
@@ -118,6 +121,7 @@ beforeAll(async () => {
 }, 180_000);
 
 afterAll(async () => {
+  if (host) keepLogs([host]);
   await host?.destroy();
   await ul?.destroy();
   await cleanupLabLeftovers(PREFIX);
@@ -266,7 +270,57 @@ describe('single host, embedded store', () => {
       expect((await d(['network', 'inspect', 'badmtu'])).code).not.toBe(0);
       await expectWeftServes();
     });
+
+    // Docker 28 makes IPv6-only networks (--ipv4=false); weft networks are IPv4 only for now.
+    it.runIf(isEngine28())('an IPv6-only network (--ipv4=false, Docker 28)', async (ctx) => {
+      needs(ctx, 'network');
+      const r = await d(['network', 'create', ...WEFT, '--ipv4=false', '--ipv6', '--subnet', 'fd00:77::/64', 'v6only']);
+      expect(r.code, `should fail; stdout: ${r.stdout}`).not.toBe(0);
+      expect(r.stderr).toMatch(/weft does not support IPv6.*--ipv4=false/);
+      expect((await d(['network', 'inspect', 'v6only'])).code).not.toBe(0);
+      await expectWeftServes();
+    });
   });
+
+  it('9. a container that died with its dockerd (power loss) holds nothing once dockerd is back, and starts again', async () => {
+    await dOk(['network', 'create', ...WEFT, '--subnet', '10.93.0.0/24', 'boot']);
+    const cid = await dOk(['network', 'inspect', '-f', '{{.Id}}', 'boot']);
+    await dOk(['run', '-d', '--name', 'dead', '--network', 'boot', IMG, 'sleep', '3600']);
+    await dOk(['run', '-d', '--name', 'alive', '--restart=always', '--network', 'boot', IMG, 'sleep', '3600']);
+    const deadIp = await containerIp('dead', 'boot');
+    const state = async () => {
+      const kvs = await readStoreCopy(weft!.stateDir, '/weft/v1/');
+      return {
+        endpoints: kvs.filter((kv) => kv.key.startsWith(`/weft/v1/endpoints/${cid}/`)).length,
+        addrs: kvs.filter((kv) => kv.key.startsWith('/weft/v1/addrs/10.93.0.0_24/')).map((kv) => kv.key.split('/').pop()).sort(),
+      };
+    };
+    expect((await state()).endpoints).toBe(2);
+    // power loss: dockerd and every container die at once, no Leave/DeleteEndpoint is sent
+    await host.powerOff();
+    await host.startDockerd();
+    // Docker 27+ sends Leave, DeleteEndpoint and ReleaseAddress for the dead container at start;
+    // the restarted one has one endpoint again; its address is the only one held
+    // (the gateway is reserved in the pool record, not in addrs/)
+    await waitFor(async () => (await dOk(['inspect', '-f', '{{.State.Running}}', 'alive'])) === 'true', { timeoutMs: 30_000, what: 'alive to restart' });
+    const aliveIp = await containerIp('alive', 'boot');
+    let last: Awaited<ReturnType<typeof state>> | undefined;
+    await waitFor(async () => {
+      last = await state();
+      return last.endpoints === 1 && JSON.stringify(last.addrs) === JSON.stringify([aliveIp]);
+    }, { timeoutMs: 30_000, what: 'one endpoint and one address in the store' }).catch((e: Error) => {
+      throw new Error(`${e.message}: ${JSON.stringify(last)}\n${weft!.logTail(40)}`);
+    });
+    expect((await d(['inspect', '-f', '{{.State.Running}}', 'dead'])).stdout.trim()).toBe('false');
+    await dOk(['start', 'dead']);
+    const again = await containerIp('dead', 'boot');
+    expect(again).not.toBe(aliveIp);
+    await pingFrom('dead', aliveIp);
+    await pingFrom('alive', again);
+    expect(deadIp).not.toBe('');
+    for (const c of ['dead', 'alive']) await d(['rm', '-f', c]);
+    await dOk(['network', 'rm', 'boot']);
+  }, 180_000);
 
   it('8. network rm leaves no kernel object of weft behind', async (ctx) => {
     needs(ctx, 'network');

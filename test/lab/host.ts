@@ -123,6 +123,12 @@ export interface LabHost {
   /** SIGKILL to dockerd only, like a crash (its containers and shims are left to destroy()) */
   killDockerd(): Promise<void>;
   restartDockerd(): Promise<void>;
+  /**
+   * A power loss: SIGKILL to dockerd, its containerd and shims and every
+   * container, and the exec-root's runtime files gone as /var/run's are after
+   * a reboot. Start again with startDockerd().
+   */
+  powerOff(): Promise<void>;
   /** registers a clean-up run by destroy() before dockerd is stopped (weft processes use it) */
   onDestroy(fn: () => Promise<void> | void): void;
   /** stops everything and removes the namespace and dir; safe to call twice and after a failed start */
@@ -371,6 +377,20 @@ export async function startHost(opts: StartHostOptions): Promise<LabHost> {
     startDockerd,
     stopDockerd,
     killDockerd,
+    async powerOff(): Promise<void> {
+      await killDockerd();
+      killAndWaitSync([...containerPids(name), ...pidsByCmdline([`${dir}/exec/`])], 5_000);
+      // /var/run is a tmpfs: nothing of the exec-root survives a reboot but
+      // the directory (the lab keeps netns files' mount points out of it)
+      for (const f of fs.readdirSync(path.join(dir, 'exec'))) {
+        const p = path.join(dir, 'exec', f);
+        try {
+          fs.rmSync(p, { recursive: true, force: true });
+        } catch {
+          /* a busy mount point (a pinned namespace): left for destroy() */
+        }
+      }
+    },
     async restartDockerd(): Promise<void> {
       await stopDockerd();
       await startDockerd();
