@@ -146,6 +146,45 @@ describe('multi-host overlay', () => {
     expect((await hosts[1].docker(['exec', 'c2', 'ping', '-c', '1', '-W', '3', ip1])).code).toBe(0);
   });
 
+  it('-p publishes a container on host 2 to the underlay; host 3 reaches it there and over the overlay', async () => {
+    const [h1, h2, h3] = hosts;
+    await h2.dockerOk(['run', '-d', '--name', 'web', '--network', 'app', '-p', '18080:8080', 'busybox:local',
+      'sh', '-c', 'mkdir -p /www && echo weft-web > /www/index.html && httpd -f -p 8080 -h /www']);
+    const webIp = await containerIp(h2, 'web');
+    // from another host's namespace, to host 2's underlay address: Docker's DNAT through docker_gwbridge
+    const url = `http://${ipOf(h2)}:18080/`;
+    let body = '';
+    await waitFor(async () => {
+      const r = await h1.exec(['curl', '-sS', '-m', '3', url], { timeoutMs: 10_000 });
+      body = r.stdout.trim();
+      return body === 'weft-web';
+    }, { timeoutMs: 20_000, what: `${url} from ${h1.name} (last: ${body})` });
+    // and from a container on host 3 over the overlay (busybox nc: the static busybox's wget crashes resolving)
+    const r = await h3.docker(['exec', 'c3', 'sh', '-c', `printf 'GET / HTTP/1.0\\r\\n\\r\\n' | nc -w 3 ${webIp} 8080`], { timeoutMs: 20_000 });
+    await h2.dockerOk(['rm', '-f', 'web']);
+    expect(r.stdout, r.stderr).toMatch(/^HTTP\/1\.[01] 200[\s\S]*weft-web/);
+  });
+
+  it('network connect and disconnect of a container on host 3 toward host 1', async () => {
+    const [h1, , h3] = hosts;
+    const ip1 = await containerIp(h1, 'c1');
+    await h3.dockerOk(['run', '-d', '--name', 'late', 'busybox:local', 'sleep', '3600']);
+    expect((await h3.docker(['exec', 'late', 'ping', '-c', '1', '-W', '1', ip1])).code).not.toBe(0);
+    await h3.dockerOk(['network', 'connect', 'app', 'late']);
+    const lateIp = await containerIp(h3, 'late');
+    expect(lateIp).toMatch(/^10\.50\.0\./);
+    await waitFor(async () => (await h3.docker(['exec', 'late', 'ping', '-c', '1', '-W', '2', ip1])).code === 0,
+      { timeoutMs: 15_000, what: 'late to reach c1 after connect' });
+    expect((await h1.docker(['exec', 'c1', 'ping', '-c', '1', '-W', '2', lateIp])).code).toBe(0);
+    await h3.dockerOk(['network', 'disconnect', 'app', 'late']);
+    expect((await h3.docker(['exec', 'late', 'ping', '-c', '1', '-W', '1', ip1])).code).not.toBe(0);
+    // its endpoint left host 1's tables
+    const cid = await clusterId();
+    await waitFor(async () => !(await vxlanState(h1, wefts[0], cid)).neigh.includes(`${lateIp} `),
+      { timeoutMs: 15_000, what: `${lateIp} to leave host 1's neighbour table` });
+    await h3.dockerOk(['rm', '-f', 'late']);
+  });
+
   it('600 concurrent address requests over three hosts give 600 distinct addresses', async () => {
     const pool = await wefts[0].call('IpamDriver.RequestPool', { AddressSpace: 'weft', Pool: '10.52.0.0/22', SubPool: '', Options: {}, V6: false });
     expect(pool.status).toBe(200);
