@@ -1,13 +1,20 @@
 // Builds the netns addon with node-gyp at `npm ci` time.
-// Debian's Node ships its headers in /usr/include/node; pointing node-gyp there
-// avoids a download of the headers, which this project's machines cannot do.
+// node-gyp would download Node's headers, which this project's machines cannot
+// do: point it at headers on disk instead, those of the runtime that runs this
+// script (npm puts the pinned Node.js 24 of node_modules/.bin first in PATH,
+// and its package ships include/node), else Debian's (/usr/include/node). The
+// addon uses N-API only, so headers of another Node version build it as well.
 'use strict';
 const { spawnSync } = require('child_process');
 const fs = require('fs');
 const path = require('path');
 
 const args = ['rebuild', '--directory', __dirname];
-if (!process.env.npm_config_nodedir && fs.existsSync('/usr/include/node/node_api.h')) args.push('--nodedir=/usr');
+const ownPrefix = path.resolve(path.dirname(process.execPath), '..');
+if (process.env.npm_config_nodedir) {
+  // the user's (or npm's) choice
+} else if (fs.existsSync(path.join(ownPrefix, 'include', 'node', 'node_api.h'))) args.push(`--nodedir=${ownPrefix}`);
+else if (fs.existsSync('/usr/include/node/node_api.h')) args.push('--nodedir=/usr');
 const gyp = path.join(__dirname, '..', 'node_modules', 'node-gyp', 'bin', 'node-gyp.js');
 const r = spawnSync(process.execPath, [gyp, ...args], { stdio: 'inherit' });
 process.exit(r.status === null ? 1 : r.status);

@@ -11,6 +11,7 @@ import * as net from 'net';
 import * as path from 'path';
 import type { Logger } from 'pino';
 import { Agent } from './agent/agent';
+import { engineSocketStale } from './agent/docker';
 import { buildServer } from './api/server';
 import { Config, driverName, isClusterStore, redacted } from './config';
 import { DataPlane } from './dataplane/dataplane';
@@ -66,7 +67,7 @@ export async function serve(cfg: Config): Promise<void> {
   await ops.start(agent, log);
 
   let stopping = false;
-  const stop = async (signal: string) => {
+  const stop = async (signal: string, code = 0) => {
     if (stopping) return;
     stopping = true;
     log.info({ signal }, 'weft stopping; kernel state stays so running containers keep their network');
@@ -87,10 +88,22 @@ export async function serve(cfg: Config): Promise<void> {
     } catch {
       // already gone
     }
-    process.exit(0);
+    process.exit(code);
   };
   process.on('SIGTERM', () => void stop('SIGTERM'));
   process.on('SIGINT', () => void stop('SIGINT'));
+  // A managed plugin outlives a live-restore restart of dockerd, but its
+  // mount of the Engine socket still holds the old, removed socket file:
+  // exit, and Docker (which restarts a live-restored plugin that exits)
+  // starts it again with the new one. Running containers keep their network.
+  const socketWatch = setInterval(() => {
+    if (!engineSocketStale(cfg.dockerHost)) return;
+    clearInterval(socketWatch);
+    log.error({ dockerHost: cfg.dockerHost },
+      'the Docker Engine socket was replaced (dockerd restarted with live-restore while weft kept running as a managed plugin); exiting so that Docker restarts weft with the new socket');
+    void stop('docker socket replaced', 75);
+  }, 2_000);
+  socketWatch.unref();
 }
 
 /** Listen on the plugin socket, root-only (0600); refuse to steal the socket of a weft that is still running. */

@@ -3,6 +3,7 @@
 // from inside a driver call: dockerd calls the plugin while it holds its own
 // locks, so a plugin that calls back can deadlock it (design.md).
 
+import * as fs from 'fs';
 import * as http from 'http';
 
 export interface DockerNetwork {
@@ -177,5 +178,21 @@ export class DockerClient {
     req.on('error', (e) => end(e));
     req.end();
     return { close: () => { ended = true; req.destroy(); } };
+  }
+}
+
+/**
+ * True when the Engine's unix socket path is a bind mount of a socket file
+ * that dockerd has since removed: a managed plugin's `docker-sock` mount
+ * after dockerd restarted with live-restore (the plugin kept running, the new
+ * dockerd made a new socket file). Nothing reaches dockerd through it again;
+ * only a restart of the plugin, which mounts the new file, does.
+ */
+export function engineSocketStale(dockerHost: string): boolean {
+  if (!dockerHost.startsWith('unix://')) return false;
+  try {
+    return fs.statSync(dockerHost.slice('unix://'.length)).nlink === 0;
+  } catch {
+    return false; // absent (dockerd restarting) is not stale: it comes back at the same path
   }
 }

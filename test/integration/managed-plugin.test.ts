@@ -414,6 +414,16 @@ describe('weft as a managed plugin', () => {
     await reach(h1, 'x5', ip2, 60_000);
     await reach(h2, 'x4', await containerIp(h1, 'x5', 'app'), 60_000);
     await h1.docker(['rm', '-f', 'x5']);
+    // networks made on another host still arrive: weft saw that its mount of the
+    // Engine socket went stale, exited, and Docker started it again with the new one
+    await h2.dockerOk(['network', 'create', ...WEFT, '--subnet', '10.70.4.0/24', 'after-restore']);
+    await waitFor(async () => (await h1.docker(['network', 'inspect', 'after-restore'])).code === 0,
+      { timeoutMs: 60_000, what: `network after-restore on ${h1.name}` });
+    expect(pluginLog(h1, 400)).toMatch(/Docker Engine socket was replaced/);
+    await ping(h1, 'x1', ip2);
+    await h2.dockerOk(['network', 'rm', 'after-restore']);
+    await waitFor(async () => (await h1.docker(['network', 'inspect', 'after-restore'])).code !== 0,
+      { timeoutMs: 30_000, what: `network after-restore to leave ${h1.name}` });
     done.add('live-restore');
   }, 300_000);
 

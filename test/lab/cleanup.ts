@@ -10,7 +10,7 @@ import { processAlive, runSync, sleepSync } from './proc';
 export const LAB_ROOT = process.env.WEFT_LAB_ROOT ?? '/tmp/weft-lab';
 
 /** Parent cgroup (under every hierarchy) of the containers of lab hosts. */
-export const LAB_CGROUP = 'weftlab';
+export const LAB_CGROUP = process.env.WEFT_LAB_CGROUP ?? 'weftlab';
 
 export function hostDirOf(name: string): string {
   return path.join(LAB_ROOT, name);
