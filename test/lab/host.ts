@@ -193,8 +193,10 @@ exec dockerd --data-root ${dir}/data --exec-root ${dir}/exec --pidfile ${dir}/do
     return `${head}mkdir -p /run/docker /run/containerd /etc/docker
 mount --bind ${dir}/run-docker /run/docker
 mount --bind ${dir}/etc-docker /etc/docker
-# dockerd starts its own containerd when /run/containerd/containerd.sock is absent
-mount -t tmpfs -o mode=711 tmpfs /run/containerd
+# dockerd starts its own containerd when /run/containerd/containerd.sock is absent;
+# the shims' sockets (/run/containerd/s) outlive dockerd as on a real host, so
+# that a dockerd with live-restore finds its containers again
+mount --bind ${dir}/run-containerd /run/containerd
 ${shared}${dockerd}`;
   }
   // A newer engine from its own root filesystem: bind it onto itself (pivot_root
@@ -213,8 +215,9 @@ mount -t tmpfs -o mode=1777 tmpfs "$R/tmp"
 mkdir -p "$R/run/docker" "$R/run/containerd" "$R/run/netns" "$R${dir}" "$R/.oldroot"
 mount --bind ${dir}/run-docker "$R/run/docker"
 mount --bind ${dir}/etc-docker "$R/etc/docker"
-# dockerd starts its own containerd when /run/containerd/containerd.sock is absent
-mount -t tmpfs -o mode=711 tmpfs "$R/run/containerd"
+# dockerd starts its own containerd when /run/containerd/containerd.sock is absent;
+# the shims' sockets (/run/containerd/s) outlive dockerd as on a real host
+mount --bind ${dir}/run-containerd "$R/run/containerd"
 mount --bind ${dir} "$R${dir}"
 cd "$R"
 pivot_root . .oldroot
@@ -281,8 +284,12 @@ export async function startHost(opts: StartHostOptions): Promise<LabHost> {
 
   const startDockerd = async (): Promise<void> => {
     if (dockerdRunning()) return;
-    // a previous dockerd's containerd must be gone before a new one uses the same exec-root
-    killAndWaitSync(pidsByCmdline([`${dir}/exec/containerd/`]), 5_000);
+    // a previous dockerd's containerd must be gone before a new one uses the same
+    // exec-root; its shims stay (they hold the containers that live-restore keeps,
+    // and a dockerd without live-restore stops those containers itself at start)
+    killAndWaitSync(pidsByCmdline([`${dir}/exec/containerd/containerd.toml`]), 5_000);
+    // never a system containerd's socket here: dockerd would use it instead of starting its own
+    fs.rmSync(path.join(dir, 'run-containerd', 'containerd.sock'), { force: true });
     fs.rmSync(dockerSock, { force: true });
     fs.rmSync(path.join(dir, 'docker.pid'), { force: true });
     // dockerd writes straight to its log file (not a pipe): it must outlive a test process that dies
@@ -382,8 +389,9 @@ export async function startHost(opts: StartHostOptions): Promise<LabHost> {
       killAndWaitSync([...containerPids(name), ...pidsByCmdline([`${dir}/exec/`])], 5_000);
       // /var/run is a tmpfs: nothing of the exec-root survives a reboot but
       // the directory (the lab keeps netns files' mount points out of it)
-      for (const f of fs.readdirSync(path.join(dir, 'exec'))) {
-        const p = path.join(dir, 'exec', f);
+      const runtime = [...fs.readdirSync(path.join(dir, 'exec')).map((f) => path.join(dir, 'exec', f)),
+        ...fs.readdirSync(path.join(dir, 'run-containerd')).map((f) => path.join(dir, 'run-containerd', f))];
+      for (const p of runtime) {
         try {
           fs.rmSync(p, { recursive: true, force: true });
         } catch {
@@ -423,7 +431,7 @@ export async function startHost(opts: StartHostOptions): Promise<LabHost> {
   };
 
   try {
-    for (const d of ['run-docker/plugins', 'etc-docker', 'data', 'exec', 'docker-config']) {
+    for (const d of ['run-docker/plugins', 'run-containerd', 'etc-docker', 'data', 'exec', 'docker-config']) {
       fs.mkdirSync(path.join(dir, d), { recursive: true });
     }
     // `docker compose` for either CLI: the compose CLI plugin from the forky rootfs
