@@ -110,6 +110,24 @@ describe('bad input', () => {
     }
   });
 
+  it('refuses bodies that poison prototypes (__proto__, constructor.prototype), as Fastify\'s own parser does', async () => {
+    const bodies = [
+      '{"__proto__": {"polluted": true}}',
+      '{"NetworkID": "' + 'a'.repeat(64) + '", "Options": {"__proto__": {"com.docker.network.generic": {}}}}',
+      '{"constructor": {"prototype": {"polluted": true}}}',
+    ];
+    for (const raw of bodies) {
+      for (const method of ['Plugin.Activate', 'NetworkDriver.CreateNetwork', 'IpamDriver.RequestPool']) {
+        const r = await call(method, undefined, raw);
+        expect(r.status, `${method} ${raw}`).toBe(400);
+        expect(r.body.Err, raw).toMatch(/prototype poisoning/);
+      }
+    }
+    expect(({} as Record<string, unknown>).polluted).toBeUndefined();
+    // a "constructor" key without "prototype" is plain data
+    expect((await call('Plugin.Activate', undefined, '{"constructor": 1}')).status).toBe(200);
+  });
+
   it('limits the body size', async () => {
     const r = await call('IpamDriver.RequestPool', undefined, JSON.stringify({ Pool: 'x'.repeat(100_000) }));
     expect(r.status).toBe(400);
