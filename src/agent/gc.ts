@@ -13,7 +13,8 @@
 import type { Logger } from 'pino';
 import type { Driver } from '../driver/driver';
 import type { Ipam } from '../ipam/ipam';
-import { EndpointRecord, keys, leaf, PoolRecord } from '../store/keys';
+import { keys, leaf, PoolRecord } from '../store/keys';
+import { readEndpoint } from '../store/records';
 import type { Store } from '../store/store';
 import { DockerClient, DockerError } from './docker';
 
@@ -51,7 +52,9 @@ export async function collectGarbage(d: GcDeps): Promise<number> {
     const eps = await d.store.list(keys.endpointsOf(local.clusterId));
     const ips = livePools.get(local.record.poolId ?? '') ?? new Set<string>();
     for (const kv of eps.kvs) {
-      const rec = JSON.parse(kv.value) as EndpointRecord;
+      const r = readEndpoint(kv.value);
+      if (!r.ok) continue; // not valid: the agent counts and logs it; nothing to release here
+      const rec = r.value;
       if (rec.host !== d.host) continue;
       const id = leaf(kv.key);
       // Whatever local copy it was made on: a copy re-created since has a new local id.

@@ -15,9 +15,10 @@ import { Label, Options } from '../api/wire';
 import { endpointNames, networkNames } from '../dataplane/names';
 import { DataPlaneApi, EndpointSpec, NetworkSpec } from '../dataplane/types';
 import { errors, WeftError } from '../errors';
-import { parseSubnet, poolKey } from '../ipam/cidr';
+import { contains, isIPv4, parseSubnet, poolKey } from '../ipam/cidr';
 import { ADDRESS_SPACE, Ipam } from '../ipam/ipam';
 import { BindingRecord, EndpointRecord, keys, leaf, NetworkRecord } from '../store/keys';
+import { readEndpoint } from '../store/records';
 import { Store } from '../store/store';
 import { faultPoint } from '../util/fault';
 import { KeyedMutex } from '../util/mutex';
@@ -209,7 +210,9 @@ export class Driver {
 
   private async otherHostsWithEndpoints(clusterId: string): Promise<string[]> {
     const eps = await this.store.list(keys.endpointsOf(clusterId));
-    return [...new Set(eps.kvs.map((e) => (JSON.parse(e.value) as EndpointRecord).host).filter((h) => h !== this.opts.host))].sort();
+    // An invalid record is no endpoint (no host programs it): it keeps nothing alive.
+    const hosts = eps.kvs.map((e) => readEndpoint(e.value)).flatMap((r) => (r.ok ? [r.value.host] : []));
+    return [...new Set(hosts.filter((h) => h !== this.opts.host))].sort();
   }
 
   /** DeleteNetwork of a network whose cluster record is gone: drop this host's binding and kernel state. */
@@ -338,6 +341,9 @@ export class Driver {
     const address = iface?.Address ?? '';
     if (!address) throw errors.badRequest('CreateEndpoint', 'Interface.Address is empty: the network needs an IPv4 subnet');
     const ip = address.split('/')[0];
+    // Checked here, at the edge: the record goes to every host, which programs it.
+    if (!isIPv4(ip)) throw errors.badAddress(address.slice(0, 64));
+    if (local.record.subnet && !contains(parseSubnet(local.record.subnet), ip)) throw errors.addressOutside(ip, local.record.subnet);
     const given = normalizeMac(iface?.MacAddress) ?? normalizeMac(options?.[Label.endpointMac]);
     if (iface?.MacAddress && !given) throw errors.badRequest('CreateEndpoint', `Interface.MacAddress "${String(iface.MacAddress).slice(0, 40)}" is not a MAC address`);
     if (given && !isValidUnicastMac(given)) throw errors.badRequest('CreateEndpoint', `MAC address ${given} is not a unicast address`);
@@ -416,3 +422,4 @@ export class Driver {
     return { ip: ep.record.ip, mac: ep.record.mac, host: ep.record.host, hostInterface: n.hostIf, vni: local.record.vni };
   }
 }
+

@@ -11,6 +11,7 @@ import type { Driver } from '../driver/driver';
 import { keys } from '../store/keys';
 import type { Store } from '../store/store';
 import { VERSION } from '../version';
+import { INSTANCE, STARTED_AT } from '../instance';
 import { networkPeers, registerAdminRoutes } from './admin';
 import { InstrumentedStore } from './instrumented-store';
 import { WeftMetrics } from './metrics';
@@ -103,10 +104,11 @@ export function createOps(cfg: Config, store: Store): Ops {
         try {
           responder = await startProbeResponder({
             address: cfg.advertiseAddr, port: cfg.probePort, vxlanPort: cfg.vxlanPort, host: cfg.hostName, logger: log.child({ part: 'probe' }),
+            instance: INSTANCE, startedAt: STARTED_AT,
           });
         } catch (err) {
           log.warn({ err: (err as Error).message, probePort: cfg.probePort },
-            `cannot answer weft doctor probes on UDP ${cfg.advertiseAddr}:${cfg.probePort}: give --probe-port a free port (the same on every host), or 0 to turn the probes off`);
+            `cannot answer probes (other hosts' liveness checks, weft doctor) on UDP ${cfg.advertiseAddr}:${cfg.probePort}: give --probe-port a free port (the same on every host), or 0 to turn the probes off`);
         }
       }
     },

@@ -197,6 +197,16 @@ describe('a container\'s life', () => {
     expect(left.kvs.map((k) => k.key)).toEqual(['/weft/v1/subnets']);
   });
 
+  it('CreateEndpoint checks the address at the edge: IPv4, inside the network\'s subnet; nothing is stored otherwise', async () => {
+    await createNetwork();
+    for (const [address, why] of [['10.99.0.5/24', /outside the network's subnet 10.40.0.0\/24/], ['10.40.0.300/24', /invalid IPv4 address/], ['banana', /invalid IPv4 address/]] as const) {
+      const r = await call('NetworkDriver.CreateEndpoint', { NetworkID: NET, EndpointID: EP, Interface: { Address: address, AddressIPv6: '', MacAddress: '02:42:0a:28:00:02' }, Options: {} });
+      expect(r.status, address).toBe(400);
+      expect(r.body.Err, address).toMatch(why);
+    }
+    expect(await store.get(keys.endpoint(NET, EP))).toBeUndefined();
+  });
+
   it('generates a MAC when Docker gives none and returns only that field', async () => {
     await createNetwork();
     const ce = await call('NetworkDriver.CreateEndpoint', { NetworkID: NET, EndpointID: EP, Interface: { Address: '10.40.0.9/24' } });
