@@ -110,6 +110,11 @@ export class Agent {
     void this.run();
   }
 
+  /** Whether this host's registration is in the store, as the mirror sees it. */
+  registered(): boolean {
+    return this.lease !== undefined && this.hosts.has(this.me);
+  }
+
   /** `l` is told of every record the mirror sees, and of every re-list (reset first). Add it before start(). */
   addMirrorListener(l: MirrorListener): void {
     this.mirrorListeners.push(l);
