@@ -152,7 +152,10 @@ describe('issue 12: partitions, bad records, host names', () => {
       expect(s.neigh).not.toMatch(/10\.99\.0\.5|10\.60\.0\.77/);
       const log = fs.readFileSync(wefts[i].logFile, 'utf8');
       expect(log).toContain('ignoring an invalid endpoint record in the store');
-      expect(log.split('\n').filter((l) => l.includes('ignoring an invalid endpoint record') && l.includes('e3e3e3')).length).toBe(1);
+      const times = (id: string) => log.split('\n').filter((l) => l.includes('ignoring an invalid endpoint record') && l.includes(id)).length;
+      expect(times('e1e1e1')).toBe(1);
+      // e3 names host 2: the other hosts check it against the subnet when they program it, once
+      if (i !== 1) expect(times('e3e3e3')).toBe(1);
     }
     for (const k of Object.keys(bad)) await etcdctl(['del', k]);
     await hosts[0].dockerOk(['rm', '-f', 'v1']);
@@ -243,9 +246,11 @@ describe('issue 12: partitions, bad records, host names', () => {
     // no duplicate and no leaked address: the store holds exactly the gateway and the five containers' addresses
     const ips = [c[0].ip, c[1].ip, c[2].ip, n1.ip, n2.ip];
     expect(new Set(ips).size).toBe(5);
+    const want = JSON.stringify(['10.60.0.1', ...ips].sort());
     await waitFor(async () => {
-      const addrs = (await etcdKeys('/weft/v1/addrs/10.60.0.0_24/')).map((k) => k.split('/').pop()).sort();
-      return JSON.stringify(addrs) === JSON.stringify(['10.60.0.1', ...ips].sort());
+      const addrs = JSON.stringify((await etcdKeys('/weft/v1/addrs/10.60.0.0_24/')).map((k) => k.split('/').pop()).sort());
+      if (addrs !== want) throw new Error(`address records ${addrs}, want ${want}`);
+      return true;
     }, { timeoutMs: 30_000, what: 'the address records to be exactly the gateway and the five containers' });
     expect((await etcdKeys(`/weft/v1/endpoints/${cid}/`)).length).toBe(5);
   });
