@@ -30,6 +30,7 @@ export const keys = {
   bindingsOf: (clusterId: string) => `${ROOT}bindings/${clusterId}/`,
   bindings: () => `${ROOT}bindings/`,
   vni: (vni: number) => `${ROOT}vnis/${vni}`,
+  vnis: () => `${ROOT}vnis/`,
   endpoint: (clusterId: string, endpointId: string) => `${ROOT}endpoints/${clusterId}/${endpointId}`,
   endpointsOf: (clusterId: string) => `${ROOT}endpoints/${clusterId}/`,
   endpoints: () => `${ROOT}endpoints/`,
