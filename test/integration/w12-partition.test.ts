@@ -221,6 +221,12 @@ describe('issue 12: partitions, bad records, host names', () => {
     expect(await ping(hosts[0], 'n1', n2.ip)).toBe(true);
     expect(await ping(hosts[1], 'n2', c[0].ip)).toBe(true);
     expect(await ping(hosts[0], 'n1', c[1].ip)).toBe(true);
+    // weft host rm does not take a host that only lost the store for a dead one
+    const rm = await run('nsenter', [`--net=${hosts[0].netns}`, process.execPath, WEFT_CLI, 'host', 'rm', hosts[2].name, '--yes',
+      '--store', etcdUrl, '--advertise-addr', ipOf(hosts[0])], { timeoutMs: 30_000 });
+    expect(rm.code, rm.stdout + rm.stderr).toBe(1);
+    expect(rm.stderr).toContain(`host ${hosts[2].name} has no registration in the store, but its weft answers at ${ipOf(hosts[2])}`);
+    expect((await etcdKeys(`/weft/v1/endpoints/${cid}/`)).length).toBeGreaterThanOrEqual(5);
     // well past lease TTL + peer timeout, hosts 1 and 2 still hold host 3's entries, and host 3 its own
     for (const i of [0, 1]) expect(await programs(i, c[2], 2), `c3 on ${hosts[i].name}`).toBe(true);
     for (const j of [0, 1]) expect(await programs(2, c[j], j), `c${j + 1} on host 3`).toBe(true);
