@@ -98,7 +98,8 @@ function pingStream(pid: number, to: string, count: number, interval: number): P
     let out = '';
     c.stdout.on('data', (d) => (out += d));
     c.stderr.on('data', (d) => (out += d));
-    c.on('exit', () => {
+    // 'close', not 'exit': the summary may still be in the pipe when the process exits
+    c.on('close', () => {
       const m = /(\d+) packets transmitted, (\d+) received/.exec(out);
       resolve({ sent: m ? Number(m[1]) : -1, received: m ? Number(m[2]) : -1, out: out.split('\n').filter((l) => !/bytes from|^$/.test(l)).join('\n') });
     });
