@@ -119,9 +119,13 @@ export async function serve(cfg: Config): Promise<void> {
  */
 async function refuseTakenName(cfg: Config, store: Parameters<typeof checkHostName>[0], ask: Parameters<typeof checkHostName>[2], log: Logger): Promise<void> {
   let timer: NodeJS.Timeout | undefined;
+  // A record with this host's own address is most likely its previous run (a
+  // restart): not worth a probe's wait before serving. The agent checks it
+  // before it acts on the name.
+  const askOthers: typeof ask = ask ? (address, ms) => (address === cfg.advertiseAddr ? Promise.resolve(undefined) : ask(address, ms)) : undefined;
   try {
     await Promise.race([
-      checkHostName(store, cfg.hostName, ask),
+      checkHostName(store, cfg.hostName, askOthers),
       new Promise((resolve) => { timer = setTimeout(resolve, cfg.storeTimeout + IDENTITY_PROBE_MS); }),
     ]);
   } catch (err) {

@@ -91,19 +91,42 @@ export interface Responder {
   close(): Promise<void>;
 }
 
-export async function startProbeResponder(o: ResponderOptions): Promise<Responder> {
-  const sock = dgram.createSocket({ type: 'udp4' });
-  const rate = o.ratePerSecond ?? 50;
+/** Liveness probes answered per second at most: each other host sends up to 2 a second per host it checks. */
+export const LIVENESS_RATE = 500;
+
+function bucket(rate: number): () => boolean {
   let tokens = rate;
   let refilled = Date.now();
-  sock.on('message', (msg, rinfo) => {
+  return () => {
     const now = Date.now();
     tokens = Math.min(rate, tokens + ((now - refilled) / 1000) * rate);
     refilled = now;
-    if (tokens < 1) return;
+    if (tokens < 1) return false;
     tokens--;
+    return true;
+  };
+}
+
+export async function startProbeResponder(o: ResponderOptions): Promise<Responder> {
+  const sock = dgram.createSocket({ type: 'udp4' });
+  const doctorToken = bucket(o.ratePerSecond ?? 50);
+  const livenessToken = bucket(LIVENESS_RATE);
+  sock.on('message', (msg, rinfo) => {
     const req = parseRequest(msg);
     if (!req) return;
+    if (req.vni === LIVENESS_VNI) {
+      // Another weft asks whether this host is there (its lease expired for
+      // them): the reply says it, and no VXLAN packet is needed. A bucket of
+      // its own, so that a partitioned host in a large cluster can answer all.
+      if (!livenessToken()) return;
+      const r: ProbeReply = {
+        t: 'weft-probe-reply', v: 1, id: req.id, host: o.host, vxlanPort: o.vxlanPort, sent: false,
+        ...(o.instance ? { instance: o.instance } : {}), ...(o.startedAt ? { startedAt: o.startedAt } : {}),
+      };
+      sock.send(JSON.stringify(r), rinfo.port, rinfo.address);
+      return;
+    }
+    if (!doctorToken()) return;
     const reply = (sent: boolean, error?: string) => {
       const r: ProbeReply = {
         t: 'weft-probe-reply', v: 1, id: req.id, host: o.host, vxlanPort: o.vxlanPort, sent, ...(error ? { error } : {}),
