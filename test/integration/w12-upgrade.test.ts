@@ -155,4 +155,20 @@ describe('rolling upgrade: one host on the old weft (0a36c98), two on this one',
     const ip1 = await ipIn(hosts[0], 'fromnew1', 'fromnew');
     await waitFor(async () => (await hosts[OLD].docker(['exec', 'back2', 'ping', '-c', '1', '-W', '2', ip1])).code === 0, { timeoutMs: 20_000, what: 'the old host to reach host 1' });
   });
+  it('host 2 is upgraded in place, as the README says: its containers keep their traffic, and it registers again as the new version', { timeout: 180_000 }, async () => {
+    const back = await ipIn(hosts[OLD], 'back2', 'fromnew');
+    const pid1 = Number((await hosts[0].dockerOk(['inspect', '-f', '{{.State.Pid}}', 'fromnew1'])).stdout.trim());
+    const pinger = run('nsenter', [`--net=/proc/${pid1}/ns/net`, 'ping', '-n', '-c', '100', '-i', '0.2', '-W', '2', back], { timeoutMs: 60_000 });
+    await new Promise((r) => setTimeout(r, 2000));
+    await wefts[OLD].stop();
+    wefts[OLD] = await startWeft(hosts[OLD], { args: [...commonArgs(hosts[OLD]), '--peer-timeout', '3'] });
+    await waitFor(async () => {
+      const r = await run('ip', ['netns', 'exec', ul.name, 'etcdctl', `--endpoints=${etcd.endpoint}`, 'get', '--print-value-only', `/weft/v1/hosts/${hosts[OLD].name}`], { env: { ETCDCTL_API: '3' } });
+      return r.stdout.includes('"instance"');
+    }, { timeoutMs: 30_000, what: 'host 2 to register as the new version' });
+    const p = await pinger;
+    const m = /(\d+) packets transmitted, (\d+) received/.exec(p.stdout);
+    expect(m, p.stdout + p.stderr).not.toBeNull();
+    expect(Number(m![2]), p.stdout).toBe(Number(m![1]));
+  });
 });
