@@ -178,7 +178,7 @@ export class Agent {
     let said = false;
     for (;;) {
       if (this.stopped) return;
-      const c = await checkHostName(this.d.store, this.me, this.d.ask);
+      const c = await checkHostName(this.d.store, this.me, this.d.ask, this.d.cfg.advertiseAddr);
       if (c.state !== 'held') return;
       if (!said) {
         said = true;
@@ -197,7 +197,7 @@ export class Agent {
     try {
       for (;;) {
         // Create only if absent (or ours): never overwrite another weft's registration.
-        const c = await checkHostName(this.d.store, this.me, this.d.ask);
+        const c = await checkHostName(this.d.store, this.me, this.d.ask, this.d.cfg.advertiseAddr);
         if (c.state === 'held') {
           await this.waitForName();
           if (this.stopped) throw new Error('stopped');

@@ -7,9 +7,13 @@
 //   - written by another process, whose weft answers a probe at the record's
 //     address under this name (and is not this process): a live host holds
 //     the name, and this weft is refused;
+//   - written by another process, at this host's own address, where only
+//     this very process answers: this host's previous run (a restart). No
+//     other weft can be answering there (it would hold the probe port), so
+//     the record is taken over at once;
 //   - written by another process that does not answer: most likely this
-//     host's previous weft (a restart), whose lease expires within its TTL.
-//     weft waits for that, and registers once the record is gone.
+//     host's previous weft, whose lease expires within its TTL. weft waits
+//     for that, and registers once the record is gone.
 import type { KeyValue, Store } from '../store/store';
 import { keys } from '../store/keys';
 import { readHost } from '../store/records';
@@ -33,7 +37,7 @@ export type NameCheck =
 
 export const IDENTITY_PROBE_MS = 1500;
 
-export async function checkHostName(store: Store, me: string, ask: Ask | undefined): Promise<NameCheck> {
+export async function checkHostName(store: Store, me: string, ask: Ask | undefined, myAddress?: string): Promise<NameCheck> {
   const kv = await store.get(keys.host(me));
   if (!kv) return { state: 'free' };
   const rec = readHost(kv.value);
@@ -50,6 +54,7 @@ export async function checkHostName(store: Store, me: string, ask: Ask | undefin
         `${a.startedAt ? ` (running since ${a.startedAt})` : ''}. Every host needs its own --host-name (WEFT_HOST_NAME): ` +
         `start this weft with another name, or stop the weft at ${address} first`);
     }
+    if (a && a.host === me && a.instance === INSTANCE && address === myAddress) return { state: 'mine', kv };
   }
   return { state: 'held', kv, holder };
 }

@@ -32,6 +32,9 @@ describe('host name check', () => {
       expect(held.state).toBe('held');
       // this process answers there (a restart on the same address): not a second host
       expect((await checkHostName(store, 'h1', async () => ({ host: 'h1', instance: INSTANCE }))).state).toBe('held');
+      // ... and when that address is this host's own, only this process answers there: its previous run, taken over at once
+      expect((await checkHostName(store, 'h1', async () => ({ host: 'h1', instance: INSTANCE }), '192.0.2.11')).state).toBe('mine');
+      expect((await checkHostName(store, 'h1', silent, '192.0.2.11')).state).toBe('held');
       // another host's weft answers at that address: the name is free to be waited for, not taken
       expect((await checkHostName(store, 'h1', async () => ({ host: 'h9', instance: 'x' }))).state).toBe('held');
       // a live weft answers as h1: refused, naming it
