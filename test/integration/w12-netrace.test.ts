@@ -2,6 +2,10 @@
 // after its transaction leaves no VNI (nor network, nor pool) behind once the
 // collector has run, and `docker network rm` on one host racing `docker run`
 // on the other never leaves an endpoint without its network or the reverse.
+import { spawn } from 'child_process';
+import * as fs from 'fs';
+import * as os from 'os';
+import * as path from 'path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startEtcd } from '../lab/etcd';
 import { keepLogs } from '../lab/logs';
@@ -9,6 +13,7 @@ import {
   cleanupLabLeftovers, createUnderlay, ensureBusyboxImage, run, startHost, startWeft, waitFor,
   type LabHost, type Underlay, type WeftProcess,
 } from '../lab/host';
+import { pluginCall, WEFT_CLI } from '../lab/weft';
 
 const PREFIX = 'w12n-';
 let ul: Underlay;
@@ -136,3 +141,47 @@ describe('issue 12: VNI collection, network rm racing docker run', () => {
     process.stdout.write(`[w12n] ${outcomes.join('; ')}\n`);
   });
 });
+
+describe('issue 12: two wefts on one embedded store', () => {
+  it('the second, in another PID namespace than the first, is refused with a clear error; the store stays intact', { timeout: 120_000 }, async () => {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'w12n-store-'));
+    const serveArgs = (name: string) => [WEFT_CLI, 'serve', '--state-dir', path.join(dir, 'state'), '--run-dir', path.join(dir, 'run'),
+      '--socket', path.join(dir, `${name}.sock`), '--docker-host', 'unix:///nonexistent/docker.sock', '--dns-addr', 'off', '--host-name', 'w12n-solo'];
+    // the first weft is PID 1 of a PID namespace of its own, as the managed plugin is
+    const first = spawn('unshare', ['--pid', '--fork', '--kill-child', '--mount-proc', process.execPath, ...serveArgs('first')], { stdio: ['ignore', 'pipe', 'pipe'] });
+    let out = '';
+    first.stdout.on('data', (d) => (out += d));
+    first.stderr.on('data', (d) => (out += d));
+    try {
+      await waitFor(() => out.includes('serving the plugin API'), { timeoutMs: 20_000, what: `the first weft to serve: ${out}` });
+      // it writes a network's worth of state through its plugin API
+      const pool = await pluginCall(path.join(dir, 'first.sock'), 'IpamDriver.RequestPool', { AddressSpace: 'weft', Pool: '10.76.0.0/24', SubPool: '', Options: {}, V6: false });
+      expect(pool.status).toBe(200);
+      const second = await run(process.execPath, serveArgs('second'), { timeoutMs: 30_000 });
+      expect(second.code, second.stdout + second.stderr).toBe(1);
+      expect(second.stderr).toMatch(/the store in \S+ is in use by another weft process \(pid 1 in another PID namespace \(pid:\[\d+\]\)/);
+      expect(second.stderr).toContain('stop that process first, or give this one another state directory');
+      expect(fs.existsSync(path.join(dir, 'second.sock'))).toBe(false);
+    } finally {
+      first.kill('SIGKILL');
+      await new Promise((r) => first.on('close', r));
+    }
+    // the first is gone (killed, no clean-up): a weft opens the store at once, and finds the pool
+    const third = spawn(process.execPath, serveArgs('third'), { stdio: ['ignore', 'pipe', 'pipe'] });
+    let out3 = '';
+    third.stdout.on('data', (d) => (out3 += d));
+    third.stderr.on('data', (d) => (out3 += d));
+    try {
+      await waitFor(() => out3.includes('serving the plugin API'), { timeoutMs: 20_000, what: `a weft to open the store after the holder died: ${out3}` });
+      // the pool the first weft made is there: an overlapping one is refused, naming it
+      const overlap = await pluginCall(path.join(dir, 'third.sock'), 'IpamDriver.RequestPool', { AddressSpace: 'weft', Pool: '10.76.0.0/25', SubPool: '', Options: {}, V6: false });
+      expect(overlap.status).not.toBe(200);
+      expect(overlap.text).toContain('overlaps 10.76.0.0/24');
+    } finally {
+      third.kill('SIGTERM');
+      await new Promise((r) => third.on('close', r));
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});
+
