@@ -126,7 +126,8 @@ async function refuseTakenName(cfg: Config, store: Parameters<typeof checkHostNa
   try {
     await Promise.race([
       checkHostName(store, cfg.hostName, askOthers),
-      new Promise((resolve) => { timer = setTimeout(resolve, cfg.storeTimeout + IDENTITY_PROBE_MS); }),
+      // never long: the socket must be served soon (dockerd waits on it at boot)
+      new Promise((resolve) => { timer = setTimeout(resolve, Math.min(cfg.storeTimeout, 2000) + IDENTITY_PROBE_MS); }),
     ]);
   } catch (err) {
     if (err instanceof DuplicateHostError) {
