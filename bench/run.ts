@@ -17,6 +17,7 @@ import { convergence, dockerRun, propagation } from './phases/docker';
 import { dataPath } from './phases/datapath';
 import { ipamContention } from './phases/ipam';
 import { scale } from './phases/scale';
+import { scrape } from './phases/scrape';
 
 const RESULTS_DIR = path.resolve(__dirname, '..', '..', 'results');
 
@@ -28,6 +29,7 @@ const PHASE_FNS: Record<(typeof PHASES)[number], (b: Bench) => Promise<void>> = 
   data: dataPath,
   ipam: ipamContention,
   scale,
+  scrape,
 };
 
 async function main(): Promise<number> {

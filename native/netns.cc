@@ -7,6 +7,7 @@
 //   packetSocket()         an AF_PACKET socket in the calling thread's namespace
 //   sendFrame(fd, ifindex, buf)  send one raw Ethernet frame (gratuitous ARP)
 //   closeFd(fd)
+//   flock(fd, operation)   flock(2) on an open file: the embedded store's lock
 //
 // createNetns runs unshare(CLONE_NEWNET) on a short-lived helper thread, so the
 // Node main thread never leaves its own namespace.
@@ -21,6 +22,7 @@
 #include <fcntl.h>
 #include <sched.h>
 #include <string>
+#include <sys/file.h>
 #include <sys/mount.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
@@ -141,7 +143,36 @@ Napi::Value CloseFd(const Napi::CallbackInfo& info) {
   return env.Undefined();
 }
 
+// flock(fd, operation): flock(2). Returns true when the lock was taken (or
+// released), false when LOCK_NB was given and another open file description
+// holds a conflicting lock (EWOULDBLOCK); throws on any other error. The lock
+// belongs to the open file description, so the kernel releases it when the
+// last descriptor of it closes, which includes the death of the process, and
+// it works on the file itself, whatever PID namespace the holders are in.
+Napi::Value Flock(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (info.Length() < 2 || !info[0].IsNumber() || !info[1].IsNumber()) {
+    Napi::TypeError::New(env, "flock(fd, operation) needs a file descriptor and LOCK_SH, LOCK_EX or LOCK_UN (| LOCK_NB)").ThrowAsJavaScriptException();
+    return env.Undefined();
+  }
+  int fd = info[0].As<Napi::Number>().Int32Value();
+  int op = info[1].As<Napi::Number>().Int32Value();
+  int r;
+  do {
+    r = flock(fd, op);
+  } while (r != 0 && errno == EINTR);
+  if (r == 0) return Napi::Boolean::New(env, true);
+  if (errno == EWOULDBLOCK && (op & LOCK_NB)) return Napi::Boolean::New(env, false);
+  SysError(env, "flock", errno).ThrowAsJavaScriptException();
+  return env.Undefined();
+}
+
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
+  exports.Set("flock", Napi::Function::New(env, Flock));
+  exports.Set("LOCK_SH", Napi::Number::New(env, LOCK_SH));
+  exports.Set("LOCK_EX", Napi::Number::New(env, LOCK_EX));
+  exports.Set("LOCK_NB", Napi::Number::New(env, LOCK_NB));
+  exports.Set("LOCK_UN", Napi::Number::New(env, LOCK_UN));
   exports.Set("packetSocket", Napi::Function::New(env, PacketSocket));
   exports.Set("sendFrame", Napi::Function::New(env, SendFrame));
   exports.Set("closeFd", Napi::Function::New(env, CloseFd));

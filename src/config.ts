@@ -20,6 +20,7 @@ export interface Config {
   mtu: number;
   vxlanPort: number;
   leaseTtl: number;
+  peerTimeout: number;
   reconcileInterval: number;
   storeTimeout: number;
   gcGrace: number;
@@ -78,7 +79,9 @@ export const SETTINGS: Setting[] = [
   { key: 'vxlanPort', flag: 'vxlan-port', env: 'WEFT_VXLAN_PORT', kind: 'int', default: 4789, min: 1, max: 65535,
     help: 'UDP port of VXLAN traffic between hosts' },
   { key: 'leaseTtl', flag: 'lease-ttl', env: 'WEFT_LEASE_TTL', kind: 'int', default: 10, min: 2, max: 300,
-    help: "seconds after which a silent host is taken out of every network's forwarding tables" },
+    help: 'seconds a host may go without renewing its registration in the store; then the other hosts check it over the underlay (see --peer-timeout)' },
+  { key: 'peerTimeout', flag: 'peer-timeout', env: 'WEFT_PEER_TIMEOUT', kind: 'int', default: 5, min: 1, max: 300,
+    help: 'seconds a host whose lease expired may fail to answer probes over the underlay (--probe-port) before it leaves the forwarding tables; while it answers it stays' },
   { key: 'reconcileInterval', flag: 'reconcile-interval', env: 'WEFT_RECONCILE_INTERVAL', kind: 'int', default: 10, min: 1, max: 3600,
     help: 'seconds between full comparisons of kernel state with the store (repairs drift)' },
   { key: 'storeTimeout', flag: 'store-timeout', env: 'WEFT_STORE_TIMEOUT', kind: 'int', default: 5000, min: 100, max: 600000,
@@ -102,7 +105,7 @@ export const SETTINGS: Setting[] = [
   { key: 'metricsAddr', flag: 'metrics-addr', env: 'WEFT_METRICS_ADDR', kind: 'string', default: '',
     help: 'HOST:PORT of an HTTP listener serving Prometheus metrics at /metrics and a health check at /healthz; empty = off' },
   { key: 'probePort', flag: 'probe-port', env: 'WEFT_PROBE_PORT', kind: 'int', default: 4790, min: 0, max: 65535,
-    help: 'UDP port (on --advertise-addr) where weft answers the VXLAN reachability probes of `weft doctor` on other hosts; 0 = off' },
+    help: 'UDP port (on --advertise-addr) where weft answers the probes of other hosts (is this host alive while its lease is gone?) and of `weft doctor` (VXLAN reachability); the same on every host; 0 = off' },
   { key: 'dnsAddr', flag: 'dns-addr', env: 'WEFT_DNS_ADDR', kind: 'string', default: '169.254.53.53:53',
     help: 'IPv4:PORT where weft answers DNS for container names across hosts (weft adds the address to lo); containers use it through --dns or the daemon\'s "dns"; off = no DNS server' },
   { key: 'dnsForward', flag: 'dns-forward', env: 'WEFT_DNS_FORWARD', kind: 'string', default: 'on',

@@ -85,6 +85,13 @@ export const errors = {
     conflict('WEFT_NETWORK_BUSY',
       `network ${network} still has containers on ${hosts.join(', ')}: stop or disconnect them there first`),
 
+  networkRemoving: (network: string) =>
+    conflict('WEFT_NETWORK_REMOVING',
+      `network ${network} is being removed (docker network rm ran on some host): create it again once it is gone, or use another network`),
+  networkGone: (network: string) =>
+    conflict('WEFT_NETWORK_GONE',
+      `network ${network} no longer exists in the cluster (it was removed on another host): remove it here with "docker network rm" and create it again`),
+
   // Failures on our side
   store: (what: string, cause: unknown) =>
     failed('WEFT_STORE_UNAVAILABLE', `${what}: the store is unavailable (${cause instanceof Error ? cause.message : String(cause)}); check that etcd is reachable, then retry`, cause),

@@ -16,6 +16,12 @@ export interface NativeAddon {
   /** Sends one raw Ethernet frame on link `ifindex` through a packet socket. */
   sendFrame(fd: number, ifindex: number, frame: Buffer): void;
   closeFd(fd: number): void;
+  /** flock(2): true when taken (or released), false when LOCK_NB and another holder has it; throws otherwise. */
+  flock(fd: number, operation: number): boolean;
+  readonly LOCK_SH: number;
+  readonly LOCK_EX: number;
+  readonly LOCK_NB: number;
+  readonly LOCK_UN: number;
   readonly CLONE_NEWNET: number;
 }
 

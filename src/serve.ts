@@ -22,6 +22,9 @@ import { startDns } from './dns';
 import { createOps } from './ops/serve-hooks';
 import { openStore } from './store';
 import { RUNTIME, runtimeWarning, VERSION } from './version';
+import { checkHostName, DuplicateHostError, IDENTITY_PROBE_MS } from './agent/identity';
+import { checkMountNamespace } from './mountns';
+import { Prober } from './ops/probe';
 
 export async function serve(cfg: Config): Promise<void> {
   const log = createLogger(cfg.logLevel);
@@ -31,6 +34,8 @@ export async function serve(cfg: Config): Promise<void> {
 
   fs.mkdirSync(cfg.stateDir, { recursive: true, mode: 0o700 });
   fs.mkdirSync(cfg.runDir, { recursive: true, mode: 0o700 });
+  const mountWarning = checkMountNamespace(cfg.runDir);
+  if (mountWarning) log.warn({ runDir: cfg.runDir }, mountWarning);
   const cluster = isClusterStore(cfg.store);
   const rawStore = await openStore(cfg.store, {
     stateDir: cfg.stateDir,
@@ -45,6 +50,10 @@ export async function serve(cfg: Config): Promise<void> {
   // Operator side (src/ops): store metrics, admin routes, --metrics-addr, doctor probes.
   const ops = createOps(cfg, rawStore);
   const store = ops.store;
+  // Probes to other wefts over the underlay: is a host whose lease expired still there, who holds a host name.
+  const prober = cluster && cfg.advertiseAddr && cfg.probePort > 0 ? new Prober(cfg.advertiseAddr, cfg.probePort) : undefined;
+  const ask = prober ? (address: string, timeoutMs: number) => prober.ask(address, timeoutMs) : undefined;
+  if (cluster) await refuseTakenName(cfg, store, ask, log);
   const dataplane = new DataPlane({ runDir: cfg.runDir, logger: log.child({ part: 'dataplane' }) });
   const ipam = new Ipam(store, {
     host: cfg.hostName, defaultPool: cfg.defaultPool, defaultPoolSize: cfg.defaultPoolSize, logger: log.child({ part: 'ipam' }),
@@ -59,7 +68,16 @@ export async function serve(cfg: Config): Promise<void> {
   await listenUnix(app, cfg.socket, log);
   log.info({ socket: cfg.socket, store: store.description, driver: driverName(cfg) }, 'serving the plugin API');
 
-  const agent = new Agent({ store, driver, ipam, dataplane, cfg, logger: log.child({ part: 'agent' }) });
+  let fatal = false;
+  let stopNow: ((signal: string, code?: number) => Promise<void>) | undefined;
+  const agent = new Agent({
+    store, driver, ipam, dataplane, cfg, logger: log.child({ part: 'agent' }), ask,
+    onFatal: (err) => {
+      process.stderr.write(`weft: ${err.message}\n`);
+      fatal = true;
+      if (stopNow) void stopNow('fatal', 1);
+    },
+  });
   // DNS for container names across hosts (--dns-addr): fed by the agent's mirror, so set up before it starts.
   const dns = startDns({ cfg, store, agent, driver, logger: log.child({ part: 'dns' }) });
   ops.observeDns(() => (dns?.server ? { ...dns.server.stats } : undefined));
@@ -78,6 +96,7 @@ export async function serve(cfg: Config): Promise<void> {
       await ops.close();
       await dns?.close();
       await agent.stop();
+      prober?.close();
       await dataplane.close();
       await store.close();
     } catch (err) {
@@ -90,6 +109,8 @@ export async function serve(cfg: Config): Promise<void> {
     }
     process.exit(code);
   };
+  stopNow = stop;
+  if (fatal) void stop('fatal', 1);
   process.on('SIGTERM', () => void stop('SIGTERM'));
   process.on('SIGINT', () => void stop('SIGINT'));
   // A managed plugin outlives a live-restore restart of dockerd, but its
@@ -104,6 +125,34 @@ export async function serve(cfg: Config): Promise<void> {
     void stop('docker socket replaced', 75);
   }, 2_000);
   socketWatch.unref();
+}
+
+/**
+ * Refuses to start when a live host already holds this host's name (see
+ * agent/identity.ts). Bounded: when the store does not answer, the agent
+ * makes the same check before it acts on the name.
+ */
+async function refuseTakenName(cfg: Config, store: Parameters<typeof checkHostName>[0], ask: Parameters<typeof checkHostName>[2], log: Logger): Promise<void> {
+  let timer: NodeJS.Timeout | undefined;
+  // A record with this host's own address is most likely its previous run (a
+  // restart): not worth a probe's wait before serving. The agent checks it
+  // before it acts on the name.
+  const askOthers: typeof ask = ask ? (address, ms) => (address === cfg.advertiseAddr ? Promise.resolve(undefined) : ask(address, ms)) : undefined;
+  try {
+    await Promise.race([
+      checkHostName(store, cfg.hostName, askOthers),
+      // never long: the socket must be served soon (dockerd waits on it at boot)
+      new Promise((resolve) => { timer = setTimeout(resolve, Math.min(cfg.storeTimeout, 2000) + IDENTITY_PROBE_MS); }),
+    ]);
+  } catch (err) {
+    if (err instanceof DuplicateHostError) {
+      log.fatal({ code: err.code, host: cfg.hostName }, err.message);
+      throw err;
+    }
+    log.debug({ err: (err as Error).message }, 'could not check the host name at start; the agent checks it before registering');
+  } finally {
+    clearTimeout(timer);
+  }
 }
 
 /** Listen on the plugin socket, root-only (0600); refuse to steal the socket of a weft that is still running. */

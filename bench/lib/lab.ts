@@ -83,7 +83,10 @@ export async function setupLab(): Promise<Lab> {
   lab.api = await startHost({ name: `${PREFIX}api`, underlay: lab.ul, address: '192.0.2.20/24', dockerd: false });
   await Promise.all(hs.map((h) => ensureBusyboxImage(h)));
   log('starting weft on each host');
-  for (const h of hs) lab.wefts!.push(await startWeft(h, { args: clusterArgs(lab as Lab, h), logLevel: weftLogLevel('debug'), env: weftEnv() }));
+  // metrics on each host's own loopback (the scrape phase polls host 1's from inside its namespace)
+  for (const h of hs) {
+    lab.wefts!.push(await startWeft(h, { args: clusterArgs(lab as Lab, h, ['--metrics-addr', '127.0.0.1:9464']), logLevel: weftLogLevel('debug'), env: weftEnv() }));
+  }
   return lab as Lab;
 }
 

@@ -21,6 +21,11 @@ import { Driver } from '../driver/driver';
 import { CLUSTER_NETWORK_OPTION } from '../driver/options';
 import { BindingRecord, EndpointRecord, HostRecord, keys, NetworkRecord, ROOT } from '../store/keys';
 import { Lease, LeaseId, Store, Watcher, WatchEvent } from '../store/store';
+import { InvalidRecords, readBinding, readEndpoint, readHost, readNetwork } from '../store/records';
+import { contains, parseSubnet, Subnet } from '../ipam/cidr';
+import { INSTANCE } from '../instance';
+import { Ask, checkHostName, DuplicateHostError } from './identity';
+import { Liveness } from './liveness';
 import type { MirrorListener } from '../dns/table';
 import { VERSION } from '../version';
 import { DockerClient, DockerError } from './docker';
@@ -35,6 +40,10 @@ export interface AgentDeps {
   dataplane: DataPlaneApi;
   cfg: Config;
   logger: Logger;
+  /** Asks the weft at an address who it is, over --probe-port (undefined: no probes). */
+  ask?: Ask;
+  /** Called when weft must not go on (another live host holds this host's name). */
+  onFatal?: (err: Error) => void;
 }
 
 export interface AgentStats {
@@ -44,10 +53,18 @@ export interface AgentStats {
   peersProgrammed: number;
   storeErrors: number;
   synced: boolean;
+  /** Records skipped because they are not valid (each counted once per value seen). */
+  invalidRecords: number;
 }
 
 export class Agent {
   private readonly hosts = new Map<string, HostRecord>();
+  /** Last address each host registered with, kept after its registration is gone (to probe it). */
+  private readonly lastAddress = new Map<string, string>();
+  /** Networks whose record in the store is not valid: left as they are, never removed for it. */
+  private readonly unreadableNetworks = new Set<string>();
+  readonly invalid: InvalidRecords;
+  readonly liveness: Liveness;
   private readonly networks = new Map<string, NetworkRecord>();
   private readonly bindings = new Map<string, Map<string, string>>();
   private readonly endpoints = new Map<string, Map<string, EndpointRecord>>();
@@ -68,16 +85,34 @@ export class Agent {
   /** Other parts that keep their own view of the mirror (the DNS name table). */
   private readonly mirrorListeners: MirrorListener[] = [];
   private readonly registeredListeners: ((lease: LeaseId) => void)[] = [];
-  readonly stats: AgentStats = { corrections: 0, peersProgrammed: 0, storeErrors: 0, synced: false };
+  readonly stats: AgentStats = { corrections: 0, peersProgrammed: 0, storeErrors: 0, synced: false, invalidRecords: 0 };
 
   constructor(private readonly d: AgentDeps) {
     this.cluster = isClusterStore(d.cfg.store);
     this.me = d.cfg.hostName;
     this.docker = new DockerClient(d.cfg.dockerHost);
+    this.invalid = new InvalidRecords((obj, msg) => {
+      this.stats.invalidRecords++;
+      d.logger.warn(obj, msg);
+    });
+    this.liveness = new Liveness({
+      ask: (address, timeoutMs) => (d.ask ? d.ask(address, timeoutMs) : Promise.resolve(undefined)),
+      peerTimeoutMs: (d.cfg.peerTimeout ?? 5) * 1000,
+      onGone: () => {
+        for (const cid of this.networks.keys()) this.dirty.add(cid);
+        this.scheduleFlush();
+      },
+      logger: d.logger,
+    });
   }
 
   start(): void {
     void this.run();
+  }
+
+  /** Whether this host's registration is in the store, as the mirror sees it. */
+  registered(): boolean {
+    return this.lease !== undefined && this.hosts.has(this.me);
   }
 
   /** `l` is told of every record the mirror sees, and of every re-list (reset first). Add it before start(). */
@@ -93,12 +128,17 @@ export class Agent {
   async stop(): Promise<void> {
     this.stopped = true;
     if (this.timer) clearInterval(this.timer);
+    this.liveness.stop();
     await this.watcher?.close().catch(() => undefined);
     // The lease is not revoked: a stopped weft and a crashed one look alike to
     // the cluster, and a quick restart keeps the host's peers in place.
   }
 
   private async run(): Promise<void> {
+    // Before anything acts on this host's name (the reconcile releases what
+    // "this host" holds and Docker no longer knows), make sure no live host holds it.
+    if (this.cluster) await this.retry('checking that this host name is free', () => this.waitForName());
+    if (this.stopped) return;
     await this.retry('initial reconcile', async () => { await this.reconcile(); });
     if (this.cluster) await this.retry('registering this host', () => this.register());
     await this.retry('watching the store', () => this.sync());
@@ -113,6 +153,12 @@ export class Agent {
         await fn();
         return;
       } catch (err) {
+        if (err instanceof DuplicateHostError) {
+          this.d.logger.fatal({ code: err.code }, err.message);
+          this.stopped = true;
+          if (this.d.onFatal) this.d.onFatal(err);
+          return;
+        }
         this.stats.storeErrors++;
         const wait = Math.min(5000, 200 * 2 ** attempt);
         this.d.logger.warn({ err: (err as Error).message, retryInMs: wait }, `${what} failed; retrying`);
@@ -123,11 +169,44 @@ export class Agent {
 
   // ------------------------------------------------------------ membership
 
+  /**
+   * Waits until no other weft holds this host's name: refuses (DuplicateHostError)
+   * when a live host answers under it, waits while the record of an earlier,
+   * silent weft (this host's previous run) is still under its lease.
+   */
+  private async waitForName(): Promise<void> {
+    let said = false;
+    for (;;) {
+      if (this.stopped) return;
+      const c = await checkHostName(this.d.store, this.me, this.d.ask, this.d.cfg.advertiseAddr);
+      if (c.state !== 'held') return;
+      if (!said) {
+        said = true;
+        this.d.logger.warn({ host: this.me, holder: c.holder },
+          `the name ${this.me} is still registered by ${c.holder}, which does not answer probes: waiting for its lease to expire (at most its --lease-ttl) before registering. ` +
+          'If that weft still runs on another machine, stop it or give this host another --host-name');
+      }
+      await sleep(1000);
+    }
+  }
+
   private async register(): Promise<void> {
+    const key = keys.host(this.me);
     const lease = await this.d.store.grantLease(this.d.cfg.leaseTtl);
-    const rec: HostRecord = { address: this.d.cfg.advertiseAddr, version: VERSION, startedAt: new Date().toISOString() };
+    const rec: HostRecord = { address: this.d.cfg.advertiseAddr, version: VERSION, startedAt: new Date().toISOString(), instance: INSTANCE };
     try {
-      await this.d.store.put(keys.host(this.me), JSON.stringify(rec), lease.id);
+      for (;;) {
+        // Create only if absent (or ours): never overwrite another weft's registration.
+        const c = await checkHostName(this.d.store, this.me, this.d.ask, this.d.cfg.advertiseAddr);
+        if (c.state === 'held') {
+          await this.waitForName();
+          if (this.stopped) throw new Error('stopped');
+          continue;
+        }
+        const guard = c.state === 'mine' ? c.kv.modRevision : 0;
+        const r = await this.d.store.txn([{ key, modRevision: guard }], [{ type: 'put', key, value: JSON.stringify(rec), lease: lease.id }]);
+        if (r.succeeded) break;
+      }
     } catch (err) {
       // Do not leave a kept-alive lease behind for every failed attempt.
       await lease.revoke().catch(() => undefined);
@@ -179,8 +258,18 @@ export class Agent {
     try {
       switch (rest[0]) {
         case 'hosts': {
-          if (put) this.hosts.set(rest[1], JSON.parse(ev.value!) as HostRecord);
-          else {
+          if (rest.length !== 2) break;
+          const h = put ? readHost(ev.value) : undefined;
+          if (h?.ok) {
+            this.hosts.set(rest[1], h.value);
+            this.lastAddress.set(rest[1], h.value.address);
+            this.invalid.clear(ev.key);
+          } else if (h && !h.ok) {
+            // Not a usable registration: the host counts as unregistered (and is probed).
+            this.invalid.skip('host', ev.key, ev.value, h.why);
+            this.hosts.delete(rest[1]);
+          } else {
+            this.invalid.clear(ev.key);
             this.hosts.delete(rest[1]);
             if (rest[1] === this.me && this.cluster && !this.stopped && this.lease) {
               // Our own registration vanished (lease expired during an outage).
@@ -194,10 +283,20 @@ export class Agent {
         case 'networks': {
           if (rest.length !== 2) break;
           if (put) {
-            const rec = JSON.parse(ev.value!) as NetworkRecord;
-            this.networks.set(rest[1], rec);
-            this.d.driver.updateRecord(rest[1], rec);
+            const r = readNetwork(ev.value);
+            if (!r.ok) {
+              // Keep what was known of it, and never take an unreadable record for a removed network.
+              this.invalid.skip('network', ev.key, ev.value, r.why);
+              this.unreadableNetworks.add(rest[1]);
+              break;
+            }
+            this.invalid.clear(ev.key);
+            this.unreadableNetworks.delete(rest[1]);
+            this.networks.set(rest[1], r.value);
+            this.d.driver.updateRecord(rest[1], r.value);
           } else {
+            this.invalid.clear(ev.key);
+            this.unreadableNetworks.delete(rest[1]);
             this.networks.delete(rest[1]);
             this.announced.delete(rest[1]);
           }
@@ -207,8 +306,18 @@ export class Agent {
         case 'bindings': {
           if (rest.length !== 3) break;
           const m = this.bindings.get(rest[1]) ?? new Map<string, string>();
-          if (put) m.set(rest[2], (JSON.parse(ev.value!) as BindingRecord).localId);
-          else m.delete(rest[2]);
+          if (put) {
+            const r = readBinding(ev.value);
+            if (!r.ok) {
+              this.invalid.skip('binding', ev.key, ev.value, r.why);
+              break;
+            }
+            this.invalid.clear(ev.key);
+            m.set(rest[2], r.value.localId);
+          } else {
+            this.invalid.clear(ev.key);
+            m.delete(rest[2]);
+          }
           if (m.size) this.bindings.set(rest[1], m);
           else this.bindings.delete(rest[1]);
           this.dirty.add(rest[1]);
@@ -217,8 +326,16 @@ export class Agent {
         case 'endpoints': {
           if (rest.length !== 3) break;
           const m = this.endpoints.get(rest[1]) ?? new Map<string, EndpointRecord>();
-          if (put) m.set(rest[2], JSON.parse(ev.value!) as EndpointRecord);
-          else m.delete(rest[2]);
+          const r = put ? readEndpoint(ev.value) : undefined;
+          if (r?.ok) {
+            this.invalid.clear(ev.key);
+            m.set(rest[2], r.value);
+          } else {
+            // Deleted, or not valid: not programmed anywhere.
+            if (r && !r.ok) this.invalid.skip('endpoint', ev.key, ev.value, r.why);
+            else this.invalid.clear(ev.key);
+            m.delete(rest[2]);
+          }
           if (m.size) this.endpoints.set(rest[1], m);
           else this.endpoints.delete(rest[1]);
           this.dirty.add(rest[1]);
@@ -244,6 +361,7 @@ export class Agent {
   }
 
   private async flush(): Promise<void> {
+    if (this.cluster && this.stats.synced) this.refreshLiveness();
     const cids = [...this.dirty];
     this.dirty.clear();
     await Promise.all(cids.map(async (cid) => {
@@ -259,14 +377,46 @@ export class Agent {
 
   // ------------------------------------------------------------ peers
 
-  /** What a local network's VXLAN device should forward to: endpoints of other, live hosts. */
+  /** Hosts with endpoints but no registration, with the address to probe them at. */
+  private refreshLiveness(): void {
+    const unregistered = new Map<string, string>();
+    for (const eps of this.endpoints.values()) {
+      for (const ep of eps.values()) {
+        if (ep.host === this.me || this.hosts.has(ep.host) || unregistered.has(ep.host)) continue;
+        const address = this.lastAddress.get(ep.host) || ep.vtep;
+        if (address) unregistered.set(ep.host, address);
+      }
+    }
+    this.liveness.update(unregistered);
+  }
+
+  /**
+   * What a local network's VXLAN device should forward to: endpoints of other
+   * hosts that are registered, or unregistered but still answering probes
+   * (see liveness.ts). Endpoints whose address is not in the network's subnet
+   * are skipped (and counted), like every other invalid record.
+   */
   desiredPeers(cid: string): PeerState {
     const out: PeerState = { endpoints: [], floodVteps: [] };
     const vteps = new Set<string>();
-    for (const ep of this.endpoints.get(cid)?.values() ?? []) {
-      if (ep.host === this.me || !this.hosts.has(ep.host) || !ep.vtep) continue;
+    const rec = this.networks.get(cid);
+    let subnet: Subnet | undefined;
+    try {
+      subnet = rec?.subnet ? parseSubnet(rec.subnet) : undefined;
+    } catch {
+      subnet = undefined;
+    }
+    for (const [id, ep] of this.endpoints.get(cid) ?? []) {
+      if (ep.host === this.me) continue;
+      const registered = this.hosts.get(ep.host);
+      if (!registered && !this.liveness.keeps(ep.host)) continue;
+      if (subnet && !contains(subnet, ep.ip)) {
+        this.invalid.skip('endpoint', keys.endpoint(cid, id), JSON.stringify(ep), `ip ${ep.ip} is not in the network's subnet ${subnet.cidr}`);
+        continue;
+      }
       // The host's current address: it may have come back with another --advertise-addr.
-      const vtep = this.hosts.get(ep.host)?.address || ep.vtep;
+      const vtep = registered?.address || this.lastAddress.get(ep.host) || ep.vtep;
+      if (!vtep) continue;
       out.endpoints.push({ ip: ep.ip, mac: ep.mac, vtep });
       vteps.add(vtep);
     }
@@ -313,6 +463,7 @@ export class Agent {
   // ------------------------------------------------------------ propagation
 
   private propagate(cid: string): void {
+    if (this.unreadableNetworks.has(cid)) return;
     if (this.inflight.has(cid) || (this.retryAt.get(cid)?.at ?? 0) > Date.now()) return;
     const rec = this.networks.get(cid);
     const localId = this.bindings.get(cid)?.get(this.me);

@@ -13,7 +13,8 @@
 import type { Logger } from 'pino';
 import type { Driver } from '../driver/driver';
 import type { Ipam } from '../ipam/ipam';
-import { EndpointRecord, keys, leaf, PoolRecord } from '../store/keys';
+import { keys, leaf, PoolRecord } from '../store/keys';
+import { readEndpoint, readNetwork } from '../store/records';
 import type { Store } from '../store/store';
 import { DockerClient, DockerError } from './docker';
 
@@ -51,7 +52,9 @@ export async function collectGarbage(d: GcDeps): Promise<number> {
     const eps = await d.store.list(keys.endpointsOf(local.clusterId));
     const ips = livePools.get(local.record.poolId ?? '') ?? new Set<string>();
     for (const kv of eps.kvs) {
-      const rec = JSON.parse(kv.value) as EndpointRecord;
+      const r = readEndpoint(kv.value);
+      if (!r.ok) continue; // not valid: the agent counts and logs it; nothing to release here
+      const rec = r.value;
       if (rec.host !== d.host) continue;
       const id = leaf(kv.key);
       // Whatever local copy it was made on: a copy re-created since has a new local id.
@@ -86,6 +89,7 @@ export async function collectGarbage(d: GcDeps): Promise<number> {
       released++;
     }
   }
+  released += await collectHalfMadeNetworks(d);
   for (const a of await d.ipam.addressesOfHost(d.host)) {
     const live = livePools.get(a.pool);
     if (!live || live.has(a.ip) || !old(a.at, d.graceMs)) continue;
@@ -95,3 +99,49 @@ export async function collectGarbage(d: GcDeps): Promise<number> {
   }
   return released;
 }
+
+/**
+ * Network records and VNIs that a CreateNetwork left behind when it failed
+ * after its transaction applied (weft killed, or a timeout whose rollback
+ * could not reach the store):
+ *   - a network record this host created that never got a name and has no
+ *     binding and no endpoint on any host, older than the grace period (a
+ *     network that any host's Docker has is bound, and named at once); it is
+ *     removed with its VNI and pool, on the revision that was read;
+ *   - a VNI claim whose network record is gone (both are always written and
+ *     deleted together, so such a claim can only be left over), removed only
+ *     if the network record is still absent.
+ */
+async function collectHalfMadeNetworks(d: GcDeps): Promise<number> {
+  let released = 0;
+  const nets = await d.store.list(keys.networks());
+  const present = new Set<string>();
+  for (const kv of nets.kvs) {
+    const cid = kv.key.slice(keys.networks().length);
+    present.add(cid);
+    const r = readNetwork(kv.value);
+    if (!r.ok || r.value.name || r.value.createdBy !== d.host || !old(r.value.createdAt, d.graceMs)) continue;
+    if ((await d.store.list(keys.bindingsOf(cid))).kvs.length || (await d.store.list(keys.endpointsOf(cid))).kvs.length) continue;
+    if (await d.driver.deleteClusterNetwork(cid, r.value, kv.modRevision)) {
+      present.delete(cid);
+      d.logger.info({ cluster: cid.slice(0, 12), vni: r.value.vni, subnet: r.value.subnet }, 'removed a network whose creation stopped half-way (no host has it)');
+      released++;
+    }
+  }
+  for (const kv of (await d.store.list(keys.vnis())).kvs) {
+    let network: unknown;
+    try {
+      network = (JSON.parse(kv.value) as { network?: unknown }).network;
+    } catch {
+      continue; // not weft's doing: left alone
+    }
+    if (typeof network !== 'string' || present.has(network)) continue;
+    const t = await d.store.txn([{ key: kv.key, modRevision: kv.modRevision }, { key: keys.network(network), modRevision: 0 }], [{ type: 'delete', key: kv.key }]);
+    if (t.succeeded) {
+      d.logger.info({ vni: leaf(kv.key), cluster: network.slice(0, 12) }, 'released a VNI whose network is gone');
+      released++;
+    }
+  }
+  return released;
+}
+

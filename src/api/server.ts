@@ -28,15 +28,27 @@ export function buildServer(backend: Backend, opts: ServerOptions): FastifyInsta
   });
   const log = opts.logger;
 
+  // Fastify's own JSON parser (secure-json-parse), with its guard against
+  // prototype poisoning: a body with a "__proto__" key, or "constructor"
+  // holding "prototype", is refused, since it could reach the driver's records.
+  const secureJson = app.getDefaultJsonParser('error', 'error');
   app.removeAllContentTypeParsers();
-  app.addContentTypeParser('*', { parseAs: 'string' }, (_req, body, done) => {
+  app.addContentTypeParser('*', { parseAs: 'string' }, (req, body, done) => {
     const text = (body as string).trim();
     if (text === '') return done(null, {});
-    try {
-      done(null, JSON.parse(text));
-    } catch {
-      done(errors.badRequest('plugin', 'the body is not valid JSON'), undefined);
-    }
+    secureJson(req, text, (err, parsed) => {
+      if (!err) return done(null, parsed);
+      let plain = false;
+      try {
+        JSON.parse(text);
+        plain = true;
+      } catch {
+        // not JSON at all
+      }
+      done(errors.badRequest(methodOf(req.url), plain
+        ? 'the body has a "__proto__" key or a "constructor" with a "prototype" key (prototype poisoning): weft refuses such bodies; send plain JSON without those keys'
+        : 'the body is not valid JSON'), undefined);
+    });
   });
 
   // A body whose top level is not an object (e.g. `[]` or `5`) passes JSON

@@ -339,13 +339,25 @@ export class DataPlane implements DataPlaneApi {
 
   // ---- peers
 
-  async programPeers(net: NetworkSpec, desired: PeerState): Promise<PeerDiff> {
-    for (const ep of desired.endpoints) {
-      if (!IPV4.test(ep.ip) || !IPV4.test(ep.vtep) || !MAC.test(ep.mac.toLowerCase())) {
-        throw new Error(`programPeers ${net.id}: invalid remote endpoint ${JSON.stringify(ep)}`);
-      }
-    }
-    for (const v of desired.floodVteps) if (!IPV4.test(v)) throw new Error(`programPeers ${net.id}: invalid flood VTEP "${v}"`);
+  async programPeers(net: NetworkSpec, wanted: PeerState): Promise<PeerDiff> {
+    // One entry that cannot be programmed must not stop the others: it is
+    // left out (the agent validates records before they get here; this is the
+    // last line).
+    const bad: unknown[] = [];
+    const desired: PeerState = {
+      endpoints: wanted.endpoints.filter((ep) => {
+        const ok = typeof ep.ip === 'string' && typeof ep.vtep === 'string' && typeof ep.mac === 'string' &&
+          IPV4.test(ep.ip) && IPV4.test(ep.vtep) && MAC.test(ep.mac.toLowerCase());
+        if (!ok) bad.push(ep);
+        return ok;
+      }),
+      floodVteps: wanted.floodVteps.filter((v) => {
+        const ok = typeof v === 'string' && IPV4.test(v);
+        if (!ok) bad.push(v);
+        return ok;
+      }),
+    };
+    if (bad.length) this.log.warn({ network: net.id, skipped: bad.slice(0, 5), count: bad.length }, 'left out peer entries that cannot be programmed');
     if (!net.vxlan) {
       if (desired.endpoints.length || desired.floodVteps.length) throw new Error(`programPeers ${net.id}: the network has no VXLAN device`);
       return { added: 0, removed: 0 };

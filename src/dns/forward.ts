@@ -26,6 +26,24 @@ export function parseResolvConf(text: string, exclude: string[] = []): string[] 
   return out.slice(0, 3); // like the C library: the first three
 }
 
+/**
+ * Whether a datagram's source address is the upstream's: compared as
+ * addresses, not strings (an IPv6 upstream may be written in another form,
+ * with a zone, and an IPv4 one may arrive IPv4-mapped).
+ */
+export function sameAddress(from: string, server: string): boolean {
+  const norm = (a: string): string => {
+    let x = a.replace(/%.*$/, '').toLowerCase();
+    if (x.startsWith('::ffff:') && net.isIPv4(x.slice(7))) x = x.slice(7);
+    if (net.isIPv6(x)) {
+      const sl = new net.SocketAddress({ address: x, family: 'ipv6' });
+      return sl.address;
+    }
+    return x;
+  };
+  return norm(from) === norm(server);
+}
+
 export interface ForwarderOptions {
   /** resolv.conf to read the upstreams from; re-read when it changes. */
   resolvConf: string;
@@ -134,8 +152,10 @@ export class Forwarder {
       const t = setTimeout(() => finish(undefined), this.timeoutMs);
       s.on('error', () => finish(undefined));
       s.on('message', (m, rinfo) => {
-        // Only the upstream's own reply to this very question counts; anything else is ignored.
-        if (rinfo.port !== this.port || m.length < 12 + question.length || m.readUInt16BE(0) !== id) return;
+        // Only the upstream's own reply to this very question counts: from its
+        // address and port, with our id and question. Anything else is ignored.
+        if (!sameAddress(rinfo.address, server) || rinfo.port !== this.port) return;
+        if (m.length < 12 + question.length || m.readUInt16BE(0) !== id) return;
         if (!m.subarray(12, 12 + question.length).equals(question)) return;
         finish(m);
       });

@@ -15,9 +15,10 @@ import { Label, Options } from '../api/wire';
 import { endpointNames, networkNames } from '../dataplane/names';
 import { DataPlaneApi, EndpointSpec, NetworkSpec } from '../dataplane/types';
 import { errors, WeftError } from '../errors';
-import { parseSubnet, poolKey } from '../ipam/cidr';
+import { contains, isIPv4, parseSubnet, poolKey } from '../ipam/cidr';
 import { ADDRESS_SPACE, Ipam } from '../ipam/ipam';
 import { BindingRecord, EndpointRecord, keys, leaf, NetworkRecord } from '../store/keys';
+import { readEndpoint, readNetwork } from '../store/records';
 import { Store } from '../store/store';
 import { faultPoint } from '../util/fault';
 import { KeyedMutex } from '../util/mutex';
@@ -122,8 +123,9 @@ export class Driver {
           try {
             record.vni = await this.createRecordWithVni(clusterId, record);
           } catch (err) {
-            // The record may exist (a timed-out transaction that was applied): remove it with the pool binding.
-            await this.store.txn([], [{ type: 'delete', key: keys.network(clusterId) }]).catch(() => undefined);
+            // The record may exist (a timed-out transaction that was applied): remove it and its VNI
+            // with the pool binding. If the store does not answer now, the collector does it later.
+            await this.removeHalfMade(clusterId).catch(() => undefined);
             if (boundPool) await this.ipam.unbindPool(boundPool, clusterId).catch(() => undefined);
             throw err;
           }
@@ -133,7 +135,7 @@ export class Driver {
       }
       const binding: BindingRecord = { localId };
       try {
-        await this.store.put(keys.binding(clusterId, this.opts.host), JSON.stringify(binding));
+        await this.putUnderNetwork(clusterId, keys.binding(clusterId, this.opts.host), JSON.stringify(binding), `recording network ${clusterId.slice(0, 12)} on this host`);
         const local: LocalNetwork = { localId, clusterId, record, since: Date.now() };
         this.networks.set(localId, local);
         await this.ensureKernel(local, true);
@@ -183,15 +185,7 @@ export class Driver {
       await this.store.delete(keys.binding(clusterId, this.opts.host));
       this.networks.delete(localId);
       for (const [id, ep] of this.endpoints) if (ep.clusterId === clusterId) this.endpoints.delete(id);
-      const others = await this.liveBindings(clusterId);
-      // Endpoints of other hosts, alive or not, keep the network (and their
-      // addresses) in the cluster: a host cut off from etcd still runs its
-      // containers. `weft host rm` releases a host that is gone for good.
-      if (others.length === 0 && (await this.otherHostsWithEndpoints(clusterId)).length === 0) {
-        await this.deleteClusterNetwork(clusterId, record);
-      } else {
-        await this.markDeleting(clusterId, localId);
-      }
+      await this.removeFromCluster(clusterId, localId);
       this.opts.logger.info({ network: localId, cluster: clusterId }, 'network deleted');
     });
   }
@@ -211,7 +205,9 @@ export class Driver {
 
   private async otherHostsWithEndpoints(clusterId: string): Promise<string[]> {
     const eps = await this.store.list(keys.endpointsOf(clusterId));
-    return [...new Set(eps.kvs.map((e) => (JSON.parse(e.value) as EndpointRecord).host).filter((h) => h !== this.opts.host))].sort();
+    // An invalid record is no endpoint (no host programs it): it keeps nothing alive.
+    const hosts = eps.kvs.map((e) => readEndpoint(e.value)).flatMap((r) => (r.ok ? [r.value.host] : []));
+    return [...new Set(hosts.filter((h) => h !== this.opts.host))].sort();
   }
 
   /** DeleteNetwork of a network whose cluster record is gone: drop this host's binding and kernel state. */
@@ -235,30 +231,101 @@ export class Driver {
    * in the cluster and the agent recreates this host's copy (the network
    * cannot be removed while in use, as with Docker's own overlay); otherwise
    * every host removes its copy and the last one deletes the record.
+   *
+   * Endpoints (alive or not) keep the network and their addresses: a host
+   * cut off from the store still runs its containers; `weft host rm`
+   * releases a host that is gone for good. A host whose lease expired does
+   * not keep it by its binding alone.
+   *
+   * Reads and the deletion are fenced: the network is first marked
+   * `deleting` (a compare-and-swap on its record), and every endpoint or
+   * binding is created only with a compare on that record, not deleting
+   * (putUnderNetwork). So after the mark nothing new appears, the endpoints
+   * and bindings read after it are all there are, and the deletion itself is
+   * a transaction on the marked revision. A `docker run` on another host at
+   * the same moment either comes first (and keeps the network) or is refused.
    */
-  private async markDeleting(clusterId: string, localId: string): Promise<void> {
-    const kv = await this.store.get(keys.network(clusterId));
-    if (!kv) return;
-    const rec = JSON.parse(kv.value) as NetworkRecord;
-    if (rec.deleting) return;
-    const busy = await this.otherHostsWithEndpoints(clusterId);
-    if (busy.length > 0) {
-      const e = errors.networkBusy(rec.name ?? clusterId.slice(0, 12), busy);
-      this.opts.logger.warn({ network: localId, cluster: clusterId, hosts: busy, code: e.code },
-        `${e.message}; weft keeps the network on every host and recreates it here`);
-      throw e;
+  private async removeFromCluster(clusterId: string, localId: string): Promise<void> {
+    for (let attempt = 0; attempt < 8; attempt++) {
+      const kv = await this.store.get(keys.network(clusterId));
+      if (!kv) return;
+      const read = readNetwork(kv.value);
+      if (!read.ok) throw errors.internal(new Error(`the record of network ${clusterId.slice(0, 12)} in the store is not valid (${read.why}): fix or delete ${kv.key}`));
+      const rec = read.value;
+      const name = rec.name ?? clusterId.slice(0, 12);
+      if ((await this.otherHostsWithEndpoints(clusterId)).length > 0) return this.refuseBusy(clusterId, localId, name);
+      // The fence.
+      let rev = kv.modRevision;
+      const marked = !rec.deleting;
+      if (marked) {
+        const r = await this.store.txn([{ key: kv.key, modRevision: rev }], [{ type: 'put', key: kv.key, value: JSON.stringify({ ...rec, deleting: true }) }]);
+        if (!r.succeeded) continue; // changed meanwhile: read again
+        rev = r.revision;
+      }
+      if ((await this.otherHostsWithEndpoints(clusterId)).length > 0) {
+        // An endpoint made just before the mark: the network is in use after all.
+        if (marked) await this.store.txn([{ key: kv.key, modRevision: rev }], [{ type: 'put', key: kv.key, value: JSON.stringify({ ...rec, deleting: false }) }]);
+        return this.refuseBusy(clusterId, localId, name);
+      }
+      // Other live hosts with a copy remove theirs (they see `deleting`); the last one deletes the record.
+      if ((await this.liveBindings(clusterId)).length > 0) return;
+      const r = await this.store.txn([{ key: kv.key, modRevision: rev }], [
+        { type: 'delete', key: keys.network(clusterId) },
+        { type: 'delete', key: keys.vni(rec.vni) },
+        { type: 'deletePrefix', prefix: keys.endpointsOf(clusterId) },
+      ]);
+      if (!r.succeeded) continue;
+      if (rec.poolId) await this.ipam.deletePool(rec.poolId);
+      return;
     }
-    await this.store.txn([{ key: kv.key, modRevision: kv.modRevision }],
-      [{ type: 'put', key: kv.key, value: JSON.stringify({ ...rec, deleting: true }) }]);
+    throw errors.contention(`removing network ${clusterId.slice(0, 12)} from the cluster`);
   }
 
-  private async deleteClusterNetwork(clusterId: string, record: NetworkRecord): Promise<void> {
-    await this.store.txn([], [
+  private async refuseBusy(clusterId: string, localId: string, name: string): Promise<never> {
+    const busy = await this.otherHostsWithEndpoints(clusterId);
+    const e = errors.networkBusy(name, busy);
+    this.opts.logger.warn({ network: localId, cluster: clusterId, hosts: busy, code: e.code },
+      `${e.message}; weft keeps the network on every host and recreates it here`);
+    throw e;
+  }
+
+  /**
+   * Writes a record that belongs to a network (an endpoint, a binding) only
+   * while the network exists and is not being removed: a compare on the
+   * network record's revision, so that removeFromCluster's fence holds.
+   */
+  private async putUnderNetwork(clusterId: string, key: string, value: string, what: string): Promise<void> {
+    for (let attempt = 0; attempt < 8; attempt++) {
+      const kv = await this.store.get(keys.network(clusterId));
+      if (!kv) throw errors.networkGone(clusterId.slice(0, 12));
+      const rec = readNetwork(kv.value);
+      if (rec.ok && rec.value.deleting) throw errors.networkRemoving(rec.value.name ?? clusterId.slice(0, 12));
+      const r = await this.store.txn([{ key: kv.key, modRevision: kv.modRevision }], [{ type: 'put', key, value }]);
+      if (r.succeeded) return;
+    }
+    throw errors.contention(what);
+  }
+
+  /** The network record and VNI of a CreateNetwork that failed after its transaction may have applied. */
+  private async removeHalfMade(clusterId: string): Promise<void> {
+    const kv = await this.store.get(keys.network(clusterId));
+    if (!kv) return;
+    const rec = readNetwork(kv.value);
+    if (!rec.ok || rec.value.createdBy !== this.opts.host) return;
+    await this.store.txn([{ key: kv.key, modRevision: kv.modRevision }], [
+      { type: 'delete', key: kv.key }, { type: 'delete', key: keys.vni(rec.value.vni) },
+    ]);
+  }
+
+  /** Removes a network that never got a copy on any host (its CreateNetwork failed half-way): the collector's job. */
+  async deleteClusterNetwork(clusterId: string, record: NetworkRecord, modRevision?: number): Promise<boolean> {
+    const r = await this.store.txn(modRevision ? [{ key: keys.network(clusterId), modRevision }] : [], [
       { type: 'delete', key: keys.network(clusterId) },
       { type: 'delete', key: keys.vni(record.vni) },
       { type: 'deletePrefix', prefix: keys.endpointsOf(clusterId) },
     ]);
-    if (record.poolId) await this.ipam.deletePool(record.poolId);
+    if (r.succeeded && record.poolId) await this.ipam.deletePool(record.poolId);
+    return r.succeeded;
   }
 
   /** Name of a cluster network for messages: the Docker name once known, else a short id. */
@@ -340,6 +407,9 @@ export class Driver {
     const address = iface?.Address ?? '';
     if (!address) throw errors.badRequest('CreateEndpoint', 'Interface.Address is empty: the network needs an IPv4 subnet');
     const ip = address.split('/')[0];
+    // Checked here, at the edge: the record goes to every host, which programs it.
+    if (!isIPv4(ip)) throw errors.badAddress(address.slice(0, 64));
+    if (local.record.subnet && !contains(parseSubnet(local.record.subnet), ip)) throw errors.addressOutside(ip, local.record.subnet);
     const given = normalizeMac(iface?.MacAddress) ?? normalizeMac(options?.[Label.endpointMac]);
     if (iface?.MacAddress && !given) throw errors.badRequest('CreateEndpoint', `Interface.MacAddress "${String(iface.MacAddress).slice(0, 40)}" is not a MAC address`);
     if (given && !isValidUnicastMac(given)) throw errors.badRequest('CreateEndpoint', `MAC address ${given} is not a unicast address`);
@@ -347,7 +417,7 @@ export class Driver {
     const record: EndpointRecord = {
       host: this.opts.host, vtep: this.opts.advertiseAddr ?? '', ip, mac, localNetwork: localId, createdAt: new Date().toISOString(),
     };
-    await this.store.put(keys.endpoint(local.clusterId, endpointId), JSON.stringify(record));
+    await this.putUnderNetwork(local.clusterId, keys.endpoint(local.clusterId, endpointId), JSON.stringify(record), `creating endpoint ${endpointId.slice(0, 12)}`);
     faultPoint('createEndpoint:after-store');
     this.endpoints.set(endpointId, { clusterId: local.clusterId, record });
     this.opts.logger.debug({ network: localId, endpoint: endpointId, ip, mac }, 'endpoint created');
@@ -418,3 +488,4 @@ export class Driver {
     return { ip: ep.record.ip, mac: ep.record.mac, host: ep.record.host, hostInterface: n.hostIf, vni: local.record.vni };
   }
 }
+

@@ -200,7 +200,8 @@ export class Ipam {
       const rec = JSON.parse(kv.value) as PoolRecord;
       if (rec.network) return;
       const addrs = await this.store.list(keys.addrs(poolId));
-      if (addrs.kvs.some((a) => (JSON.parse(a.value) as AddressRecord).kind === 'endpoint')) return;
+      // an unreadable address record counts as held: the pool stays
+      if (addrs.kvs.some((a) => readAddress(a.value)?.kind !== 'aux')) return;
       await this.deletePoolLocked(poolId, kv.modRevision);
     });
   }
@@ -422,8 +423,8 @@ export class Ipam {
       const key = keys.addr(poolId, address);
       const kv = await this.store.get(key);
       if (!kv) return;
-      const h = JSON.parse(kv.value) as AddressRecord;
-      if (h.kind !== 'endpoint') return;
+      const h = readAddress(kv.value);
+      if (!h || h.kind !== 'endpoint') return;
       if (h.host !== this.opts.host) {
         this.opts.logger?.warn({ pool: poolId, address, holder: h.host }, 'not releasing an address held by another host');
         return;
@@ -439,13 +440,23 @@ export class Ipam {
     const list = await this.store.list(keys.allAddrs());
     const out: { pool: string; ip: string; at?: string }[] = [];
     for (const kv of list.kvs) {
-      const rec = JSON.parse(kv.value) as AddressRecord;
-      if (rec.kind === 'endpoint' && rec.host === host) {
+      const rec = readAddress(kv.value);
+      if (rec && rec.kind === 'endpoint' && rec.host === host) {
         const parts = kv.key.slice(keys.allAddrs().length).split('/');
         out.push({ pool: parts[0], ip: parts[1], ...(rec.at ? { at: rec.at } : {}) });
       }
     }
     return out;
+  }
+}
+
+/** An address record, or undefined when the value is not one (skipped, never thrown: one bad record must not stop the others). */
+function readAddress(value: string): AddressRecord | undefined {
+  try {
+    const r = JSON.parse(value) as Partial<AddressRecord> | null;
+    return r && typeof r === 'object' && (r.kind === 'endpoint' || r.kind === 'aux') ? (r as AddressRecord) : undefined;
+  } catch {
+    return undefined;
   }
 }
 

@@ -167,7 +167,7 @@ export async function collectStatus(deps: AdminDeps): Promise<StatusReport> {
     ...(cfg.advertiseAddr ? { advertiseAddr: cfg.advertiseAddr } : {}),
     store: storeReport,
     lease,
-    agent: agent ? { ...agent.stats } : { corrections: 0, peersProgrammed: 0, storeErrors: 0, synced: false },
+    agent: agent ? { ...agent.stats } : { corrections: 0, peersProgrammed: 0, storeErrors: 0, synced: false, invalidRecords: 0 },
     reconcileIntervalSeconds: cfg.reconcileInterval,
     ...(dockerError ? { docker: { error: dockerError } } : {}),
     networks,

@@ -39,6 +39,8 @@ export interface HostRmPlan {
   finishNetworks: { clusterId: string; name?: string; vni: number; poolId?: string; modRevision: number }[];
   /** Store revision the plan was read at. */
   revision: number;
+  /** Underlay addresses the host's endpoints name: where its weft would answer if it still ran. */
+  vteps: string[];
 }
 
 export function isEmptyPlan(p: HostRmPlan): boolean {
@@ -59,7 +61,7 @@ export async function planHostRemoval(store: Store, host: string): Promise<HostR
     }
     throw new HostAliveError(host, rec);
   }
-  const plan: HostRmPlan = { host, addresses: [], endpoints: [], bindings: [], finishNetworks: [], revision: list.revision };
+  const plan: HostRmPlan = { host, addresses: [], endpoints: [], bindings: [], finishNetworks: [], revision: list.revision, vteps: [] };
   const parse = <T>(kv: KeyValue): T | undefined => {
     try {
       return JSON.parse(kv.value) as T;
@@ -78,6 +80,7 @@ export async function planHostRemoval(store: Store, host: string): Promise<HostR
     if (rec?.host !== host) continue;
     const [network, id] = kv.key.slice(keys.endpoints().length).split('/');
     plan.endpoints.push({ key: kv.key, modRevision: kv.modRevision, network, id, ip: rec.ip });
+    if (rec.vtep && !plan.vteps.includes(rec.vtep)) plan.vteps.push(rec.vtep);
   }
   const bindingsByNetwork = new Map<string, string[]>();
   for (const kv of by(keys.bindings())) {

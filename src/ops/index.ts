@@ -3,12 +3,14 @@
 // as `weft serve` (flags, WEFT_* environment, --config file), and asks the
 // local weft (admin routes on its plugin socket) where local state is needed.
 import * as readline from 'readline';
+import { isClusterStore } from '../config';
 import { Ipam } from '../ipam/ipam';
 import { CommandSpec, OpsContext, OpsError, parseArgs, storeError } from './context';
 import { doctorCommand } from './doctor';
 import { endpointsCommand } from './endpoints';
 import { json } from './format';
 import { describePlan, executeHostRemoval, HostAliveError, isEmptyPlan, planHostRemoval } from './host-rm';
+import { Prober } from './probe';
 import { hostsCommand } from './hosts';
 import { networksCommand } from './networks';
 import { statusCommand } from './status';
@@ -76,6 +78,21 @@ async function hostRmCommand(ctx: OpsContext, a: ReturnType<typeof parseArgs>): 
   } catch (err) {
     if (err instanceof HostAliveError) throw new OpsError(err.message);
     throw storeError(ctx.cfg, err);
+  }
+  // No registration is not proof of death: a host cut off from the store keeps running its containers.
+  if (isClusterStore(ctx.cfg.store) && ctx.cfg.probePort > 0 && plan.vteps.length) {
+    const prober = new Prober(ctx.cfg.advertiseAddr || '0.0.0.0', ctx.cfg.probePort);
+    try {
+      for (const address of plan.vteps) {
+        const a = await prober.ask(address, 1500).catch(() => undefined);
+        if (a?.host === host) {
+          throw new OpsError(`host ${host} has no registration in the store, but its weft answers at ${address} over the underlay: it is cut off from the store, not gone, and its containers still run. ` +
+            `weft host rm would release the addresses they use. Give ${host} back its access to etcd (it registers again by itself), or stop weft on ${host} for good first`);
+        }
+      }
+    } finally {
+      prober.close();
+    }
   }
   if (isEmptyPlan(plan)) {
     const msg = `host ${host} holds nothing in the store: nothing to remove (weft hosts lists the hosts it knows)`;

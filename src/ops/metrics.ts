@@ -188,6 +188,8 @@ export class WeftMetrics {
   readonly agentStoreErrors = this.registry.counter('weft_agent_retries_total', 'Agent operations (registration, watch, reconcile) that failed and were retried.');
   readonly storeLastSuccess = this.registry.gauge('weft_store_last_success_timestamp_seconds', 'Unix time of the last store request that succeeded.');
   readonly dns = this.registry.counter('weft_dns_events_total', 'DNS server events: queries, answered, nxdomain, forwarded, refused, servfail, malformed, truncated, dropped, parked (held while weft learns the asker), tcpConnections.', ['event']);
+  readonly invalidRecords = this.registry.counter('weft_store_invalid_records_total', 'Records in the store that weft skipped because they are not valid, by kind (endpoint, host, network, binding); each value counted once.', ['kind']);
+  readonly suspects = this.registry.gauge('weft_hosts_unregistered_kept', 'Hosts whose lease expired that are kept in the forwarding tables while they answer probes over the underlay.');
   readonly leaseAlive = this.registry.gauge('weft_lease_alive', '1 when this host\'s registration (under its lease) is in the store, 0 when not; absent with the embedded store.');
 
   /** For the API server's onCall hook. Admin routes (GET /weft/...) are not plugin calls. */

@@ -27,11 +27,23 @@ import { randomBytes } from 'crypto';
 import type { Logger } from 'pino';
 
 export const PROBE_VNI_MAX = 4095;
+/**
+ * The VNI of liveness probes between wefts (Agent: is a host whose lease
+ * expired still there?). weft doctor never picks it (its VNIs stay below
+ * PROBE_VNI_MAX - 1), and no network uses it, so the VXLAN packet the peer
+ * sends back is dropped by the kernel. Liveness uses the doctor's request
+ * because every weft since the probe responder exists answers it.
+ */
+export const LIVENESS_VNI = PROBE_VNI_MAX;
 const MAX_REQUEST = 512;
 const ETHERTYPE_EXPERIMENTAL = 0x88b5;
 
 export interface ProbeRequest { t: 'weft-probe'; v: 1; id: string; vni: number }
-export interface ProbeReply { t: 'weft-probe-reply'; v: 1; id: string; host: string; vxlanPort: number; sent: boolean; error?: string }
+export interface ProbeReply {
+  t: 'weft-probe-reply'; v: 1; id: string; host: string; vxlanPort: number; sent: boolean; error?: string;
+  /** Added later (older wefts leave them out): this weft process's random id and start time. */
+  instance?: string; startedAt?: string;
+}
 
 /** A VXLAN packet (RFC 7348 header + an Ethernet frame) for the given VNI. */
 export function vxlanProbePacket(vni: number, id: string): Buffer {
@@ -70,27 +82,56 @@ export interface ResponderOptions {
   logger: Logger;
   /** Requests answered per second at most (default 50). */
   ratePerSecond?: number;
+  /** This process's instance id and start time, in every reply. */
+  instance?: string;
+  startedAt?: string;
 }
 
 export interface Responder {
   close(): Promise<void>;
 }
 
-export async function startProbeResponder(o: ResponderOptions): Promise<Responder> {
-  const sock = dgram.createSocket({ type: 'udp4' });
-  const rate = o.ratePerSecond ?? 50;
+/** Liveness probes answered per second at most: each other host sends up to 2 a second per host it checks. */
+export const LIVENESS_RATE = 500;
+
+function bucket(rate: number): () => boolean {
   let tokens = rate;
   let refilled = Date.now();
-  sock.on('message', (msg, rinfo) => {
+  return () => {
     const now = Date.now();
     tokens = Math.min(rate, tokens + ((now - refilled) / 1000) * rate);
     refilled = now;
-    if (tokens < 1) return;
+    if (tokens < 1) return false;
     tokens--;
+    return true;
+  };
+}
+
+export async function startProbeResponder(o: ResponderOptions): Promise<Responder> {
+  const sock = dgram.createSocket({ type: 'udp4' });
+  const doctorToken = bucket(o.ratePerSecond ?? 50);
+  const livenessToken = bucket(LIVENESS_RATE);
+  sock.on('message', (msg, rinfo) => {
     const req = parseRequest(msg);
     if (!req) return;
+    if (req.vni === LIVENESS_VNI) {
+      // Another weft asks whether this host is there (its lease expired for
+      // them): the reply says it, and no VXLAN packet is needed. A bucket of
+      // its own, so that a partitioned host in a large cluster can answer all.
+      if (!livenessToken()) return;
+      const r: ProbeReply = {
+        t: 'weft-probe-reply', v: 1, id: req.id, host: o.host, vxlanPort: o.vxlanPort, sent: false,
+        ...(o.instance ? { instance: o.instance } : {}), ...(o.startedAt ? { startedAt: o.startedAt } : {}),
+      };
+      sock.send(JSON.stringify(r), rinfo.port, rinfo.address);
+      return;
+    }
+    if (!doctorToken()) return;
     const reply = (sent: boolean, error?: string) => {
-      const r: ProbeReply = { t: 'weft-probe-reply', v: 1, id: req.id, host: o.host, vxlanPort: o.vxlanPort, sent, ...(error ? { error } : {}) };
+      const r: ProbeReply = {
+        t: 'weft-probe-reply', v: 1, id: req.id, host: o.host, vxlanPort: o.vxlanPort, sent, ...(error ? { error } : {}),
+        ...(o.instance ? { instance: o.instance } : {}), ...(o.startedAt ? { startedAt: o.startedAt } : {}),
+      };
       sock.send(JSON.stringify(r), rinfo.port, rinfo.address);
     };
     // Sent from the same socket: its source is this host's advertise address, as with real VXLAN traffic.
@@ -167,3 +208,80 @@ export async function sendProbes(from: string, port: number, targets: ProbeTarge
   }
   return out;
 }
+
+export interface Answer {
+  host: string;
+  instance?: string;
+  startedAt?: string;
+}
+
+/**
+ * Asks the weft at an address whether it is there, over --probe-port, from
+ * one socket bound to this host's advertise address (so that the request
+ * takes the underlay like VXLAN traffic). ask() resolves with the reply, or
+ * undefined when none came within the timeout; each request is sent twice
+ * (at once and half-way) so that one lost datagram does not count as silence.
+ */
+export class Prober {
+  private sock?: dgram.Socket;
+  private opening?: Promise<dgram.Socket>;
+  private readonly waiting = new Map<string, (a: Answer) => void>();
+  private closed = false;
+
+  constructor(private readonly from: string, private readonly port: number) {}
+
+  private open(): Promise<dgram.Socket> {
+    if (this.sock) return Promise.resolve(this.sock);
+    if (!this.opening) {
+      this.opening = new Promise<dgram.Socket>((resolve, reject) => {
+        const s = dgram.createSocket({ type: 'udp4' });
+        s.once('error', (e) => { this.opening = undefined; s.close(); reject(e); });
+        s.bind(0, this.from, () => {
+          s.removeAllListeners('error');
+          s.on('error', () => undefined);
+          s.on('message', (msg) => {
+            try {
+              const r = JSON.parse(msg.toString('utf8')) as Partial<ProbeReply>;
+              if (r?.t !== 'weft-probe-reply' || typeof r.id !== 'string' || typeof r.host !== 'string') return;
+              this.waiting.get(r.id)?.({ host: r.host, ...(typeof r.instance === 'string' ? { instance: r.instance } : {}), ...(typeof r.startedAt === 'string' ? { startedAt: r.startedAt } : {}) });
+            } catch {
+              // not ours
+            }
+          });
+          this.sock = s;
+          resolve(s);
+        });
+      });
+    }
+    return this.opening;
+  }
+
+  async ask(address: string, timeoutMs: number): Promise<Answer | undefined> {
+    if (this.closed || this.port <= 0) return undefined;
+    const sock = await this.open();
+    const id = randomBytes(8).toString('hex');
+    const req = JSON.stringify({ t: 'weft-probe', v: 1, id, vni: LIVENESS_VNI } satisfies ProbeRequest);
+    return new Promise<Answer | undefined>((resolve) => {
+      const timers: NodeJS.Timeout[] = [];
+      const done = (a: Answer | undefined) => {
+        if (!this.waiting.has(id)) return;
+        this.waiting.delete(id);
+        for (const t of timers) clearTimeout(t);
+        resolve(a);
+      };
+      this.waiting.set(id, done);
+      const send = () => { if (this.waiting.has(id)) sock.send(req, this.port, address, () => undefined); };
+      send();
+      timers.push(setTimeout(send, timeoutMs / 2));
+      timers.push(setTimeout(() => done(undefined), timeoutMs));
+    });
+  }
+
+  close(): void {
+    this.closed = true;
+    for (const done of [...this.waiting.values()]) done(undefined as unknown as Answer);
+    this.sock?.close();
+    this.sock = undefined;
+  }
+}
+

@@ -11,6 +11,7 @@ import type { Driver } from '../driver/driver';
 import { keys } from '../store/keys';
 import type { Store } from '../store/store';
 import { VERSION } from '../version';
+import { INSTANCE, STARTED_AT } from '../instance';
 import { networkPeers, registerAdminRoutes } from './admin';
 import { InstrumentedStore } from './instrumented-store';
 import { WeftMetrics } from './metrics';
@@ -56,28 +57,41 @@ export function createOps(cfg: Config, store: Store): Ops {
     if (s.lastReconcile) metrics.lastReconcile.set({}, Date.parse(s.lastReconcile) / 1000);
     if (s.reconcileMs !== undefined) metrics.reconcileSeconds.set({}, s.reconcileMs / 1000);
   });
-  metrics.registry.onCollect(async () => {
-    if (!deps || !agent) return;
-    const nets = await networkPeers({ ...deps, agent: () => agent });
+  // The kernel's forwarding tables are read on a timer of their own (every
+  // --reconcile-interval), never by a scrape: a dump of them waits in the
+  // same per-network queue as Join, and a scraper must not slow containers
+  // down. A scrape copies the last reading.
+  let peerReading: Awaited<ReturnType<typeof networkPeers>> = [];
+  let reading = false;
+  let peerTimer: NodeJS.Timeout | undefined;
+  const readPeersNow = async () => {
+    if (reading || !deps || !agent) return;
+    reading = true;
+    try {
+      peerReading = await networkPeers({ ...deps, agent: () => agent });
+    } catch {
+      // next time
+    } finally {
+      reading = false;
+    }
+  };
+  metrics.registry.onCollect(() => {
     metrics.peers.reset();
     metrics.drift.reset();
-    for (const n of nets) {
+    for (const n of peerReading) {
       const network = n.name ?? n.clusterId.slice(0, 12);
       metrics.peers.set({ network, state: 'programmed' }, n.peers.programmed);
       metrics.peers.set({ network, state: 'expected' }, n.peers.expected);
       metrics.drift.set({ network }, n.peers.drift);
     }
   });
-  if (cluster) {
-    metrics.registry.onCollect(async () => {
-      let t: NodeJS.Timeout | undefined;
-      const kv = await Promise.race([
-        istore.get(keys.host(cfg.hostName)).finally(() => clearTimeout(t)),
-        new Promise<never>((_, reject) => { t = setTimeout(() => reject(new Error('timeout')), 2000); }),
-      ]);
-      metrics.leaseAlive.set({}, kv ? 1 : 0);
-    });
-  }
+  metrics.registry.onCollect(() => {
+    if (!agent) return;
+    for (const [kind, n] of agent.invalid.byKind) metrics.invalidRecords.setTotal({ kind }, n);
+    metrics.suspects.set({}, agent.liveness.report().length);
+    // From the agent's mirror of the store (its watch), not a store request per scrape.
+    if (cluster) metrics.leaseAlive.set({}, agent.registered() ? 1 : 0);
+  });
 
   return {
     metrics,
@@ -92,6 +106,9 @@ export function createOps(cfg: Config, store: Store): Ops {
     },
     async start(a, log) {
       agent = a;
+      peerTimer = setInterval(() => void readPeersNow(), cfg.reconcileInterval * 1000);
+      peerTimer.unref();
+      void readPeersNow();
       if (cfg.metricsAddr) {
         server = await startMetricsServer(cfg.metricsAddr, metrics.registry, () => checkHealth({
           socket: cfg.socket, store: istore, hostName: cfg.hostName,
@@ -103,14 +120,16 @@ export function createOps(cfg: Config, store: Store): Ops {
         try {
           responder = await startProbeResponder({
             address: cfg.advertiseAddr, port: cfg.probePort, vxlanPort: cfg.vxlanPort, host: cfg.hostName, logger: log.child({ part: 'probe' }),
+            instance: INSTANCE, startedAt: STARTED_AT,
           });
         } catch (err) {
           log.warn({ err: (err as Error).message, probePort: cfg.probePort },
-            `cannot answer weft doctor probes on UDP ${cfg.advertiseAddr}:${cfg.probePort}: give --probe-port a free port (the same on every host), or 0 to turn the probes off`);
+            `cannot answer probes (other hosts' liveness checks, weft doctor) on UDP ${cfg.advertiseAddr}:${cfg.probePort}: give --probe-port a free port (the same on every host), or 0 to turn the probes off`);
         }
       }
     },
     async close() {
+      if (peerTimer) clearInterval(peerTimer);
       await responder?.close().catch(() => undefined);
       if (server) {
         const closed = new Promise<void>((resolve) => server!.close(() => resolve()));

@@ -15,7 +15,8 @@
 // fsyncs it, renames it over the log and fsyncs the directory, so at every
 // instant either the old or the new log is complete on disk.
 //
-// A lock file keeps two weft processes from opening the same store. Leases
+// A lock (flock on store.lock) keeps two weft processes from opening the same
+// store, in any PID namespace. Leases
 // are in-process timers: a lease belongs to the process that granted it, so
 // keys still attached to a lease when the store is opened belong to a
 // process that died and are deleted at open.
@@ -25,6 +26,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { randomBytes } from 'node:crypto';
 import type { Logger } from 'pino';
+import { native } from '../native';
 import {
   Compare,
   KeyValue,
@@ -282,6 +284,15 @@ function checkTtl(ttlSeconds: unknown): asserts ttlSeconds is number {
 
 // ---------------------------------------------------------------------------
 // Lock file
+//
+// The lock is flock(2) on `<dir>/store.lock`, held for as long as the store is
+// open. The kernel releases it when the holder's descriptor closes, so also
+// when the holder dies, however it dies, and it applies to the file itself,
+// whatever PID namespace the holders are in (a managed plugin is PID 1 in its
+// own). A lock that merely names a PID cannot do that: a PID means nothing in
+// another namespace. The file is never removed or renamed (compaction renames
+// the log, so the log itself cannot carry the lock); what it contains (pid,
+// PID namespace, host, start time) only serves to name the holder in the error.
 
 /** Stores open in this process, by real directory path. */
 const openInProcess = new Set<string>();
@@ -291,6 +302,16 @@ interface LockInfo {
   /** Process start time (clock ticks since boot, /proc/<pid>/stat field 22): tells a reused pid apart. */
   start?: string;
   host?: string;
+  /** The holder's PID namespace ("pid:[4026531836]"), so that its pid can be read right. */
+  pidns?: string;
+  /** Set by wefts that hold the lock with flock; a lock file without it was written by an older weft. */
+  flock?: boolean;
+  since?: string;
+}
+
+interface HeldLock {
+  fd: number;
+  path: string;
 }
 
 function procStartTime(pid: number): string | undefined {
@@ -302,6 +323,15 @@ function procStartTime(pid: number): string | undefined {
   }
 }
 
+function pidNamespace(): string | undefined {
+  try {
+    return fs.readlinkSync('/proc/self/ns/pid');
+  } catch {
+    return undefined;
+  }
+}
+
+/** Liveness by pid: only for a lock file written by an older weft, which held no flock. */
 function holderAlive(info: LockInfo): boolean {
   // Our own pid in a lock this process did not take is a previous
   // incarnation: in a plugin container weft is often pid 1 every time.
@@ -326,62 +356,69 @@ function readLock(lockPath: string): LockInfo | undefined {
   return undefined;
 }
 
-function acquireLock(dir: string, log: StoreLogger): string {
-  const lockPath = path.join(dir, LOCK_FILE);
-  const token = JSON.stringify({
-    pid: process.pid,
-    start: procStartTime(process.pid),
-    host: os.hostname(),
-    nonce: randomBytes(8).toString('hex'),
-  });
-  for (let attempt = 0; attempt < 5; attempt++) {
-    let fd: number;
-    try {
-      fd = fs.openSync(lockPath, 'wx', 0o600);
-    } catch (e) {
-      if ((e as NodeJS.ErrnoException).code !== 'EEXIST') {
-        throw new Error(`cannot create the store lock ${lockPath}: ${(e as Error).message}; check that ${dir} is writable`, { cause: e });
-      }
-      let info = readLock(lockPath);
-      if (!info) {
-        // The holder may be between creating and writing the file.
-        Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 100);
-        info = readLock(lockPath);
-      }
-      if (info && holderAlive(info)) {
-        throw new StoreLockedError(
-          `the store in ${dir} is in use by another weft process (pid ${info.pid}${info.host ? ` on ${info.host}` : ''}, lock ${lockPath}): ` +
-            'stop that process first, or give this one another state directory',
-        );
-      }
-      log.warn({ lock: lockPath, holder: info }, 'removing a stale store lock left by a process that is gone');
-      try {
-        fs.unlinkSync(lockPath);
-      } catch (u) {
-        if ((u as NodeJS.ErrnoException).code !== 'ENOENT') throw u;
-      }
-      continue;
-    }
-    try {
-      fs.writeSync(fd, token);
-      fs.fsyncSync(fd);
-    } finally {
-      fs.closeSync(fd);
-    }
-    // Two processes that both found the same stale lock may both have
-    // unlinked and recreated it; the one whose token is not there lost.
-    if (fs.readFileSync(lockPath, 'utf8') !== token) continue;
-    return token;
-  }
-  throw new StoreLockedError(`could not take the store lock ${lockPath}: another process keeps taking it; is a second weft starting on ${dir}?`);
+function describeHolder(info: LockInfo | undefined): string {
+  if (!info) return 'a process that has not written its name yet';
+  const mine = pidNamespace();
+  const ns = info.pidns && mine && info.pidns !== mine ? ` in another PID namespace (${info.pidns})` : '';
+  return `pid ${info.pid}${ns}${info.host ? ` on ${info.host}` : ''}${info.since ? `, since ${info.since}` : ''}`;
 }
 
-function releaseLock(dir: string, token: string): void {
+function acquireLock(dir: string, log: StoreLogger): HeldLock {
   const lockPath = path.join(dir, LOCK_FILE);
+  let fd: number;
   try {
-    if (fs.readFileSync(lockPath, 'utf8') === token) fs.unlinkSync(lockPath);
+    fd = fs.openSync(lockPath, fs.constants.O_RDWR | fs.constants.O_CREAT, 0o600);
+  } catch (e) {
+    throw new Error(`cannot open the store lock ${lockPath}: ${(e as Error).message}; check that ${dir} is writable`, { cause: e });
+  }
+  const n = native();
+  let taken: boolean;
+  try {
+    taken = n.flock(fd, n.LOCK_EX | n.LOCK_NB);
+  } catch (e) {
+    fs.closeSync(fd);
+    throw new Error(`cannot lock ${lockPath}: ${(e as Error).message}; keep --state-dir on a local file system that supports flock(2)`, { cause: e });
+  }
+  if (!taken) {
+    fs.closeSync(fd);
+    throw new StoreLockedError(
+      `the store in ${dir} is in use by another weft process (${describeHolder(readLock(lockPath))}, which holds the lock on ${lockPath}): ` +
+        'stop that process first, or give this one another state directory. Two wefts writing one store would corrupt it',
+    );
+  }
+  // A lock file written by a weft from before flock names its holder only by pid.
+  const prev = readLock(lockPath);
+  if (prev && !prev.flock && holderAlive(prev)) {
+    fs.closeSync(fd);
+    throw new StoreLockedError(
+      `the store in ${dir} is in use by an older weft process (${describeHolder(prev)}, lock ${lockPath}): stop it first, then start this one`,
+    );
+  }
+  if (prev && !prev.flock) log.warn({ lock: lockPath, holder: prev }, 'taking over a store lock left by an older weft that is gone');
+  const info: LockInfo = {
+    pid: process.pid, start: procStartTime(process.pid), host: os.hostname(), pidns: pidNamespace(), flock: true, since: new Date().toISOString(),
+  };
+  try {
+    fs.ftruncateSync(fd, 0);
+    fs.writeSync(fd, JSON.stringify(info), 0);
+    fs.fsyncSync(fd);
+  } catch (e) {
+    fs.closeSync(fd);
+    throw new Error(`cannot write the store lock ${lockPath}: ${(e as Error).message}; check that ${dir} is writable and not full`, { cause: e });
+  }
+  return { fd, path: lockPath };
+}
+
+function releaseLock(lock: HeldLock): void {
+  try {
+    fs.ftruncateSync(lock.fd, 0);
   } catch {
-    /* already gone */
+    /* the content is informative only */
+  }
+  try {
+    fs.closeSync(lock.fd); // releases the flock
+  } catch {
+    /* already closed */
   }
 }
 
@@ -525,7 +562,7 @@ export class FileStore implements Store {
   private constructor(
     readonly dir: string,
     private readonly logPath: string,
-    private readonly lockToken: string,
+    private readonly lock: HeldLock,
     private readonly log: StoreLogger,
     private readonly watchHistory: number,
     private readonly compactMinBytes: number,
@@ -547,12 +584,12 @@ export class FileStore implements Store {
     if (openInProcess.has(real)) {
       throw new StoreLockedError(`the store in ${real} is already open in this process: close it first or share the open store`);
     }
-    const token = acquireLock(real, log);
+    const lock = acquireLock(real, log);
     openInProcess.add(real);
     const store = new FileStore(
       real,
       path.join(real, LOG_FILE),
-      token,
+      lock,
       log,
       Math.max(1, opts.watchHistory ?? DEFAULT_WATCH_HISTORY),
       Math.max(0, opts.compactMinBytes ?? DEFAULT_COMPACT_MIN_BYTES),
@@ -562,7 +599,7 @@ export class FileStore implements Store {
     } catch (e) {
       await store.fh?.close().catch(noop);
       openInProcess.delete(real);
-      releaseLock(real, token);
+      releaseLock(lock);
       throw e;
     }
     return store;
@@ -976,7 +1013,7 @@ export class FileStore implements Store {
     this.leases.clear();
     await this.fh?.close().catch(noop);
     this.fh = undefined;
-    releaseLock(this.dir, this.lockToken);
+    releaseLock(this.lock);
     openInProcess.delete(this.dir);
   }
 

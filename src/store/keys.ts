@@ -1,14 +1,14 @@
 // The cluster key layout, in one place. Every key weft writes starts with
 // /weft/v1/ so that a future layout can live beside this one during an upgrade.
 //
-//   hosts/<host>                 {address, version, startedAt}        under the host's lease
+//   hosts/<host>                 {address, version, startedAt, instance}  under the host's lease
 //   subnets                      {<poolKey>: <subnet>}                guard: every pool creation or deletion CASes it,
 //                                                                      so two hosts never create overlapping pools
 //   pools/<poolKey>              PoolRecord                           one per subnet
 //   addrs/<poolKey>/<ip>         AddressRecord                        created only if absent
 //   networks/<clusterId>         NetworkRecord
 //   bindings/<clusterId>/<host>  {localId}                            the Docker network id of the network on that host
-//   vnis/<vni>                   {network}                            created only if absent
+//   vnis/<vni>                   {network, at?}                       created only if absent, with the network record
 //   endpoints/<clusterId>/<id>   EndpointRecord
 //   names/<clusterId>/<id>       NameRecord                           under the lease of the endpoint's host (DNS, src/dns)
 //   askers/<host>/<ip>           AskerRecord                          under the host's lease: who may ask for which names
@@ -30,6 +30,7 @@ export const keys = {
   bindingsOf: (clusterId: string) => `${ROOT}bindings/${clusterId}/`,
   bindings: () => `${ROOT}bindings/`,
   vni: (vni: number) => `${ROOT}vnis/${vni}`,
+  vnis: () => `${ROOT}vnis/`,
   endpoint: (clusterId: string, endpointId: string) => `${ROOT}endpoints/${clusterId}/${endpointId}`,
   endpointsOf: (clusterId: string) => `${ROOT}endpoints/${clusterId}/`,
   endpoints: () => `${ROOT}endpoints/`,
@@ -43,7 +44,13 @@ export const keys = {
 /** Last path segment of a key. */
 export const leaf = (key: string) => key.slice(key.lastIndexOf('/') + 1);
 
-export interface HostRecord { address: string; version: string; startedAt: string }
+export interface HostRecord {
+  address: string;
+  version: string;
+  startedAt: string;
+  /** The registering weft process's random id (added in 0.2; older wefts leave it out). */
+  instance?: string;
+}
 
 export interface PoolRecord {
   subnet: string;

@@ -21,6 +21,8 @@ export interface StartWeftOptions {
   readyTimeoutMs?: number;
   /** default 'debug' */
   logLevel?: string;
+  /** weft's cli.js to run (default this repository's dist/cli.js): another build, e.g. an older version */
+  cli?: string;
 }
 
 export interface PluginReply {
@@ -114,7 +116,8 @@ function waitChildExit(c: ChildProcess, timeoutMs: number): Promise<boolean> {
  * The process is stopped by host.destroy() too.
  */
 export async function startWeft(host: LabHost, opts: StartWeftOptions = {}): Promise<WeftProcess> {
-  if (!fs.existsSync(WEFT_CLI)) throw new Error(`lab: ${WEFT_CLI} does not exist: run 'npm run build' first`);
+  const cli = opts.cli ?? WEFT_CLI;
+  if (!fs.existsSync(cli)) throw new Error(`lab: ${cli} does not exist: run 'npm run build' first`);
   const socket = path.join(host.pluginDir, 'weft.sock');
   const stateDir = path.join(host.dir, 'weft-state');
   const runDir = path.join(host.dir, 'weft-run');
@@ -124,7 +127,7 @@ export async function startWeft(host: LabHost, opts: StartWeftOptions = {}): Pro
   const argv = [
     `--net=${host.netns}`,
     process.execPath,
-    WEFT_CLI,
+    cli,
     'serve',
     '--socket', socket,
     '--state-dir', stateDir,

@@ -110,6 +110,24 @@ describe('bad input', () => {
     }
   });
 
+  it('refuses bodies that poison prototypes (__proto__, constructor.prototype), as Fastify\'s own parser does', async () => {
+    const bodies = [
+      '{"__proto__": {"polluted": true}}',
+      '{"NetworkID": "' + 'a'.repeat(64) + '", "Options": {"__proto__": {"com.docker.network.generic": {}}}}',
+      '{"constructor": {"prototype": {"polluted": true}}}',
+    ];
+    for (const raw of bodies) {
+      for (const method of ['Plugin.Activate', 'NetworkDriver.CreateNetwork', 'IpamDriver.RequestPool']) {
+        const r = await call(method, undefined, raw);
+        expect(r.status, `${method} ${raw}`).toBe(400);
+        expect(r.body.Err, raw).toMatch(/prototype poisoning/);
+      }
+    }
+    expect(({} as Record<string, unknown>).polluted).toBeUndefined();
+    // a "constructor" key without "prototype" is plain data
+    expect((await call('Plugin.Activate', undefined, '{"constructor": 1}')).status).toBe(200);
+  });
+
   it('limits the body size', async () => {
     const r = await call('IpamDriver.RequestPool', undefined, JSON.stringify({ Pool: 'x'.repeat(100_000) }));
     expect(r.status).toBe(400);
@@ -229,6 +247,16 @@ describe('a container\'s life', () => {
     expect(dp.networks.size).toBe(0);
     const left = await store.list('/weft/v1/');
     expect(left.kvs.map((k) => k.key)).toEqual(['/weft/v1/subnets']);
+  });
+
+  it('CreateEndpoint checks the address at the edge: IPv4, inside the network\'s subnet; nothing is stored otherwise', async () => {
+    await createNetwork();
+    for (const [address, why] of [['10.99.0.5/24', /outside the network's subnet 10.40.0.0\/24/], ['10.40.0.300/24', /invalid IPv4 address/], ['banana', /invalid IPv4 address/]] as const) {
+      const r = await call('NetworkDriver.CreateEndpoint', { NetworkID: NET, EndpointID: EP, Interface: { Address: address, AddressIPv6: '', MacAddress: '02:42:0a:28:00:02' }, Options: {} });
+      expect(r.status, address).toBe(400);
+      expect(r.body.Err, address).toMatch(why);
+    }
+    expect(await store.get(keys.endpoint(NET, EP))).toBeUndefined();
   });
 
   it('generates a MAC when Docker gives none and returns only that field', async () => {

@@ -12,7 +12,7 @@ import { afterAll, afterEach, beforeEach, describe, expect, it } from 'vitest';
 import type { DockerContainer } from '../../src/agent/docker';
 import { DockerError } from '../../src/agent/docker';
 import { readHeader, RCODE, TYPE } from '../../src/dns/codec';
-import { Forwarder, parseResolvConf } from '../../src/dns/forward';
+import { Forwarder, parseResolvConf, sameAddress } from '../../src/dns/forward';
 import { NameLearner, recordsOf } from '../../src/dns/learner';
 import { DnsServer } from '../../src/dns/server';
 import { NameTable } from '../../src/dns/table';
@@ -256,6 +256,45 @@ describe('DnsServer answers', () => {
       up.close();
       fs.rmSync(dir, { recursive: true, force: true });
     }
+  });
+
+  it('ignores a reply from another address, even with the upstream\'s port, id and question', async () => {
+    // The upstream on 127.0.0.1 never answers; a spoofer on 127.0.0.2 with the
+    // same port sees the query (the upstream hands it over) and answers it
+    // with a forged NXDOMAIN carrying the right id and question.
+    const up = dgram.createSocket('udp4');
+    await new Promise<void>((r) => up.bind(0, '127.0.0.1', () => r()));
+    const spoofer = dgram.createSocket('udp4');
+    await new Promise<void>((r) => spoofer.bind(up.address().port, '127.0.0.2', () => r()));
+    let forged = 0;
+    up.on('message', (m, rinfo) => {
+      const r = Buffer.from(m);
+      r[2] |= 0x80;
+      r[3] = (r[3] & 0xf0) | RCODE.NXDOMAIN;
+      spoofer.send(r, rinfo.port, rinfo.address, () => { forged++; });
+    });
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'weft-dns-'));
+    try {
+      const rc = path.join(dir, 'resolv.conf');
+      fs.writeFileSync(rc, 'nameserver 127.0.0.1\n');
+      const fwd = new Forwarder({ resolvConf: rc, exclude: [], port: up.address().port, timeoutMs: 300 });
+      const reply = await fwd.forward(makeQuery('example.com', TYPE.A, { id: 99 }), 12 + 'example.com'.length + 2 + 4, false);
+      expect(forged).toBe(1);
+      expect(reply).toBeUndefined();
+      fwd.close();
+    } finally {
+      up.close();
+      spoofer.close();
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  it('compares upstream addresses as addresses', () => {
+    expect(sameAddress('127.0.0.1', '127.0.0.1')).toBe(true);
+    expect(sameAddress('::ffff:127.0.0.1', '127.0.0.1')).toBe(true);
+    expect(sameAddress('fe80::1', 'FE80:0:0::1%eth0')).toBe(true);
+    expect(sameAddress('127.0.0.2', '127.0.0.1')).toBe(false);
+    expect(sameAddress('::2', '::1')).toBe(false);
   });
 
   it('forwards a TCP query over TCP to the upstream', async () => {

@@ -232,20 +232,22 @@ describe('FileStore on disk', () => {
     expect(b.revision).toBe(0);
   });
 
-  it('takes over a lock left by a dead process, and refuses one held by a live process', async () => {
+  it('takes over a lock file left by an older weft that is gone, and refuses one whose writer still runs', async () => {
     const dir = tmpDir();
     const lock = path.join(dir, 'store.lock');
-    // a process that has exited: its pid is free (or reused, with another start time)
+    // an older weft (lock by pid only) that has exited: its pid is free (or reused, with another start time)
     const dead = spawn(process.execPath, ['-e', '0']);
     await new Promise((r) => dead.on('exit', r));
     fs.writeFileSync(lock, JSON.stringify({ pid: dead.pid }));
     const s = await openAt(dir);
-    expect(JSON.parse(fs.readFileSync(lock, 'utf8')).pid).toBe(process.pid);
+    const held = JSON.parse(fs.readFileSync(lock, 'utf8'));
+    expect(held).toMatchObject({ pid: process.pid, flock: true });
     await s.close();
     open.pop();
-    expect(fs.existsSync(lock)).toBe(false);
+    // the file stays (never unlinked: a flock is on the inode), emptied
+    expect(fs.readFileSync(lock, 'utf8')).toBe('');
 
-    // a live process: the lock holds
+    // an older weft that still runs (it holds no flock): refused
     const live = spawn(process.execPath, ['-e', 'setTimeout(() => {}, 60000)'], { stdio: 'ignore' });
     try {
       await waitUntil('child to start', () => live.pid !== undefined);
@@ -253,11 +255,19 @@ describe('FileStore on disk', () => {
       const err = await FileStore.open(dir).catch((e: unknown) => e);
       expect(err).toBeInstanceOf(StoreLockedError);
       expect((err as Error).message).toContain(`pid ${live.pid}`);
-      expect(fs.existsSync(lock)).toBe(true);
+      expect((err as Error).message).toMatch(/older weft/);
     } finally {
       live.kill('SIGKILL');
       fs.rmSync(lock, { force: true });
     }
+  });
+
+  it('a lock file naming a live process is not a lock: only the flock counts', async () => {
+    const dir = tmpDir();
+    // what the old pid check got wrong across PID namespaces: content naming pid 1 (alive: init) with flock set
+    fs.writeFileSync(path.join(dir, 'store.lock'), JSON.stringify({ pid: 1, flock: true }));
+    const s = await openAt(dir);
+    await s.put('/x', 'y');
   });
 
   it('takes over a garbled lock file (a crash between creating and writing it)', async () => {
@@ -311,6 +321,26 @@ function expectedKeys(n: number): string[] {
   return [...keys].sort();
 }
 
+/**
+ * Compiles the store from source with TypeScript's transpiler into dir, in the
+ * package's layout (src/store, src/native.js, native/ linked to the built
+ * addon), with no dependence on `npm run build`; returns file-store.js.
+ */
+function transpileFileStore(dir: string): string {
+  const root = path.join(__dirname, '../..');
+  for (const rel of ['store/store', 'store/file-store', 'native']) {
+    const src = fs.readFileSync(path.join(root, 'src', `${rel}.ts`), 'utf8');
+    const js = ts.transpileModule(src, {
+      compilerOptions: { module: ts.ModuleKind.CommonJS, target: ts.ScriptTarget.ES2022, esModuleInterop: true },
+      fileName: `${rel}.ts`,
+    }).outputText;
+    fs.mkdirSync(path.join(dir, 'src', path.dirname(rel)), { recursive: true });
+    fs.writeFileSync(path.join(dir, 'src', `${rel}.js`), js);
+  }
+  if (!fs.existsSync(path.join(dir, 'native'))) fs.symlinkSync(path.join(root, 'native'), path.join(dir, 'native'));
+  return path.join(dir, 'src', 'store', 'file-store.js');
+}
+
 describe('FileStore under SIGKILL', () => {
   let work: string;
   let modulePath: string;
@@ -318,17 +348,7 @@ describe('FileStore under SIGKILL', () => {
 
   beforeAll(() => {
     work = tmpDir();
-    const out = path.join(work, 'lib');
-    fs.mkdirSync(out);
-    for (const name of ['store', 'file-store']) {
-      const src = fs.readFileSync(path.join(__dirname, '../../src/store', `${name}.ts`), 'utf8');
-      const js = ts.transpileModule(src, {
-        compilerOptions: { module: ts.ModuleKind.CommonJS, target: ts.ScriptTarget.ES2022, esModuleInterop: true },
-        fileName: `${name}.ts`,
-      }).outputText;
-      fs.writeFileSync(path.join(out, `${name}.js`), js);
-    }
-    modulePath = path.join(out, 'file-store.js');
+    modulePath = transpileFileStore(work);
     fs.writeFileSync(path.join(work, 'child.js'), CHILD);
   });
 
@@ -458,3 +478,88 @@ describe('openStore URLs', () => {
     await expect(openStore('etcd://127.0.0.1:2379', { stateDir: dir, requestTimeoutMs: 1000, tls: { ca: '/nope' } })).rejects.toThrow(/etcds:\/\//);
   });
 });
+
+// --- two processes, one in another PID namespace ---------------------------------
+
+const LOCKER = `
+const { FileStore } = require(process.argv[2]);
+const [mode, dir] = process.argv.slice(3);
+(async () => {
+  try {
+    const s = await FileStore.open(dir);
+    await s.put('/by/' + mode, 'pid ' + process.pid);
+    process.stdout.write('open ' + process.pid + '\\n');
+    if (mode === 'probe') { await s.close(); return; }
+    setInterval(() => {}, 60000);
+  } catch (e) {
+    process.stdout.write('refused ' + (e.code || '') + ' ' + e.message + '\\n');
+  }
+})();
+`;
+
+describe('FileStore lock across PID namespaces', () => {
+  const asRoot = process.getuid?.() === 0;
+  let work: string;
+  let modulePath: string;
+  const children: ChildProcess[] = [];
+
+  beforeAll(() => {
+    work = tmpDir();
+    modulePath = transpileFileStore(work);
+    fs.writeFileSync(path.join(work, 'locker.js'), LOCKER);
+  });
+  afterAll(() => {
+    for (const c of children) if (c.exitCode === null && c.signalCode === null) c.kill('SIGKILL');
+  });
+
+  /** Runs the locker in a new PID namespace (where it is pid 1, as a managed plugin is) with its own /proc. */
+  function inNewPidNs(mode: 'hold' | 'probe', dir: string): { child: ChildProcess; line: Promise<string> } {
+    const child = spawn('unshare', ['--pid', '--fork', '--kill-child', '--mount-proc', process.execPath, path.join(work, 'locker.js'), modulePath, mode, dir],
+      { stdio: ['ignore', 'pipe', 'pipe'] });
+    children.push(child);
+    let out = '';
+    let err = '';
+    child.stderr!.on('data', (d: Buffer) => (err += d.toString()));
+    const line = new Promise<string>((resolve, reject) => {
+      child.stdout!.on('data', (d: Buffer) => {
+        out += d.toString();
+        if (out.includes('\n')) resolve(out.split('\n')[0]);
+      });
+      child.on('exit', (code) => reject(new Error(`locker exited (code ${code}) without a word; stderr: ${err}`)));
+    });
+    return { child, line };
+  }
+
+  it.skipIf(!asRoot)('refuses the second of two wefts on one store directory, whichever PID namespace each is in; the store stays intact', async () => {
+    const dir = tmpDir();
+    // this process holds it; a weft in another PID namespace is refused
+    const mine = await FileStore.open(dir);
+    await mine.put('/by/parent', 'first');
+    const probe = inNewPidNs('probe', dir);
+    const said = await probe.line;
+    expect(said).toMatch(/^refused WEFT_STORE_LOCKED /);
+    expect(said).toContain(`pid ${process.pid} in another PID namespace`);
+    await mine.close();
+
+    // a weft that is pid 1 in its own PID namespace holds it; this process is refused
+    const holder = inNewPidNs('hold', dir);
+    expect(await holder.line).toBe('open 1');
+    const err = await FileStore.open(dir).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(StoreLockedError);
+    expect((err as Error).message).toContain('pid 1 in another PID namespace');
+    expect((err as Error).message).toMatch(/stop that process first/);
+
+    // the holder dies: the kernel drops its lock, with nothing to clean up
+    holder.child.kill('SIGKILL');
+    const reopened = await waitUntil('the lock of the dead holder to be released', async () =>
+      FileStore.open(dir).catch((e: unknown) => { if (e instanceof StoreLockedError) return undefined; throw e; }));
+    try {
+      expect((await reopened.get('/by/parent'))?.value).toBe('first');
+      expect((await reopened.get('/by/hold'))?.value).toBe('pid 1');
+      expect(await reopened.get('/by/probe')).toBeUndefined();
+    } finally {
+      await reopened.close();
+    }
+  });
+});
+

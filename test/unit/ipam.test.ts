@@ -175,3 +175,18 @@ describe('addresses', () => {
     expect(listed.kvs.length).toBe(300);
   });
 });
+
+describe('records that are not valid', () => {
+  it('an address record that is not JSON stops neither the listing of a host\'s addresses nor a release; the pool it sits in is kept', async () => {
+    const ipam = ipamFor('h1');
+    const { poolId } = await ipam.requestPool({ pool: '10.41.0.0/24' });
+    const a = await ipam.requestAddress(poolId, { mac: '02:42:0a:29:00:02' });
+    await store.put(keys.addr(poolId, '10.41.0.77'), '{"kind": "endpoint", "host": ');
+    expect((await ipam.addressesOfHost('h1')).map((x) => x.ip)).toEqual([a.split('/')[0]]);
+    await ipam.releaseAddress(poolId, '10.41.0.77'); // not weft's: left alone, no throw
+    expect(await store.get(keys.addr(poolId, '10.41.0.77'))).toBeDefined();
+    await ipam.releaseAddress(poolId, a.split('/')[0]);
+    await ipam.releasePool(poolId);
+    expect(await store.get(keys.pool(poolId))).toBeDefined();
+  });
+});
