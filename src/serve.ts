@@ -16,6 +16,7 @@ import { buildServer } from './api/server';
 import { Config, driverName, isClusterStore, redacted } from './config';
 import { DataPlane } from './dataplane/dataplane';
 import { Driver } from './driver/driver';
+import { LocalNetworks } from './cluster/local-networks';
 import { Ipam } from './ipam/ipam';
 import { createLogger } from './log';
 import { startDns } from './dns';
@@ -58,12 +59,16 @@ export async function serve(cfg: Config): Promise<void> {
   const ipam = new Ipam(store, {
     host: cfg.hostName, defaultPool: cfg.defaultPool, defaultPoolSize: cfg.defaultPoolSize, logger: log.child({ part: 'ipam' }),
   });
+  const networks = new LocalNetworks(store, ipam, dataplane, {
+    host: cfg.hostName, cluster, advertiseAddr: cfg.advertiseAddr || undefined, runDir: cfg.runDir,
+    defaultMtu: cfg.mtu, vxlanPort: cfg.vxlanPort, logger: log.child({ part: 'networks' }),
+  });
   const driver = new Driver(store, ipam, dataplane, {
     host: cfg.hostName, cluster, advertiseAddr: cfg.advertiseAddr || undefined, runDir: cfg.runDir,
     defaultMtu: cfg.mtu, vxlanPort: cfg.vxlanPort, driverName: driverName(cfg), logger: log.child({ part: 'driver' }),
-  });
+  }, networks);
   const app = buildServer({ driver, ipam }, { bodyLimit: cfg.bodyLimit, logger: log.child({ part: 'api' }), onCall: ops.onCall });
-  ops.register(app, { driver, dataplane });
+  ops.register(app, { networks, dataplane });
 
   await listenUnix(app, cfg.socket, log);
   log.info({ socket: cfg.socket, store: store.description, driver: driverName(cfg) }, 'serving the plugin API');
@@ -71,7 +76,7 @@ export async function serve(cfg: Config): Promise<void> {
   let fatal = false;
   let stopNow: ((signal: string, code?: number) => Promise<void>) | undefined;
   const agent = new Agent({
-    store, driver, ipam, dataplane, cfg, logger: log.child({ part: 'agent' }), ask,
+    store, networks, ipam, dataplane, cfg, logger: log.child({ part: 'agent' }), ask,
     onFatal: (err) => {
       process.stderr.write(`weft: ${err.message}\n`);
       fatal = true;
@@ -79,7 +84,7 @@ export async function serve(cfg: Config): Promise<void> {
     },
   });
   // DNS for container names across hosts (--dns-addr): fed by the agent's mirror, so set up before it starts.
-  const dns = startDns({ cfg, store, agent, driver, logger: log.child({ part: 'dns' }) });
+  const dns = startDns({ cfg, store, agent, networks, logger: log.child({ part: 'dns' }) });
   ops.observeDns(() => (dns?.server ? { ...dns.server.stats } : undefined));
   agent.start();
   await ops.start(agent, log);

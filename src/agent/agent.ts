@@ -17,7 +17,7 @@ import type { Logger } from 'pino';
 import { Config, driverName, isClusterStore } from '../config';
 import { networkIdFromNetnsName, NETNS_PREFIX } from '../dataplane/names';
 import { DataPlaneApi, PeerState } from '../dataplane/types';
-import { Driver } from '../driver/driver';
+import type { LocalNetworks } from '../cluster/local-networks';
 import { CLUSTER_NETWORK_OPTION } from '../driver/options';
 import { BindingRecord, EndpointRecord, HostRecord, keys, NetworkRecord, ROOT } from '../store/keys';
 import { Lease, LeaseId, Store, Watcher, WatchEvent } from '../store/store';
@@ -35,7 +35,7 @@ import * as path from 'path';
 
 export interface AgentDeps {
   store: Store;
-  driver: Driver;
+  networks: LocalNetworks;
   ipam: Ipam;
   dataplane: DataPlaneApi;
   cfg: Config;
@@ -293,7 +293,7 @@ export class Agent {
             this.invalid.clear(ev.key);
             this.unreadableNetworks.delete(rest[1]);
             this.networks.set(rest[1], r.value);
-            this.d.driver.updateRecord(rest[1], r.value);
+            this.d.networks.updateRecord(rest[1], r.value);
           } else {
             this.invalid.clear(ev.key);
             this.unreadableNetworks.delete(rest[1]);
@@ -426,10 +426,10 @@ export class Agent {
 
   private async programNetwork(cid: string): Promise<number> {
     if (!this.cluster) return 0;
-    const local = this.d.driver.localNetworks().find((n) => n.clusterId === cid);
+    const local = this.d.networks.list().find((n) => n.clusterId === cid);
     if (!local) return 0;
-    await this.d.driver.ensureKernel(local);
-    const spec = this.d.driver.spec(cid, local.record);
+    await this.d.networks.ensureKernel(local);
+    const spec = this.d.networks.spec(cid, local.record);
     const desired = this.desiredPeers(cid);
     const diff = await this.d.dataplane.programPeers(spec, desired);
     await this.announceChanges(cid, spec, desired);
@@ -448,7 +448,7 @@ export class Agent {
    * proxy mode the VXLAN device answers or drops every ARP frame it is given
    * and never sends one across.
    */
-  private async announceChanges(cid: string, spec: ReturnType<Driver['spec']>, desired: PeerState): Promise<void> {
+  private async announceChanges(cid: string, spec: ReturnType<LocalNetworks['spec']>, desired: PeerState): Promise<void> {
     const seen = this.announced.get(cid) ?? new Map<string, string>();
     const next = new Map<string, string>();
     for (const ep of desired.endpoints) {
@@ -536,7 +536,7 @@ export class Agent {
     } catch (err) {
       if (err instanceof DockerError && err.status === 404) {
         // Docker no longer has it (removed while weft was down): drop the binding ourselves.
-        await this.d.driver.deleteNetwork(localId);
+        await this.d.networks.remove(localId);
         return;
       }
       throw err;
@@ -565,19 +565,19 @@ export class Agent {
   async reconcile(): Promise<number> {
     const started = Date.now();
     let corrections = 0;
-    await this.d.driver.loadLocalNetworks();
-    const locals = this.d.driver.localNetworks();
+    await this.d.networks.loadLocalNetworks();
+    const locals = this.d.networks.list();
     const wanted = new Set<string>();
     for (const local of locals) {
-      wanted.add(this.d.driver.spec(local.clusterId, local.record).id);
-      await this.d.driver.ensureKernel(local, true);
+      wanted.add(this.d.networks.spec(local.clusterId, local.record).id);
+      await this.d.networks.ensureKernel(local, true);
       if (this.stats.synced) corrections += await this.programNetwork(local.clusterId);
     }
     // Namespaces of networks this host no longer has (removed while weft was down).
     // The list of networks is read again after the namespaces: one created
     // while this reconcile ran must not be taken for a leftover.
     const present = await this.d.dataplane.listNetworkIds();
-    for (const local of this.d.driver.localNetworks()) wanted.add(this.d.driver.spec(local.clusterId, local.record).id);
+    for (const local of this.d.networks.list()) wanted.add(this.d.networks.spec(local.clusterId, local.record).id);
     for (const id of present) {
       if (wanted.has(id)) continue;
       const nsPath = path.join(this.d.cfg.runDir, 'netns', NETNS_PREFIX + id);
@@ -588,7 +588,7 @@ export class Agent {
     }
     for (const cid of new Set([...this.networks.keys(), ...this.bindings.keys()])) this.propagate(cid);
     corrections += await collectGarbage({
-      store: this.d.store, driver: this.d.driver, ipam: this.d.ipam, docker: this.docker, host: this.me,
+      store: this.d.store, networks: this.d.networks, ipam: this.d.ipam, docker: this.docker, host: this.me,
       graceMs: this.d.cfg.gcGrace * 1000, logger: this.d.logger,
     });
     this.stats.corrections += corrections;

@@ -11,16 +11,16 @@
 // before Docker lists it.
 
 import type { Logger } from 'pino';
-import type { Driver } from '../driver/driver';
+import type { LocalNetworks } from '../cluster/local-networks';
 import type { Ipam } from '../ipam/ipam';
-import { keys, leaf, PoolRecord } from '../store/keys';
+import { keys, leaf, parseKey, PoolRecord } from '../store/keys';
 import { readEndpoint, readNetwork } from '../store/records';
 import type { Store } from '../store/store';
 import { DockerClient, DockerError } from './docker';
 
 export interface GcDeps {
   store: Store;
-  driver: Driver;
+  networks: LocalNetworks;
   ipam: Ipam;
   docker: DockerClient;
   host: string;
@@ -34,7 +34,7 @@ const old = (iso: string | undefined, graceMs: number) => !iso || Date.now() - D
 export async function collectGarbage(d: GcDeps): Promise<number> {
   let released = 0;
   const livePools = new Map<string, Set<string>>(); // poolId -> IPs of this host's live endpoints
-  for (const local of d.driver.localNetworks()) {
+  for (const local of d.networks.list()) {
     let dockerEndpoints: Set<string>;
     try {
       const net = await d.docker.inspectNetwork(local.localId);
@@ -44,7 +44,7 @@ export async function collectGarbage(d: GcDeps): Promise<number> {
       // network missing from its API is being created, not gone.
       if (err instanceof DockerError && err.status === 404 && Date.now() - local.since > d.graceMs) {
         d.logger.info({ network: local.localId.slice(0, 12) }, 'Docker no longer has this network: releasing what weft kept for it');
-        await d.driver.deleteNetwork(local.localId);
+        await d.networks.remove(local.localId);
         released++;
       }
       continue; // Docker unreachable: decide nothing
@@ -60,7 +60,7 @@ export async function collectGarbage(d: GcDeps): Promise<number> {
       // Whatever local copy it was made on: a copy re-created since has a new local id.
       if (!dockerEndpoints.has(id) && old(rec.createdAt, d.graceMs)) {
         d.logger.info({ network: local.localId.slice(0, 12), endpoint: id.slice(0, 12), ip: rec.ip }, 'releasing an endpoint Docker no longer has');
-        await d.driver.deleteEndpoint(local.localId, id);
+        await d.networks.removeEndpoint(local.localId, id);
         // Its address is not released here: a live container may hold the same
         // IP by now. The sweep below frees addresses that no live endpoint uses.
         released++;
@@ -117,12 +117,14 @@ async function collectHalfMadeNetworks(d: GcDeps): Promise<number> {
   const nets = await d.store.list(keys.networks());
   const present = new Set<string>();
   for (const kv of nets.kvs) {
-    const cid = kv.key.slice(keys.networks().length);
+    const k = parseKey(kv.key);
+    if (k?.kind !== 'network') continue;
+    const cid = k.network;
     present.add(cid);
     const r = readNetwork(kv.value);
     if (!r.ok || r.value.name || r.value.createdBy !== d.host || !old(r.value.createdAt, d.graceMs)) continue;
     if ((await d.store.list(keys.bindingsOf(cid))).kvs.length || (await d.store.list(keys.endpointsOf(cid))).kvs.length) continue;
-    if (await d.driver.deleteClusterNetwork(cid, r.value, kv.modRevision)) {
+    if (await d.networks.deleteClusterNetwork(cid, r.value, kv.modRevision)) {
       present.delete(cid);
       d.logger.info({ cluster: cid.slice(0, 12), vni: r.value.vni, subnet: r.value.subnet }, 'removed a network whose creation stopped half-way (no host has it)');
       released++;

@@ -11,7 +11,7 @@ import type { Agent } from '../agent/agent';
 import { DockerClient } from '../agent/docker';
 import { Config, isClusterStore, parseDnsAddr } from '../config';
 import { openRtnetlink, Rtnl } from '../dataplane/netlink';
-import type { Driver } from '../driver/driver';
+import type { LocalNetworks } from '../cluster/local-networks';
 import type { Store } from '../store/store';
 import { Forwarder } from './forward';
 import { NameLearner } from './learner';
@@ -29,7 +29,7 @@ export interface DnsDeps {
   cfg: Config;
   store: Store;
   agent: Pick<Agent, 'addMirrorListener' | 'onRegistered' | 'stats'>;
-  driver: Pick<Driver, 'localNetworks'>;
+  networks: Pick<LocalNetworks, 'list'>;
   logger: Logger;
 }
 
@@ -47,7 +47,7 @@ export function startDns(d: DnsDeps): Dns | undefined {
   const table = new NameTable(d.cfg.hostName);
   d.agent.addMirrorListener(table);
   const learner = new NameLearner({
-    store: d.store, localNetworks: () => d.driver.localNetworks(), docker: new DockerClient(d.cfg.dockerHost, 10_000),
+    store: d.store, localNetworks: () => d.networks.list(), docker: new DockerClient(d.cfg.dockerHost, 10_000),
     host: d.cfg.hostName, cluster: isClusterStore(d.cfg.store), table, logger: log,
     ready: () => d.agent.stats.synced,
   });

@@ -18,7 +18,7 @@
 import type { Logger } from 'pino';
 import type { DockerClient, DockerContainer, EventStream } from '../agent/docker';
 import { DockerError } from '../agent/docker';
-import type { LocalNetwork } from '../driver/driver';
+import type { LocalNetwork } from '../cluster/local-networks';
 import { AskerRecord, keys, NameRecord } from '../store/keys';
 import type { LeaseId, Store } from '../store/store';
 import { isIPv4, NameTable } from './table';

@@ -19,7 +19,7 @@
 
 import type { Logger } from 'pino';
 import { errors, WeftError } from '../errors';
-import { AddressRecord, keys, leaf, PoolRecord } from '../store/keys';
+import { AddressRecord, keys, leaf, parseKey, PoolRecord } from '../store/keys';
 import { Store } from '../store/store';
 import { faultPoint } from '../util/fault';
 import { KeyedMutex } from '../util/mutex';
@@ -442,8 +442,8 @@ export class Ipam {
     for (const kv of list.kvs) {
       const rec = readAddress(kv.value);
       if (rec && rec.kind === 'endpoint' && rec.host === host) {
-        const parts = kv.key.slice(keys.allAddrs().length).split('/');
-        out.push({ pool: parts[0], ip: parts[1], ...(rec.at ? { at: rec.at } : {}) });
+        const k = parseKey(kv.key);
+        if (k?.kind === 'addr') out.push({ pool: k.pool, ip: k.ip, ...(rec.at ? { at: rec.at } : {}) });
       }
     }
     return out;

@@ -11,7 +11,7 @@ import type { Agent } from '../agent/agent';
 import { DockerClient } from '../agent/docker';
 import { Config, isClusterStore } from '../config';
 import type { DataPlaneApi, PeerState } from '../dataplane/types';
-import type { Driver } from '../driver/driver';
+import type { LocalNetworks } from '../cluster/local-networks';
 import { EndpointRecord, keys, leaf, ROOT } from '../store/keys';
 import type { Store } from '../store/store';
 import { RUNTIME, VERSION } from '../version';
@@ -23,7 +23,7 @@ export const CLUSTER_PATH = '/weft/v1/cluster';
 export interface AdminDeps {
   cfg: Config;
   store: Store;
-  driver: Driver;
+  networks: LocalNetworks;
   dataplane: DataPlaneApi;
   /** The agent starts after the socket serves: undefined until then. */
   agent: () => Agent | undefined;
@@ -78,13 +78,13 @@ async function timed<T>(fn: () => Promise<T>): Promise<{ value: T; ms: number }>
 }
 
 /** Per local network: the peers in the kernel against the peers the store asks for. */
-export async function networkPeers(deps: Pick<AdminDeps, 'driver' | 'dataplane' | 'agent'>): Promise<{ clusterId: string; name?: string; peers: PeerReport }[]> {
+export async function networkPeers(deps: Pick<AdminDeps, 'networks' | 'dataplane' | 'agent'>): Promise<{ clusterId: string; name?: string; peers: PeerReport }[]> {
   const agent = deps.agent();
-  return Promise.all(deps.driver.localNetworks().map(async (local) => {
+  return Promise.all(deps.networks.list().map(async (local) => {
     const expected: PeerState = agent ? agent.desiredPeers(local.clusterId) : { endpoints: [], floodVteps: [] };
     let peers: PeerReport;
     try {
-      const programmed = await deps.dataplane.readPeers(deps.driver.spec(local.clusterId, local.record));
+      const programmed = await deps.dataplane.readPeers(deps.networks.spec(local.clusterId, local.record));
       peers = comparePeers(programmed, expected);
     } catch (err) {
       peers = { ...comparePeers({ endpoints: [], floodVteps: [] }, expected), error: (err as Error).message };
@@ -94,7 +94,7 @@ export async function networkPeers(deps: Pick<AdminDeps, 'driver' | 'dataplane' 
 }
 
 export async function collectStatus(deps: AdminDeps): Promise<StatusReport> {
-  const { cfg, store, driver } = deps;
+  const { cfg, store } = deps;
   const cluster = isClusterStore(cfg.store);
   const agent = deps.agent();
 
@@ -116,8 +116,8 @@ export async function collectStatus(deps: AdminDeps): Promise<StatusReport> {
   }
 
   // Make sure the local networks are known even before the first reconcile ran.
-  if (storeReport.reachable) await driver.loadLocalNetworks().catch(() => undefined);
-  const locals = driver.localNetworks();
+  if (storeReport.reachable) await deps.networks.loadLocalNetworks().catch(() => undefined);
+  const locals = deps.networks.list();
   const peerReports = new Map((await networkPeers(deps)).map((p) => [p.clusterId, p.peers]));
 
   const docker = new DockerClient(cfg.dockerHost, 2000);

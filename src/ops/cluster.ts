@@ -2,7 +2,7 @@
 // revision, so the view is consistent), for `weft hosts`, `weft networks`
 // and `weft endpoints`.
 import {
-  AddressRecord, BindingRecord, EndpointRecord, HostRecord, NameRecord, NetworkRecord, PoolRecord, ROOT,
+  AddressRecord, BindingRecord, EndpointRecord, HostRecord, NameRecord, NetworkRecord, PoolRecord, parseKey, ROOT,
 } from '../store/keys';
 import { naturalCompare, shortId } from './format';
 
@@ -72,34 +72,33 @@ export class ClusterView {
 
   constructor(kvs: RawKv[]) {
     for (const kv of kvs) {
-      if (!kv.key.startsWith(ROOT)) continue;
-      const rest = kv.key.slice(ROOT.length).split('/');
+      const k = parseKey(kv.key);
+      if (!k) continue;
       try {
-        switch (rest[0]) {
-          case 'hosts':
-            if (rest.length === 2) this.hostRecords.set(rest[1], JSON.parse(kv.value) as HostRecord);
+        switch (k.kind) {
+          case 'host':
+            this.hostRecords.set(k.host, JSON.parse(kv.value) as HostRecord);
             break;
-          case 'networks':
-            if (rest.length === 2) this.networkRecords.set(rest[1], JSON.parse(kv.value) as NetworkRecord);
+          case 'network':
+            this.networkRecords.set(k.network, JSON.parse(kv.value) as NetworkRecord);
             break;
-          case 'bindings':
-            if (rest.length === 3) {
-              const m = this.bindings.get(rest[1]) ?? new Map<string, string>();
-              m.set(rest[2], (JSON.parse(kv.value) as BindingRecord).localId);
-              this.bindings.set(rest[1], m);
-            }
+          case 'binding': {
+            const m = this.bindings.get(k.network) ?? new Map<string, string>();
+            m.set(k.host, (JSON.parse(kv.value) as BindingRecord).localId);
+            this.bindings.set(k.network, m);
             break;
-          case 'endpoints':
-            if (rest.length === 3) this.endpointRecords.push({ network: rest[1], id: rest[2], record: JSON.parse(kv.value) as EndpointRecordView });
+          }
+          case 'endpoint':
+            this.endpointRecords.push({ network: k.network, id: k.endpoint, record: JSON.parse(kv.value) as EndpointRecordView });
             break;
-          case 'addrs':
-            if (rest.length === 3) this.addresses.push({ pool: rest[1], ip: rest[2], record: JSON.parse(kv.value) as AddressRecord });
+          case 'addr':
+            this.addresses.push({ pool: k.pool, ip: k.ip, record: JSON.parse(kv.value) as AddressRecord });
             break;
-          case 'pools':
-            if (rest.length === 2) this.pools.set(rest[1], JSON.parse(kv.value) as PoolRecord);
+          case 'pool':
+            this.pools.set(k.pool, JSON.parse(kv.value) as PoolRecord);
             break;
-          case 'names':
-            if (rest.length === 3) this.names.set(`${rest[1]}/${rest[2]}`, JSON.parse(kv.value) as NameRecord);
+          case 'name':
+            this.names.set(`${k.network}/${k.endpoint}`, JSON.parse(kv.value) as NameRecord);
             break;
           default:
             break;

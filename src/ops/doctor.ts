@@ -22,7 +22,7 @@ import type { Config } from '../config';
 import { errorCode } from '../dataplane/netlink';
 import type { Rtnl } from '../dataplane/netlink';
 import { isClusterStore } from '../config';
-import { HostRecord, NetworkRecord, ROOT } from '../store/keys';
+import { HostRecord, NetworkRecord, parseKey, ROOT } from '../store/keys';
 import { VERSION } from '../version';
 import { STATUS_PATH } from './admin';
 import type { OpsContext, ParsedArgs } from './context';
@@ -152,10 +152,10 @@ async function checkStore(ctx: OpsContext): Promise<{ check: Check; facts?: Stor
     const hosts = new Map<string, HostRecord>();
     const networks: NetworkRecord[] = [];
     for (const kv of list.kvs) {
-      const rest = kv.key.slice(ROOT.length).split('/');
+      const k = parseKey(kv.key);
       try {
-        if (rest[0] === 'hosts' && rest.length === 2) hosts.set(rest[1], JSON.parse(kv.value) as HostRecord);
-        if (rest[0] === 'networks' && rest.length === 2) networks.push(JSON.parse(kv.value) as NetworkRecord);
+        if (k?.kind === 'host') hosts.set(k.host, JSON.parse(kv.value) as HostRecord);
+        if (k?.kind === 'network') networks.push(JSON.parse(kv.value) as NetworkRecord);
       } catch {
         // an unreadable record: not the doctor's business
       }

@@ -15,7 +15,8 @@
 // each guarded so that it applies only if the host is still unregistered and
 // every record is as read; on a conflict the plan is read again.
 import type { Ipam } from '../ipam/ipam';
-import { AddressRecord, EndpointRecord, keys, NetworkRecord, ROOT } from '../store/keys';
+import { AddressRecord, EndpointRecord, keys, NetworkRecord, parseKey, ROOT } from '../store/keys';
+import { deleteNetworkFromStore } from '../cluster/local-networks';
 import type { Compare, KeyValue, Op, Store } from '../store/store';
 import { shortId } from './format';
 
@@ -72,19 +73,25 @@ export async function planHostRemoval(store: Store, host: string): Promise<HostR
   for (const kv of by(keys.allAddrs())) {
     const rec = parse<AddressRecord>(kv);
     if (rec?.kind !== 'endpoint' || rec.host !== host) continue;
-    const [pool, ip] = kv.key.slice(keys.allAddrs().length).split('/');
+    const k = parseKey(kv.key);
+    if (k?.kind !== 'addr') continue;
+    const { pool, ip } = k;
     plan.addresses.push({ key: kv.key, modRevision: kv.modRevision, pool, ip });
   }
   for (const kv of by(keys.endpoints())) {
     const rec = parse<EndpointRecord>(kv);
     if (rec?.host !== host) continue;
-    const [network, id] = kv.key.slice(keys.endpoints().length).split('/');
+    const k = parseKey(kv.key);
+    if (k?.kind !== 'endpoint') continue;
+    const { network, endpoint: id } = k;
     plan.endpoints.push({ key: kv.key, modRevision: kv.modRevision, network, id, ip: rec.ip });
     if (rec.vtep && !plan.vteps.includes(rec.vtep)) plan.vteps.push(rec.vtep);
   }
   const bindingsByNetwork = new Map<string, string[]>();
   for (const kv of by(keys.bindings())) {
-    const [network, h] = kv.key.slice(keys.bindings().length).split('/');
+    const k = parseKey(kv.key);
+    if (k?.kind !== 'binding') continue;
+    const { network, host: h } = k;
     bindingsByNetwork.set(network, [...(bindingsByNetwork.get(network) ?? []), h]);
     if (h === host) plan.bindings.push({ key: kv.key, modRevision: kv.modRevision, network });
   }
@@ -158,18 +165,10 @@ export async function executeHostRemoval(store: Store, ipam: Ipam, first: HostRm
     }
     if (conflict) continue;
     for (const n of plan.finishNetworks) {
-      // As Driver.deleteClusterNetwork: the record, its VNI and endpoints, then the pool.
-      const r = await store.txn(
-        [{ key: keys.network(n.clusterId), modRevision: n.modRevision }, { key: keys.host(plan.host), modRevision: 0 }],
-        [
-          { type: 'delete', key: keys.network(n.clusterId) },
-          { type: 'delete', key: keys.vni(n.vni) },
-          { type: 'deletePrefix', prefix: keys.endpointsOf(n.clusterId) },
-        ],
-      );
+      const removed = await deleteNetworkFromStore(store, ipam, n.clusterId, n,
+        [{ key: keys.network(n.clusterId), modRevision: n.modRevision }, { key: keys.host(plan.host), modRevision: 0 }]);
       result.transactions++;
-      if (!r.succeeded) continue; // changed meanwhile (another host took it up again): leave it
-      if (n.poolId) await ipam.deletePool(n.poolId);
+      if (!removed) continue; // changed meanwhile (another host took it up again): leave it
       result.networksRemoved++;
     }
     return result;

@@ -7,7 +7,7 @@ import type { Logger } from 'pino';
 import type { Agent } from '../agent/agent';
 import { Config, isClusterStore } from '../config';
 import type { DataPlaneApi } from '../dataplane/types';
-import type { Driver } from '../driver/driver';
+import type { LocalNetworks } from '../cluster/local-networks';
 import { keys } from '../store/keys';
 import type { Store } from '../store/store';
 import { VERSION } from '../version';
@@ -25,7 +25,7 @@ export interface Ops {
   /** For buildServer's onCall. */
   onCall: (method: string, outcome: string, ms: number) => void;
   /** Adds the admin routes; call before the server listens. */
-  register(app: FastifyInstance, d: { driver: Driver; dataplane: DataPlaneApi }): void;
+  register(app: FastifyInstance, d: { networks: LocalNetworks; dataplane: DataPlaneApi }): void;
   /** Once the socket serves: the metrics listener (fails when --metrics-addr cannot be used) and the probe responder. */
   start(agent: Agent, log: Logger): Promise<void>;
   /** Counters of the DNS server (--dns-addr), copied into /metrics at each scrape. */
@@ -38,7 +38,7 @@ export function createOps(cfg: Config, store: Store): Ops {
   const istore = new InstrumentedStore(store, metrics);
   const startedAt = new Date();
   let agent: Agent | undefined;
-  let deps: { driver: Driver; dataplane: DataPlaneApi } | undefined;
+  let deps: { networks: LocalNetworks; dataplane: DataPlaneApi } | undefined;
   let server: http.Server | undefined;
   let responder: Responder | undefined;
   const cluster = isClusterStore(cfg.store);
@@ -102,7 +102,7 @@ export function createOps(cfg: Config, store: Store): Ops {
     },
     register(app, d) {
       deps = d;
-      registerAdminRoutes(app, { cfg, store: istore, driver: d.driver, dataplane: d.dataplane, agent: () => agent, startedAt });
+      registerAdminRoutes(app, { cfg, store: istore, networks: d.networks, dataplane: d.dataplane, agent: () => agent, startedAt });
     },
     async start(a, log) {
       agent = a;

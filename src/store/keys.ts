@@ -44,6 +44,43 @@ export const keys = {
 /** Last path segment of a key. */
 export const leaf = (key: string) => key.slice(key.lastIndexOf('/') + 1);
 
+/** What a key of the layout above names: the one place keys are taken apart. */
+export type ParsedKey =
+  | { kind: 'host'; host: string }
+  | { kind: 'subnets' }
+  | { kind: 'pool'; pool: string }
+  | { kind: 'addr'; pool: string; ip: string }
+  | { kind: 'network'; network: string }
+  | { kind: 'binding'; network: string; host: string }
+  | { kind: 'vni'; vni: string }
+  | { kind: 'endpoint'; network: string; endpoint: string }
+  | { kind: 'name'; network: string; endpoint: string }
+  | { kind: 'asker'; host: string; ip: string };
+
+/**
+ * Parses a key of the layout; undefined for anything else (another layout's
+ * keys, a key of a newer weft, a key written by hand with the wrong shape),
+ * which every reader skips.
+ */
+export function parseKey(key: string): ParsedKey | undefined {
+  if (!key.startsWith(ROOT)) return undefined;
+  const p = key.slice(ROOT.length).split('/');
+  if (p.some((x) => x === '')) return undefined;
+  switch (p[0]) {
+    case 'hosts': return p.length === 2 ? { kind: 'host', host: p[1] } : undefined;
+    case 'subnets': return p.length === 1 ? { kind: 'subnets' } : undefined;
+    case 'pools': return p.length === 2 ? { kind: 'pool', pool: p[1] } : undefined;
+    case 'addrs': return p.length === 3 ? { kind: 'addr', pool: p[1], ip: p[2] } : undefined;
+    case 'networks': return p.length === 2 ? { kind: 'network', network: p[1] } : undefined;
+    case 'bindings': return p.length === 3 ? { kind: 'binding', network: p[1], host: p[2] } : undefined;
+    case 'vnis': return p.length === 2 ? { kind: 'vni', vni: p[1] } : undefined;
+    case 'endpoints': return p.length === 3 ? { kind: 'endpoint', network: p[1], endpoint: p[2] } : undefined;
+    case 'names': return p.length === 3 ? { kind: 'name', network: p[1], endpoint: p[2] } : undefined;
+    case 'askers': return p.length === 3 ? { kind: 'asker', host: p[1], ip: p[2] } : undefined;
+    default: return undefined;
+  }
+}
+
 export interface HostRecord {
   address: string;
   version: string;

@@ -65,7 +65,7 @@ function startAgent(): Agent {
   const cfg = loadConfig(['--store', 'etcd://127.0.0.1:1', '--host-name', 'h1', '--advertise-addr', '192.0.2.1',
     '--docker-host', 'unix:///nonexistent/docker.sock', '--peer-timeout', '1', '--run-dir', path.join(dir, 'run')], {});
   const a = new Agent({
-    store, driver, ipam: new Ipam(store, { host: 'h1', defaultPool: '10.213.0.0/16', defaultPoolSize: 24 }), dataplane: dp, cfg, logger: log,
+    store, networks: driver.networks, ipam: new Ipam(store, { host: 'h1', defaultPool: '10.213.0.0/16', defaultPoolSize: 24 }), dataplane: dp, cfg, logger: log,
     // A fake underlay: the weft at an address answers with the host name in `answers`, or not at all.
     ask: async (address) => (answers.has(address) ? { host: answers.get(address)! } : undefined),
   });

@@ -59,7 +59,7 @@ describe('collector: half-made networks', () => {
     await store.put(keys.vni(5004), JSON.stringify({ network: 'd'.repeat(64) }));
 
     const docker = {} as DockerClient; // no local network: Docker is not asked
-    const released = await collectGarbage({ store, driver, ipam, docker, host: 'h1', graceMs: 60_000, logger: log });
+    const released = await collectGarbage({ store, networks: driver.networks, ipam, docker, host: 'h1', graceMs: 60_000, logger: log });
     expect(released).toBeGreaterThanOrEqual(2);
     expect(await store.get(keys.network(HALF))).toBeUndefined();
     expect(await store.get(keys.vni(5001))).toBeUndefined();

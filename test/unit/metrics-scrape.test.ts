@@ -11,7 +11,7 @@ import { afterEach, describe, expect, it } from 'vitest';
 import type { Agent } from '../../src/agent/agent';
 import { loadConfig } from '../../src/config';
 import type { DataPlaneApi, PeerState } from '../../src/dataplane/types';
-import type { Driver } from '../../src/driver/driver';
+import type { LocalNetworks } from '../../src/cluster/local-networks';
 import { createOps } from '../../src/ops/serve-hooks';
 import { FileStore } from '../../src/store/file-store';
 import { parsePromText, promSum } from './prom-text';
@@ -29,16 +29,16 @@ describe('/metrics and the kernel', () => {
     const peers: PeerState = { endpoints: [{ ip: '10.40.0.2', mac: '02:42:0a:28:00:02', vtep: '192.0.2.2' }], floodVteps: ['192.0.2.2'] };
     const dataplane = { readPeers: async () => { reads++; return peers; } } as unknown as DataPlaneApi;
     const record = { name: 'app', vni: 5000, mtu: 1450, options: {}, internal: false, createdBy: 'h1', createdAt: '' };
-    const driver = {
-      localNetworks: () => [{ localId: 'l', clusterId: 'c'.repeat(64), record, since: 0 }],
+    const networks = {
+      list: () => [{ localId: 'l', clusterId: 'c'.repeat(64), record, since: 0 }],
       spec: () => ({ id: 'cccccccccc', nsPath: '/x', bridge: 'br', mtu: 1450 }),
-    } as unknown as Driver;
+    } as unknown as LocalNetworks;
     const agent = {
       stats: { corrections: 0, peersProgrammed: 0, storeErrors: 0, synced: true, invalidRecords: 0 },
       desiredPeers: () => peers, invalid: { byKind: new Map([['endpoint', 2]]) }, liveness: { report: () => [] }, registered: () => true,
     } as unknown as Agent;
     const app = Fastify();
-    ops.register(app, { driver, dataplane });
+    ops.register(app, { networks, dataplane });
     await ops.start(agent, pino({ level: 'silent' }));
     try {
       let text = '';
