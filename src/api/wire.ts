@@ -3,7 +3,6 @@
 // from logic, like libnetwork's drivers/remote/api. See
 // ../shared/docs/cnm-plugin-api.md for when each call is made.
 
-export type Options = Record<string, unknown>;
 
 // ---- Plugin ----
 export interface ActivateResponse { Implements: string[] }
@@ -67,15 +66,7 @@ export interface RequestAddressRequest { PoolID: string; Address?: string; Optio
 export interface RequestAddressResponse { Address: string; Data: Record<string, string> }
 export interface ReleaseAddressRequest { PoolID: string; Address: string }
 
-/** Option keys Docker uses on the wire. */
-export const Label = {
-  generic: 'com.docker.network.generic',
-  enableIPv6: 'com.docker.network.enable_ipv6',
-  /** Docker 28 and later: false for an IPv6-only network (`--ipv4=false`). */
-  enableIPv4: 'com.docker.network.enable_ipv4',
-  internal: 'com.docker.network.internal',
-  driverMtu: 'com.docker.network.driver.mtu',
-  requestAddressType: 'RequestAddressType',
-  gatewayType: 'com.docker.network.gateway',
-  endpointMac: 'com.docker.network.endpoint.macaddress',
-} as const;
+import type { Options } from '../driver/labels';
+
+// Option keys and the options map live with the driver, which interprets them.
+export { Label, type Options } from '../driver/labels';

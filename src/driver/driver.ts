@@ -11,7 +11,7 @@
 //     recreated lazily on first use and by the agent's reconcile.
 
 import type { Logger } from 'pino';
-import { Label, Options } from '../api/wire';
+import { Label, Options } from './labels';
 import { endpointNames, networkNames } from '../dataplane/names';
 import { DataPlaneApi, EndpointSpec, NetworkSpec } from '../dataplane/types';
 import { errors, WeftError } from '../errors';

@@ -3,7 +3,7 @@
 // never a silently ignored setting.
 
 import { errors } from '../errors';
-import { Label, Options } from '../api/wire';
+import { Label, Options } from './labels';
 
 /** Option weft adds when it creates a network that was made on another host. */
 export const CLUSTER_NETWORK_OPTION = 'weft.network';
