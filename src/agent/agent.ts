@@ -73,6 +73,8 @@ export class Agent {
   private readonly inflight = new Set<string>();
   /** Per network, the ip -> mac last announced to local containers. */
   private readonly announced = new Map<string, Map<string, string>>();
+  /** Per network, the peers last programmed into the kernel, and the kernel generation they went into. */
+  private readonly programmed = new Map<string, { generation: number; state: PeerState }>();
   private flushScheduled = false;
   private flushing: Promise<void> = Promise.resolve();
   private watcher?: Watcher;
@@ -424,14 +426,31 @@ export class Agent {
     return out;
   }
 
-  private async programNetwork(cid: string): Promise<number> {
+  /**
+   * Programs a local network's peers. On a change (`full` false) only what
+   * changed since the last programming, as remembered here: one FDB and one
+   * neighbour operation per endpoint that changed, with no dump of the
+   * kernel's tables. The reconcile, a restart, and a network whose kernel
+   * objects were made anew (kernelGeneration) compare with the kernel itself.
+   */
+  private async programNetwork(cid: string, full = false): Promise<number> {
     if (!this.cluster) return 0;
     const local = this.d.networks.list().find((n) => n.clusterId === cid);
-    if (!local) return 0;
+    if (!local) {
+      this.programmed.delete(cid);
+      return 0;
+    }
     await this.d.networks.ensureKernel(local);
     const spec = this.d.networks.spec(cid, local.record);
     const desired = this.desiredPeers(cid);
-    const diff = await this.d.dataplane.programPeers(spec, desired);
+    const gen = this.d.networks.kernelGeneration(cid);
+    const last = this.programmed.get(cid);
+    // Forget first: if programming fails half-way, the next attempt reads the kernel.
+    this.programmed.delete(cid);
+    const diff = !full && last && last.generation === gen
+      ? await this.d.dataplane.changePeers(spec, last.state, desired)
+      : await this.d.dataplane.programPeers(spec, desired);
+    this.programmed.set(cid, { generation: gen, state: desired });
     await this.announceChanges(cid, spec, desired);
     const changed = diff.added + diff.removed;
     this.stats.peersProgrammed += diff.added;
@@ -571,7 +590,7 @@ export class Agent {
     for (const local of locals) {
       wanted.add(this.d.networks.spec(local.clusterId, local.record).id);
       await this.d.networks.ensureKernel(local, true);
-      if (this.stats.synced) corrections += await this.programNetwork(local.clusterId);
+      if (this.stats.synced) corrections += await this.programNetwork(local.clusterId, true);
     }
     // Namespaces of networks this host no longer has (removed while weft was down).
     // The list of networks is read again after the namespaces: one created

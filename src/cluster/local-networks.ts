@@ -72,6 +72,8 @@ export class LocalNetworks {
   private readonly ensured = new Map<string, Promise<void>>();
   private readonly mutex = new KeyedMutex();
   private loaded: Promise<void> | undefined;
+  /** Bumped whenever a network's kernel objects may have been made anew or removed (see kernelGeneration). */
+  private readonly generations = new Map<string, number>();
 
   constructor(
     private readonly store: Store,
@@ -152,7 +154,7 @@ export class LocalNetworks {
       } catch (err) {
         // Roll back: Docker will not call DeleteNetwork for a create that failed.
         this.networks.delete(localId);
-        this.ensured.delete(clusterId);
+        this.forgetKernel(clusterId);
         await this.dataplane.deleteNetwork(this.spec(clusterId, record)).catch(() => undefined);
         await this.store.delete(keys.binding(clusterId, this.opts.host)).catch(() => undefined);
         if (createdRecord) await this.deleteClusterNetwork(clusterId, record).catch(() => undefined);
@@ -197,7 +199,7 @@ export class LocalNetworks {
     await this.mutex.run(`net:${localId}`, async () => {
       const { clusterId, record } = local;
       await this.dataplane.deleteNetwork(this.spec(clusterId, record));
-      this.ensured.delete(clusterId);
+      this.forgetKernel(clusterId);
       await this.store.delete(keys.binding(clusterId, this.opts.host));
       this.networks.delete(localId);
       for (const [id, ep] of this.endpoints) if (ep.clusterId === clusterId) this.endpoints.delete(id);
@@ -236,7 +238,7 @@ export class LocalNetworks {
       if (host !== this.opts.host || (JSON.parse(kv.value) as BindingRecord).localId !== localId) continue;
       const names = networkNames(clusterId, this.opts.runDir);
       await this.dataplane.deleteNetwork({ id: names.id, nsPath: names.nsPath, bridge: names.bridge, mtu: this.opts.defaultMtu });
-      this.ensured.delete(clusterId);
+      this.forgetKernel(clusterId);
       await this.store.delete(kv.key);
       this.opts.logger.info({ network: localId, cluster: clusterId }, 'removed this host\'s copy of a network that no longer exists');
     }
@@ -396,10 +398,11 @@ export class LocalNetworks {
     let p = this.ensured.get(local.clusterId);
     if (!p || force) {
       p = this.dataplane.ensureNetwork(this.spec(local.clusterId, local.record)).catch((err) => {
-        this.ensured.delete(local.clusterId);
+        this.forgetKernel(local.clusterId);
         throw errors.kernel(`setting up network ${local.clusterId.slice(0, 12)}`, err);
       });
       this.ensured.set(local.clusterId, p);
+      this.bumpGeneration(local.clusterId);
     }
     return p;
   }
@@ -435,5 +438,23 @@ export class LocalNetworks {
   /** A new endpoint of this host, as CreateEndpoint stored it. */
   rememberEndpoint(endpointId: string, ep: LocalEndpoint): void {
     this.endpoints.set(endpointId, ep);
+  }
+
+  /**
+   * Changes whenever the network's kernel objects may have been made anew or
+   * removed: forwarding tables remembered from before are not to be trusted,
+   * and the next programming of its peers reads the kernel.
+   */
+  kernelGeneration(clusterId: string): number {
+    return this.generations.get(clusterId) ?? 0;
+  }
+
+  private bumpGeneration(clusterId: string): void {
+    this.generations.set(clusterId, this.kernelGeneration(clusterId) + 1);
+  }
+
+  private forgetKernel(clusterId: string): void {
+    this.ensured.delete(clusterId);
+    this.bumpGeneration(clusterId);
   }
 }

@@ -39,6 +39,19 @@ const IPV4 = /^(25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)(\.(25[0-5]|2[0-4]\d|1\d\d|[1-9]
 const MAC = /^[0-9a-f]{2}(:[0-9a-f]{2}){5}$/;
 const silent: DataPlaneLogger = { debug() {}, info() {}, warn() {} };
 
+/** A network's forwarding tables as sets: FDB "mac|vtep" (all-zero MAC for flood entries), neighbours ip -> mac. */
+interface PeerTables {
+  fdb: Set<string>;
+  neigh: Map<string, string>;
+}
+
+function tablesOf(p: PeerState): PeerTables {
+  const fdb = new Set<string>();
+  for (const ep of p.endpoints) fdb.add(`${ep.mac.toLowerCase()}|${ep.vtep}`);
+  for (const v of p.floodVteps) fdb.add(`${ZERO_MAC}|${v}`);
+  return { fdb, neigh: new Map(p.endpoints.map((ep) => [ep.ip, ep.mac.toLowerCase()])) };
+}
+
 function checkName(kind: string, name: string): void {
   if (!name || name.length > MAX_IFNAME || /[\s/:]/.test(name)) {
     throw new Error(`invalid ${kind} name "${name}": 1 to ${MAX_IFNAME} characters, no spaces, '/' or ':'`);
@@ -77,6 +90,7 @@ export class DataPlane implements DataPlaneApi {
   private readonly used = new Set<string>();
   private closed = false;
   private warnedReadOnlySysctl = false;
+  private readonly ops = { fdb: 0, neighbour: 0 };
 
   constructor(opts: DataPlaneOptions) {
     this.runDir = opts.runDir;
@@ -339,12 +353,10 @@ export class DataPlane implements DataPlaneApi {
 
   // ---- peers
 
-  async programPeers(net: NetworkSpec, wanted: PeerState): Promise<PeerDiff> {
-    // One entry that cannot be programmed must not stop the others: it is
-    // left out (the agent validates records before they get here; this is the
-    // last line).
+  /** Entries that cannot be programmed are left out (and logged): one bad record must not stop the others. */
+  private programmable(net: NetworkSpec, wanted: PeerState): PeerState {
     const bad: unknown[] = [];
-    const desired: PeerState = {
+    const out: PeerState = {
       endpoints: wanted.endpoints.filter((ep) => {
         const ok = typeof ep.ip === 'string' && typeof ep.vtep === 'string' && typeof ep.mac === 'string' &&
           IPV4.test(ep.ip) && IPV4.test(ep.vtep) && MAC.test(ep.mac.toLowerCase());
@@ -358,6 +370,12 @@ export class DataPlane implements DataPlaneApi {
       }),
     };
     if (bad.length) this.log.warn({ network: net.id, skipped: bad.slice(0, 5), count: bad.length }, 'left out peer entries that cannot be programmed');
+    return out;
+  }
+
+  async programPeers(net: NetworkSpec, wanted: PeerState): Promise<PeerDiff> {
+    // The agent validates records before they get here; this is the last line.
+    const desired = this.programmable(net, wanted);
     if (!net.vxlan) {
       if (desired.endpoints.length || desired.floodVteps.length) throw new Error(`programPeers ${net.id}: the network has no VXLAN device`);
       return { added: 0, removed: 0 };
@@ -366,36 +384,59 @@ export class DataPlane implements DataPlaneApi {
     return this.serial(net.nsPath, async () => {
       try {
         const { ns, vx, fdb, neigh } = await this.readKernelPeers(net, vxName);
-        const wantFdb = new Set<string>();
-        for (const ep of desired.endpoints) wantFdb.add(`${ep.mac.toLowerCase()}|${ep.vtep}`);
-        for (const v of desired.floodVteps) wantFdb.add(`${ZERO_MAC}|${v}`);
-        const wantNeigh = new Map(desired.endpoints.map((ep) => [ep.ip, ep.mac.toLowerCase()]));
-
-        const fdbDel = [...fdb].filter((k) => !wantFdb.has(k));
-        const fdbAdd = [...wantFdb].filter((k) => !fdb.has(k));
-        const neighDel = [...neigh.keys()].filter((ip) => !wantNeigh.has(ip));
-        const neighSet = [...wantNeigh].filter(([ip, m]) => neigh.get(ip) !== m);
-        // A neighbour with the wrong MAC is replaced in place: one removal plus one addition.
-        const replaced = neighSet.filter(([ip]) => neigh.has(ip)).length;
-
-        const gone = (e: unknown) => { if (errorCode(e) !== 'ENOENT') throw e; };
-        const there = (e: unknown) => { if (errorCode(e) !== 'EEXIST') throw e; };
-        // Removals first, so a MAC that moved to another VTEP never has two destinations at once.
-        await settle([
-          ...fdbDel.map((k) => { const [m, d] = k.split('|'); return ns.fdbDel(vx, m, d).catch(gone); }),
-          ...neighDel.map((ip) => ns.delNeighbour(vx, ip).catch(gone)),
-        ]);
-        await settle([
-          ...fdbAdd.map((k) => { const [m, d] = k.split('|'); return ns.fdbAppend(vx, m, d).catch(there); }),
-          ...neighSet.map(([ip, m]) => ns.addNeighbour(vx, ip, m)),
-        ]);
-        const diff = { added: fdbAdd.length + neighSet.length, removed: fdbDel.length + neighDel.length + replaced };
-        if (diff.added || diff.removed) this.log.info({ network: net.id, ...diff }, 'peers programmed');
-        return diff;
+        return await this.applyTables(net, ns, vx, { fdb, neigh }, tablesOf(desired));
       } catch (e) {
         throw wrap(`programPeers ${net.id} (netns ${net.nsPath})`, e);
       }
     });
+  }
+
+  async changePeers(net: NetworkSpec, from: PeerState, to: PeerState): Promise<PeerDiff> {
+    const desired = this.programmable(net, to);
+    if (!net.vxlan) {
+      if (desired.endpoints.length || desired.floodVteps.length) throw new Error(`changePeers ${net.id}: the network has no VXLAN device`);
+      return { added: 0, removed: 0 };
+    }
+    const vxName = net.vxlan.name;
+    return this.serial(net.nsPath, async () => {
+      try {
+        const ns = this.netSocket(net);
+        const vx = await ns.getLink(vxName);
+        if (!vx) throw new Error(`VXLAN device ${vxName} is missing`);
+        return await this.applyTables(net, ns, vx.index, tablesOf(this.programmable(net, from)), tablesOf(desired));
+      } catch (e) {
+        throw wrap(`changePeers ${net.id} (netns ${net.nsPath})`, e);
+      }
+    });
+  }
+
+  peerOps(): { fdb: number; neighbour: number } {
+    return { ...this.ops };
+  }
+
+  /** Moves the tables from `have` to `want`: removals first, so a MAC that moved never has two destinations at once. */
+  private async applyTables(net: NetworkSpec, ns: Rtnl, vx: number, have: PeerTables, want: PeerTables): Promise<PeerDiff> {
+    const fdbDel = [...have.fdb].filter((k) => !want.fdb.has(k));
+    const fdbAdd = [...want.fdb].filter((k) => !have.fdb.has(k));
+    const neighDel = [...have.neigh.keys()].filter((ip) => !want.neigh.has(ip));
+    const neighSet = [...want.neigh].filter(([ip, m]) => have.neigh.get(ip) !== m);
+    // A neighbour with the wrong MAC is replaced in place: one removal plus one addition.
+    const replaced = neighSet.filter(([ip]) => have.neigh.has(ip)).length;
+    const gone = (e: unknown) => { if (errorCode(e) !== 'ENOENT') throw e; };
+    const there = (e: unknown) => { if (errorCode(e) !== 'EEXIST') throw e; };
+    this.ops.fdb += fdbDel.length + fdbAdd.length;
+    this.ops.neighbour += neighDel.length + neighSet.length;
+    await settle([
+      ...fdbDel.map((k) => { const [m, d] = k.split('|'); return ns.fdbDel(vx, m, d).catch(gone); }),
+      ...neighDel.map((ip) => ns.delNeighbour(vx, ip).catch(gone)),
+    ]);
+    await settle([
+      ...fdbAdd.map((k) => { const [m, d] = k.split('|'); return ns.fdbAppend(vx, m, d).catch(there); }),
+      ...neighSet.map(([ip, m]) => ns.addNeighbour(vx, ip, m)),
+    ]);
+    const diff = { added: fdbAdd.length + neighSet.length, removed: fdbDel.length + neighDel.length + replaced };
+    if (diff.added || diff.removed) this.log.info({ network: net.id, ...diff }, 'peers programmed');
+    return diff;
   }
 
   async readPeers(net: NetworkSpec): Promise<PeerState> {

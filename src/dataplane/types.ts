@@ -68,13 +68,31 @@ export interface PeerDiff {
   removed: number;
 }
 
+/**
+ * Kernel operations on a network's forwarding tables since the data plane
+ * started, by table: what a change costs (counted, not timed).
+ */
+export interface PeerOpCounts {
+  fdb: number;
+  neighbour: number;
+}
+
 /** The data plane as the driver and the agent use it (implemented by DataPlane in dataplane.ts). */
 export interface DataPlaneApi {
   ensureNetwork(spec: NetworkSpec): Promise<void>;
   deleteNetwork(spec: NetworkSpec): Promise<void>;
   createEndpoint(net: NetworkSpec, ep: EndpointSpec): Promise<void>;
   deleteEndpoint(net: NetworkSpec, ep: EndpointSpec): Promise<void>;
+  /** Reads the kernel's tables and makes them `desired` (restart, reconcile): costs a dump of both tables. */
   programPeers(net: NetworkSpec, desired: PeerState): Promise<PeerDiff>;
+  /**
+   * Moves the tables from `from` (what was last programmed, as the caller
+   * remembers it) to `to` without reading the kernel: one FDB and one
+   * neighbour operation per endpoint that changed (moby's peerdb way).
+   */
+  changePeers(net: NetworkSpec, from: PeerState, to: PeerState): Promise<PeerDiff>;
+  /** Operations on forwarding tables so far. */
+  peerOps(): PeerOpCounts;
   /** Gratuitous ARP for ip at mac on the network's bridge (reaches every host's containers through the flood entries). */
   announce(net: NetworkSpec, ip: string, mac: string): Promise<void>;
   readPeers(net: NetworkSpec): Promise<PeerState>;
