@@ -57,6 +57,12 @@ export function createOps(cfg: Config, store: Store): Ops {
     if (s.lastReconcile) metrics.lastReconcile.set({}, Date.parse(s.lastReconcile) / 1000);
     if (s.reconcileMs !== undefined) metrics.reconcileSeconds.set({}, s.reconcileMs / 1000);
   });
+  metrics.registry.onCollect(() => {
+    const ops = deps?.dataplane.peerOps?.();
+    if (!ops) return;
+    metrics.peerOps.setTotal({ table: 'fdb' }, ops.fdb);
+    metrics.peerOps.setTotal({ table: 'neighbour' }, ops.neighbour);
+  });
   // The kernel's forwarding tables are read on a timer of their own (every
   // --reconcile-interval), never by a scrape: a dump of them waits in the
   // same per-network queue as Join, and a scraper must not slow containers

@@ -279,6 +279,32 @@ describe('two hosts over VXLAN', () => {
     expect(await a.dp.programPeers(a.net, desiredFor(0))).toEqual({ added: 1, removed: 1 });
   });
 
+  it('a change of one endpoint in a network of 5,000 costs one FDB and one neighbour operation (changePeers), with no dump', async () => {
+    const [a] = hosts;
+    const big: PeerState = { endpoints: [], floodVteps: ['192.0.2.2'] };
+    for (let n = 0; n < 5000; n++) {
+      const x = n + 256; // 10.97.1.0 onwards, in 10.97.0.0/16
+      big.endpoints.push({ ip: `10.97.${x >> 8}.${x & 255}`, mac: `02:42:0a:61:${((x >> 8) & 255).toString(16).padStart(2, '0')}:${(x & 255).toString(16).padStart(2, '0')}`, vtep: '192.0.2.2' });
+    }
+    // from desiredFor(0): its flood entry stays, its endpoint's two entries go
+    expect(await a.dp.programPeers(a.net, big)).toEqual({ added: 10000, removed: 2 });
+    const one = { ip: '10.97.200.1', mac: '02:42:0a:61:c8:01', vtep: '192.0.2.2' };
+    const grown: PeerState = { endpoints: [...big.endpoints, one], floodVteps: big.floodVteps };
+    const before = a.dp.peerOps();
+    expect(await a.dp.changePeers(a.net, big, grown)).toEqual({ added: 2, removed: 0 });
+    const after = a.dp.peerOps();
+    expect({ fdb: after.fdb - before.fdb, neighbour: after.neighbour - before.neighbour }).toEqual({ fdb: 1, neighbour: 1 });
+    expect(inNs(a.net.nsPath, 'ip', 'neigh', 'show', one.ip, 'dev', a.net.vxlan!.name)).toContain(one.mac);
+    // and back: one removal in each table
+    expect(await a.dp.changePeers(a.net, grown, big)).toEqual({ added: 0, removed: 2 });
+    const back = a.dp.peerOps();
+    expect({ fdb: back.fdb - after.fdb, neighbour: back.neighbour - after.neighbour }).toEqual({ fdb: 1, neighbour: 1 });
+    expect(inNs(a.net.nsPath, 'ip', 'neigh', 'show', one.ip, 'dev', a.net.vxlan!.name)).not.toContain(one.mac);
+    // the full compare finds the kernel as changePeers left it
+    expect(await a.dp.programPeers(a.net, big)).toEqual({ added: 0, removed: 0 });
+    expect(await a.dp.programPeers(a.net, desiredFor(0))).toEqual({ added: 2, removed: 10000 });
+  });
+
   it('an empty desired state removes every peer and cuts the path', async () => {
     const [a, b] = hosts;
     expect(await a.dp.programPeers(a.net, { endpoints: [], floodVteps: [] })).toEqual({ added: 0, removed: 3 });

@@ -34,6 +34,23 @@ class StrictDataPlane implements DataPlaneApi {
     this.programmed.set(net.id, { endpoints: [...desired.endpoints], floodVteps: [...desired.floodVteps] });
     return { added: 0, removed: 0 };
   }
+  changes = 0;
+  ops = { fdb: 0, neighbour: 0 };
+  async changePeers(net: NetworkSpec, from: PeerState, to: PeerState) {
+    this.changes++;
+    for (const ep of to.endpoints) {
+      if (!IPV4.test(ep.ip) || !IPV4.test(ep.vtep) || !MAC.test(String(ep.mac).toLowerCase())) throw new Error(`invalid remote endpoint ${JSON.stringify(ep)}`);
+    }
+    // what the kernel would be asked: entries of `to` not in `from`, and the reverse
+    const fdb = (p: PeerState) => new Set([...p.endpoints.map((e) => `${e.mac}|${e.vtep}`), ...p.floodVteps.map((v) => `0|${v}`)]);
+    const neigh = (p: PeerState) => new Set(p.endpoints.map((e) => `${e.ip}|${e.mac}`));
+    const moved = (a: Set<string>, b: Set<string>) => [...a].filter((k) => !b.has(k)).length + [...b].filter((k) => !a.has(k)).length;
+    this.ops.fdb += moved(fdb(from), fdb(to));
+    this.ops.neighbour += moved(neigh(from), neigh(to));
+    this.programmed.set(net.id, { endpoints: [...to.endpoints], floodVteps: [...to.floodVteps] });
+    return { added: 0, removed: 0 };
+  }
+  peerOps() { return { ...this.ops }; }
   async announce() {}
   async readPeers(): Promise<PeerState> { return { endpoints: [], floodVteps: [] }; }
   async listNetworkIds() { return []; }
@@ -75,9 +92,29 @@ function startAgent(): Agent {
   return a;
 }
 
-const programmedIps = () => (dp.programmed.get(NET.slice(0, 10))?.endpoints ?? []).map((e) => e.ip).sort();
+let watched = NET;
+const programmedIps = () => (dp.programmed.get(watched.slice(0, 10))?.endpoints ?? []).map((e) => e.ip).sort();
+
+const BIG = 'b'.repeat(64);
+/** A second network, 10.41.0.0/16, with 5,000 endpoints of host h2 (written in transactions of 100). */
+async function setUpBig(): Promise<void> {
+  const ipam = new Ipam(store, { host: 'h1', defaultPool: '10.213.0.0/16', defaultPoolSize: 24 });
+  await ipam.requestPool({ pool: '10.41.0.0/16' });
+  await driver.createNetwork(BIG, {}, [{ AddressSpace: 'weft', Pool: '10.41.0.0/16', Gateway: '10.41.0.1/16' }], []);
+  for (let b = 0; b < 50; b++) {
+    const ops = [];
+    for (let i = 0; i < 100; i++) {
+      const n = b * 100 + i + 2;
+      const mac = `02:42:0a:29:${(n >> 8).toString(16).padStart(2, '0')}:${(n & 255).toString(16).padStart(2, '0')}`;
+      ops.push({ type: 'put' as const, key: keys.endpoint(BIG, ep(n)), value: JSON.stringify({ host: 'h2', vtep: '192.0.2.2', ip: `10.41.${n >> 8}.${n & 255}`, mac, localNetwork: 'l' }) });
+    }
+    await store.txn([], ops);
+  }
+  watched = BIG;
+}
 
 beforeEach(async () => {
+  watched = NET;
   dir = fs.mkdtempSync(path.join(os.tmpdir(), 'weft-agent-'));
   store = await FileStore.open(path.join(dir, 'state'));
   dp = new StrictDataPlane();
@@ -89,6 +126,28 @@ afterEach(async () => {
   agent = undefined;
   await store.close();
   fs.rmSync(dir, { recursive: true, force: true });
+});
+
+describe('agent: peers programmed per change', () => {
+  it('a new endpoint in a network of 5,000 is one FDB and one neighbour operation, with no read of the kernel', async () => {
+    await store.put(keys.host('h2'), JSON.stringify({ address: '192.0.2.2', version: '0.1.0', startedAt: 'x' }));
+    await setUpBig();
+    const a = startAgent();
+    await vi.waitFor(() => expect(programmedIps().length).toBe(5000), { timeout: 20_000 });
+    const full = dp.calls;
+    const before = dp.peerOps();
+    await store.put(keys.endpoint(BIG, ep(99999)), JSON.stringify({ host: 'h2', vtep: '192.0.2.2', ip: '10.41.200.1', mac: '02:42:0a:29:c8:01', localNetwork: 'l' }));
+    await vi.waitFor(() => expect(programmedIps().length).toBe(5001), { timeout: 10_000 });
+    expect(dp.calls).toBe(full); // no full compare (a dump of the kernel's tables)
+    expect(dp.peerOps()).toEqual({ fdb: before.fdb + 1, neighbour: before.neighbour + 1 });
+    await store.delete(keys.endpoint(BIG, ep(99999)));
+    await vi.waitFor(() => expect(programmedIps().length).toBe(5000), { timeout: 10_000 });
+    expect(dp.peerOps()).toEqual({ fdb: before.fdb + 2, neighbour: before.neighbour + 2 });
+    expect(dp.calls).toBe(full);
+    // the reconcile compares with the kernel
+    await a.reconcile().catch(() => undefined);
+    expect(dp.calls).toBeGreaterThan(full);
+  }, 60_000);
 });
 
 describe('agent: invalid records', () => {
