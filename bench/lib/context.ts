@@ -29,7 +29,7 @@ export interface BenchConfig {
   clusterSizes: number[];
   /** cluster phase: endpoints written one at a time per size, for the latency figure (WEFT_BENCH_CLUSTER_PROBES) */
   clusterProbes: number;
-  /** cluster phase: length of the at-rest window per size, seconds (WEFT_BENCH_CLUSTER_REST_SECONDS) */
+  /** cluster phase: length of the at-rest window per size, seconds; best a multiple of weft's reconcile interval, 10 s (WEFT_BENCH_CLUSTER_REST_SECONDS) */
   clusterRestSeconds: number;
   /** only these phases (WEFT_BENCH_ONLY=api,run,conv,prop,data,ipam,scale,cluster, or --only) */
   only?: Set<string>;
@@ -107,7 +107,7 @@ export function configFromEnv(): BenchConfig {
     clusterReal: envInt('WEFT_BENCH_CLUSTER_REAL', 3, 2, 3),
     clusterSizes: envSizes('WEFT_BENCH_CLUSTER_SIZES', [1000, 10_000]),
     clusterProbes: envInt('WEFT_BENCH_CLUSTER_PROBES', 30, 5, 500),
-    clusterRestSeconds: envInt('WEFT_BENCH_CLUSTER_REST_SECONDS', 20, 5, 600),
+    clusterRestSeconds: envInt('WEFT_BENCH_CLUSTER_REST_SECONDS', 30, 10, 600),
     ...(only?.length ? { only: new Set(only) } : {}),
   };
 }

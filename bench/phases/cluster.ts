@@ -37,7 +37,7 @@ import {
 } from '../../test/lab/host';
 import type { Bench } from '../lib/context';
 import { complete, NeighMonitor, peerCounts, wipeWeftNetwork, type PeerCounts } from '../lib/kernel';
-import { clusterArgs, log, networkId, PREFIX, weftEnv, weftLogLevel, weftVersion } from '../lib/lab';
+import { clusterArgs, ensureWeftCliLink, log, networkId, PREFIX, weftEnv, weftLogLevel, weftVersion } from '../lib/lab';
 import { SimClient } from '../lib/sim-client';
 import { percentile, median, fmt, round, type Goal } from '../lib/stats';
 import { linkBytes, parseProm, procStats, promLabelValues, promSum, scrape, type Samples } from '../lib/weft-stats';
@@ -73,6 +73,7 @@ interface Net { name: string; subnet: string; clusterId: string }
 // ------------------------------------------------------------ lab
 
 async function setupClusterLab(real: number): Promise<ClusterLab> {
+  ensureWeftCliLink();
   await cleanupLabLeftovers(P);
   const lab: ClusterLab = { etcdUrl: '', etcdHttp: '', hosts: [], wefts: [], monitors: [] };
   try {
@@ -214,6 +215,7 @@ async function etcdMetrics(lab: ClusterLab): Promise<Samples> {
 async function atRest(lab: ClusterLab, seconds: number): Promise<{ rest: RestResult[]; etcdPerMin: Record<string, number> }> {
   const hosts = lab.hosts;
   const overhead = await scrapeOverhead(hosts);
+  log(`cluster: one /metrics scrape reads ${overhead.map((o) => o.entries).join(', ')} FDB and neighbour entries back (per host)`);
   const e0 = await etcdMetrics(lab);
   const s0 = await scrapeAll(hosts);
   const p0 = lab.wefts.map((w) => procStats(w.pid));
@@ -522,7 +524,7 @@ function report(b: Bench, run: { hosts: number; real: number; simulated: number;
     { key: 'fill.done', label: 'bulk fill: last write -> every real host has every peer', unit: 's', get: (r) => med(nn(r.fill.doneAfterWriteSec)), samples: (r) => nn(r.fill.doneAfterWriteSec) },
     { key: 'fill.cpu', label: 'bulk fill: weft CPU per 1,000 new endpoints', unit: 'CPU s', get: (r) => med(r.fill.cpuMsPer1000) / 1000, samples: (r) => r.fill.cpuMsPer1000.map((x) => x / 1000) },
     {
-      key: 'rest.rss', label: 'weft resident memory at rest (idle: no endpoints)', unit: 'MiB', get: (r) => med(r.rest.map((x) => x.rssMiB)), samples: (r) => r.rest.map((x) => x.rssMiB),
+      key: 'rest.rss', label: 'weft resident memory at rest', unit: 'MiB', get: (r) => med(r.rest.map((x) => x.rssMiB)), samples: (r) => r.rest.map((x) => x.rssMiB),
       idle: med(run.idle.map((p) => p.rssMiB)), goal: { of: 'median', op: '<', value: 150 }, idleGoal: { of: 'median', op: '<', value: 90 }, goalText: '< 90 idle, < 150',
     },
     { key: 'rest.hwm', label: 'weft peak resident memory so far (VmHWM)', unit: 'MiB', get: (r) => med(r.rest.map((x) => x.hwmMiB)), samples: (r) => r.rest.map((x) => x.hwmMiB), idle: med(run.idle.map((p) => p.hwmMiB)) },
@@ -550,7 +552,10 @@ function report(b: Bench, run: { hosts: number; real: number; simulated: number;
     { key: 'change.notifications', label: 'one endpoint created: kernel FDB + neighbour notifications, each host', unit: 'count', get: (r) => med(opOf(r, 'create')?.notifications ?? []) },
   ];
 
-  // figures, one per row and size (the goal only on the last size)
+  // figures, one per row and size (the goal only on the last size), and the idle ones
+  for (const row of rows) {
+    if (row.idle !== undefined) b.figure(`cluster.idle.${row.key}`, 'cluster, idle (no endpoints)', row.label, row.unit, [row.idle], row.idleGoal);
+  }
   for (const r of results) {
     const last = r === results[results.length - 1];
     for (const row of rows) {
