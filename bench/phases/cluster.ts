@@ -29,6 +29,7 @@
 //     wiped as by a reboot, and started: time until every entry is back.
 // Figures are printed side by side per size with the growth between the
 // first and the last size, and go to latest.json.
+import * as fs from 'node:fs';
 import type { EtcdHandle } from '../../test/lab/etcd';
 import { startEtcd } from '../../test/lab/etcd';
 import {
@@ -410,6 +411,31 @@ async function coldStart(lab: ClusterLab, nets: Net[], want: PeerCounts): Promis
   return { servingSec: (serving - t0) / 1000, programmedSec: doneAt[0] === undefined ? null : (doneAt[0] - t0) / 1000, rssMiB: p.rssMiB, hwmMiB: p.hwmMiB };
 }
 
+/** Warnings and errors in a weft's log (pino: level 40 and up), with the last few messages. */
+function weftWarnings(file: string): { count: number; last: string[] } {
+  let text = '';
+  try {
+    text = fs.readFileSync(file, 'utf8');
+  } catch {
+    return { count: 0, last: [] };
+  }
+  let count = 0;
+  const last: string[] = [];
+  for (const line of text.split('\n')) {
+    if (!line.startsWith('{')) continue;
+    try {
+      const j = JSON.parse(line) as { level?: number; msg?: string; err?: string };
+      if ((j.level ?? 0) < 40) continue;
+      count++;
+      last.push(`${j.msg ?? ''}${j.err ? `: ${j.err}` : ''}`.slice(0, 300));
+      if (last.length > 5) last.shift();
+    } catch {
+      /* not a log line */
+    }
+  }
+  return { count, last };
+}
+
 // ------------------------------------------------------------ the phase
 
 export async function cluster(b: Bench): Promise<void> {
@@ -484,6 +510,11 @@ export async function cluster(b: Bench): Promise<void> {
       };
       results.push({ size, perNetwork, fill: fillRes, rest, probe, ops, start, etcd, want });
     }
+    const logs = lab.wefts.map((w) => weftWarnings(w.logFile));
+    for (const [i, l] of logs.entries()) {
+      if (l.count) b.notes.push(`cluster: ${lab.hosts[i]!.name}'s weft logged ${l.count} warnings or errors, e.g. ${JSON.stringify(l.last[l.last.length - 1])}`);
+    }
+    b.details.clusterWeftWarnings = logs;
     const simStats = await lab.sim.stats();
     if (simStats.leasesLost) b.notes.push(`cluster: ${simStats.leasesLost} simulated hosts lost their lease during the run: the figures are suspect`);
     report(b, { hosts: cfg.clusterHosts, real, simulated, idle, results, simStats });
