@@ -7,7 +7,7 @@ import * as readline from 'node:readline';
 import type { ChildProcess } from 'node:child_process';
 import type { LabHost } from '../../test/lab/host';
 import { log, spawnTracked } from './lab';
-import type { ProbeResult, SimInit } from './sim';
+import type { ProbeResult, SimInit, WatchTimes } from './sim';
 
 export interface SimStats {
   hosts: number;
@@ -85,6 +85,9 @@ export class SimClient {
   }
   unprobe(network: number, endpointId: string): Promise<{ sentAt: number; ackAt: number }> {
     return this.send('unprobe', { network, endpointId }, 30_000);
+  }
+  watchTimes(): Promise<WatchTimes> {
+    return this.send('watchTimes', {}, 10_000);
   }
   stats(): Promise<SimStats> {
     return this.send('stats', {}, 10_000);

@@ -31,6 +31,8 @@ async function handle(msg: Record<string, unknown>): Promise<unknown> {
       return need().probe(Number(msg.network));
     case 'unprobe':
       return need().unprobe(Number(msg.network), String(msg.endpointId));
+    case 'watchTimes':
+      return need().watchTimes();
     case 'stats':
       return { ...(sim?.stats() ?? {}), rssMiB: process.memoryUsage().rss / 2 ** 20, cpuMs: cpuMs() };
     case 'close':

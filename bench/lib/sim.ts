@@ -57,6 +57,9 @@ export interface ProbeResult {
   ackAt: number;
 }
 
+/** When the simulator's own watch of endpoints/ saw each probe's put and delete (epoch ms): etcd's share of the latency. */
+export interface WatchTimes { put: Record<string, number>; delete: Record<string, number> }
+
 /** A fill writes this many keys per transaction (etcd's default --max-txn-ops is 128). */
 const OPS_PER_TXN = 100;
 const KEYS_PER_ENDPOINT = 4;
@@ -117,6 +120,10 @@ export class SimCluster {
   private readonly cfg: SimInit;
   leasesLost = 0;
   keysWritten = 0;
+  /** a watch of endpoints/ on a connection of its own, as a weft has: when it sees the probes' keys */
+  private watchClient?: Etcd3;
+  private readonly watched = new Set<string>();
+  private readonly seen: WatchTimes = { put: {}, delete: {} };
 
   constructor(cfg: SimInit) {
     if (cfg.hosts < 1 || cfg.hosts > 480) throw new Error(`simulated hosts: 1 to 480, not ${cfg.hosts}`);
@@ -130,6 +137,16 @@ export class SimCluster {
 
   /** Every simulated host registers under its lease and binds every network. */
   async start(): Promise<void> {
+    this.watchClient = new Etcd3({ hosts: this.cfg.etcd, grpcOptions: { 'grpc.max_receive_message_length': -1 } });
+    const w = await this.watchClient.watch().prefix(keys.endpoints()).create();
+    w.on('put', (kv) => {
+      const k = kv.key.toString();
+      if (this.watched.has(k)) this.seen.put[k] ??= nowMs();
+    });
+    w.on('delete', (kv) => {
+      const k = kv.key.toString();
+      if (this.watched.has(k)) this.seen.delete[k] ??= nowMs();
+    });
     for (let i = 0; i < this.cfg.hosts; i++) {
       this.hosts.push({
         index: i, name: simHostName(i), vtep: simVtep(i), containers: 0,
@@ -235,6 +252,7 @@ export class SimCluster {
     const claimed = await h.client.if(addrKey, 'Version', '==', 0).then(h.client.put(addrKey).value(JSON.stringify(addr))).commit();
     if (!claimed.succeeded) throw new Error(`probe address ${ip} is taken`);
     const ep: EndpointRecord = { host: h.name, vtep: h.vtep, ip, mac, localNetwork: h.localIds[n]!, createdAt: at };
+    this.watched.add(keys.endpoint(s.net.clusterId, endpointId));
     const sentAt = nowMs();
     await h.client.put(keys.endpoint(s.net.clusterId, endpointId)).value(JSON.stringify(ep)).exec();
     const ackAt = nowMs();
@@ -257,12 +275,26 @@ export class SimCluster {
     return { sentAt, ackAt };
   }
 
+  /** What the watch saw of the probes so far; forgets it. */
+  watchTimes(): WatchTimes {
+    const out = { put: { ...this.seen.put }, delete: { ...this.seen.delete } };
+    for (const k of Object.keys(this.seen.delete)) this.watched.delete(k);
+    this.seen.put = {};
+    this.seen.delete = {};
+    return out;
+  }
+
   stats(): { hosts: number; leasesLost: number; keysWritten: number; endpoints: number[] } {
     return { hosts: this.hosts.length, leasesLost: this.leasesLost, keysWritten: this.keysWritten, endpoints: this.nets.map((s) => s.filled + s.live.size) };
   }
 
   /** Closes the clients without revoking: the leases (and names) expire with etcd, which the bench stops. */
   close(): void {
+    try {
+      this.watchClient?.close();
+    } catch {
+      /* closing anyway */
+    }
     for (const h of this.hosts) {
       try {
         h.lease?.release();

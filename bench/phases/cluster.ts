@@ -37,6 +37,7 @@ import {
   type LabHost, type Underlay, type WeftProcess,
 } from '../../test/lab/host';
 import type { Bench } from '../lib/context';
+import { keys } from '../../src/store/keys';
 import { complete, NeighMonitor, peerCounts, wipeWeftNetwork, type PeerCounts } from '../lib/kernel';
 import { clusterArgs, ensureWeftCliLink, log, networkId, PREFIX, weftEnv, weftLogLevel, weftVersion } from '../lib/lab';
 import { SimClient } from '../lib/sim-client';
@@ -145,7 +146,11 @@ interface SizeResult {
   perNetwork: number;
   fill: { writeSec: number; txns: number; doneAfterWriteSec: Array<number | null>; cpuMsPer1000: number[] };
   rest: RestResult[];
-  probe: { latencyMs: number[]; perHostMs: number[][]; missed: number; deleteMs: number[]; deleteMissed: number };
+  probe: {
+    latencyMs: number[]; perHostMs: number[][]; missed: number; deleteMs: number[]; deleteMissed: number;
+    /** put -> a watch on the underlay sees it (etcd's share), and that -> in every kernel (weft's share) */
+    watchMs: number[]; afterWatchMs: number[];
+  };
   ops: OpCost[];
   start: { servingSec: number; programmedSec: number | null; rssMiB: number; hwmMiB: number };
   etcd: Record<string, number>;
@@ -282,6 +287,7 @@ async function probes(b: Bench, lab: ClusterLab, nets: Net[], n: number): Promis
   let missed = 0;
   let deleteMissed = 0;
   const made: Array<{ network: number; endpointId: string; ip: string; mac: string }> = [];
+  const timed: Array<{ key: string; sentAt: number; inKernel: number }> = [];
   try {
     for (let i = 0; i < n; i++) {
       const network = i % nets.length;
@@ -295,6 +301,7 @@ async function probes(b: Bench, lab: ClusterLab, nets: Net[], n: number): Promis
       else {
         at.forEach((t, k) => perHostMs[k]!.push(t! - r.sentAt));
         latencyMs.push(Math.max(...(at as number[])) - r.sentAt);
+        timed.push({ key: keys.endpoint(r.clusterId, r.endpointId), sentAt: r.sentAt, inKernel: Math.max(...(at as number[])) });
       }
       await sleep(50);
     }
@@ -315,7 +322,16 @@ async function probes(b: Bench, lab: ClusterLab, nets: Net[], n: number): Promis
     for (const m of byNet.flat()) m.stop();
     lab.monitors = lab.monitors.filter((m) => !byNet.flat().includes(m));
   }
-  return { latencyMs, perHostMs, missed, deleteMs, deleteMissed };
+  const seen = await sim.watchTimes();
+  const watchMs: number[] = [];
+  const afterWatchMs: number[] = [];
+  for (const t of timed) {
+    const w = seen.put[t.key];
+    if (w === undefined) continue;
+    watchMs.push(w - t.sentAt);
+    afterWatchMs.push(t.inKernel - w);
+  }
+  return { latencyMs, perHostMs, missed, deleteMs, deleteMissed, watchMs, afterWatchMs };
 }
 
 /** The netlink requests one endpoint's creation, then one's deletion, costs each real host. */
@@ -548,6 +564,10 @@ function report(b: Bench, run: { hosts: number; real: number; simulated: number;
   const rows: Row[] = [
     { key: 'latency.p50', label: 'endpoint written -> in every real host\'s kernel (FDB + neighbour), p50', unit: 'ms', get: (r) => percentile(r.probe.latencyMs, 50) },
     { key: 'latency.p99', label: 'endpoint written -> in every real host\'s kernel, p99', unit: 'ms', get: (r) => percentile(r.probe.latencyMs, 99), goal: { of: 'median', op: '<=', value: 1000 } },
+    { key: 'latency.etcd.p50', label: '... of which: written -> seen by a watch of endpoints/ (etcd), p50', unit: 'ms', get: (r) => percentile(r.probe.watchMs, 50) },
+    { key: 'latency.etcd.p99', label: '... of which: written -> seen by a watch of endpoints/ (etcd), p99', unit: 'ms', get: (r) => percentile(r.probe.watchMs, 99) },
+    { key: 'latency.weft.p50', label: '... of which: seen by a watch -> in every real host\'s kernel (weft), p50', unit: 'ms', get: (r) => percentile(r.probe.afterWatchMs, 50) },
+    { key: 'latency.weft.p99', label: '... of which: seen by a watch -> in every real host\'s kernel (weft), p99', unit: 'ms', get: (r) => percentile(r.probe.afterWatchMs, 99) },
     { key: 'delete.p50', label: 'endpoint deleted -> gone from every real host\'s kernel, p50', unit: 'ms', get: (r) => percentile(r.probe.deleteMs, 50) },
     { key: 'delete.p99', label: 'endpoint deleted -> gone from every real host\'s kernel, p99', unit: 'ms', get: (r) => percentile(r.probe.deleteMs, 99) },
     { key: 'start.programmed', label: 'starting host: weft started -> every entry in its kernel', unit: 's', get: (r) => r.start.programmedSec ?? NaN, goal: { of: 'median', op: '<=', value: 5 } },
@@ -625,7 +645,10 @@ function report(b: Bench, run: { hosts: number; real: number; simulated: number;
     idle: run.idle, rows: structured, sim: run.simStats,
     sizes: results.map((r) => ({
       ...r,
-      probe: { ...r.probe, latencyMs: r.probe.latencyMs.map((x) => round(x)), deleteMs: r.probe.deleteMs.map((x) => round(x)), perHostMs: r.probe.perHostMs.map((h) => h.map((x) => round(x))) },
+      probe: {
+        ...r.probe, latencyMs: r.probe.latencyMs.map((x) => round(x)), deleteMs: r.probe.deleteMs.map((x) => round(x)),
+        perHostMs: r.probe.perHostMs.map((h) => h.map((x) => round(x))), watchMs: r.probe.watchMs.map((x) => round(x)), afterWatchMs: r.probe.afterWatchMs.map((x) => round(x)),
+      },
     })),
   };
   for (const r of results) {
