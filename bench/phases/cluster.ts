@@ -183,6 +183,24 @@ async function scrapeAll(hosts: LabHost[]): Promise<Samples[]> {
 
 const reconcileAt = (s: Samples): number => promSum(s, 'weft_reconcile_last_timestamp_seconds');
 
+/**
+ * Whether a reconcile ran (even in part) between fromMs and toMs (epoch),
+ * judged from a scrape taken before the window and one taken after it, long
+ * enough after for a reconcile that started inside to have finished.
+ */
+function reconcileOverlaps(before: Samples, after: Samples, toMs: number): boolean {
+  const end = reconcileAt(after) * 1000;
+  if (end === reconcileAt(before) * 1000) return false;
+  return end - promSum(after, 'weft_reconcile_duration_seconds') * 1000 < toMs;
+}
+
+/** Waits out a reconcile that may be running (twice the last one's length, at least 1.5 s), then scrapes. */
+async function scrapeAfterReconcile(hosts: LabHost[], last: Samples[]): Promise<Samples[]> {
+  const longest = Math.max(...last.map((s) => promSum(s, 'weft_reconcile_duration_seconds') * 1000));
+  await sleep(Math.min(15_000, Math.max(1_500, 2 * longest)));
+  return scrapeAll(hosts);
+}
+
 interface NetlinkCounts { fdb: Record<string, number>; neigh: Record<string, number>; entries: number }
 function netlinkCounts(s: Samples): NetlinkCounts {
   const of = (table: string) => Object.fromEntries(['add', 'del', 'dump'].map((op) => [op, promSum(s, 'weft_netlink_requests_total', { table, op })]));
@@ -204,9 +222,10 @@ async function scrapeOverhead(hosts: LabHost[]): Promise<NetlinkCounts[]> {
   for (let attempt = 0; attempt < 5; attempt++) {
     const a = await scrapeAll(hosts);
     const b = await scrapeAll(hosts);
+    const until = nowMs();
     last = b.map((s, i) => subCounts(netlinkCounts(s), netlinkCounts(a[i]!)));
-    if (a.every((s, i) => reconcileAt(s) === reconcileAt(b[i]!))) return last;
-    await sleep(500);
+    const d = await scrapeAfterReconcile(hosts, b);
+    if (a.every((s, i) => !reconcileOverlaps(s, d[i]!, until))) return last;
   }
   return last;
 }
@@ -346,7 +365,7 @@ async function opCosts(lab: ClusterLab, nets: Net[]): Promise<OpCost[]> {
   try {
     for (const kind of ['create', 'delete'] as const) {
       let cost: OpCost | undefined;
-      for (let attempt = 1; attempt <= 5 && !cost; attempt++) {
+      for (let attempt = 1; attempt <= 6 && !cost; attempt++) {
         const a = await scrapeAll(lab.hosts);
         const k0 = mons.map((m) => m.snapshot());
         if (kind === 'create') {
@@ -366,7 +385,9 @@ async function opCosts(lab: ClusterLab, nets: Net[]): Promise<OpCost[]> {
         const k1 = mons.map((m) => m.snapshot());
         await sleep(300);
         const c = await scrapeAll(lab.hosts);
-        const quiet = a.every((s, i) => reconcileAt(s) === reconcileAt(bb[i]!) && reconcileAt(s) === reconcileAt(c[i]!));
+        const until = nowMs();
+        const d = await scrapeAfterReconcile(lab.hosts, c);
+        const quiet = a.every((s, i) => !reconcileOverlaps(s, d[i]!, until));
         if (!quiet) {
           // a reconcile ran in the window: its dumps would count. Undo a create and try again.
           if (kind === 'create' && live) {
