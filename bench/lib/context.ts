@@ -21,14 +21,27 @@ export interface BenchConfig {
   scale: number;
   /** of which this many (spread over the hosts) also Join, i.e. get a veth (WEFT_BENCH_SCALE_JOIN) */
   scaleJoin: number;
-  /** only these phases (WEFT_BENCH_ONLY=api,run,conv,prop,data,ipam,scale,scrape) */
+  /** cluster phase: hosts in the cluster, real ones included (WEFT_BENCH_CLUSTER_HOSTS) */
+  clusterHosts: number;
+  /** cluster phase: real lab hosts (dockerd + weft); the rest are simulated (WEFT_BENCH_CLUSTER_REAL) */
+  clusterReal: number;
+  /** cluster phase: cluster sizes in endpoints, ascending (WEFT_BENCH_CLUSTER_SIZES=1000,10000) */
+  clusterSizes: number[];
+  /** cluster phase: endpoints written one at a time per size, for the latency figure (WEFT_BENCH_CLUSTER_PROBES) */
+  clusterProbes: number;
+  /** cluster phase: length of the at-rest window per size, seconds; best a multiple of weft's reconcile interval, 10 s (WEFT_BENCH_CLUSTER_REST_SECONDS) */
+  clusterRestSeconds: number;
+  /** only these phases (WEFT_BENCH_ONLY=api,run,conv,prop,data,ipam,scale,scrape,cluster, or --only) */
   only?: Set<string>;
 }
 
 export interface Bench {
   cfg: BenchConfig;
-  lab: Lab;
+  /** the shared lab (three Docker hosts and a bare one); phases in OWN_LAB_PHASES make their own and must not touch it */
+  readonly lab: Lab;
   figures: Figure[];
+  /** further tables printed after the main one (the cluster phase's sizes side by side) */
+  tables: { title: string; text: string }[];
   /** what the numbers rest on, and what was found where a goal was missed */
   notes: string[];
   /** raw per-phase details for the JSON file */
@@ -36,9 +49,14 @@ export interface Bench {
   figure(id: string, group: string, name: string, unit: string, samples: number[], goal?: Goal, note?: string): Figure;
 }
 
-export function newBench(cfg: BenchConfig, lab: Lab): Bench {
+export function newBench(cfg: BenchConfig, lab: Lab | undefined): Bench {
   const b: Bench = {
-    cfg, lab, figures: [], notes: [], details: {},
+    cfg,
+    get lab(): Lab {
+      if (!lab) throw new Error('this phase needs the shared lab, which was not set up');
+      return lab;
+    },
+    figures: [], tables: [], notes: [], details: {},
     figure(id, group, name, unit, samples, goal, note) {
       const f = makeFigure(id, group, name, unit, samples, goal, note);
       b.figures.push(f);
@@ -57,7 +75,20 @@ function envInt(name: string, dflt: number, min: number, max: number): number {
   return n;
 }
 
-export const PHASES = ['api', 'run', 'conv', 'prop', 'data', 'ipam', 'scale', 'scrape'] as const;
+export const PHASES = ['api', 'run', 'conv', 'prop', 'data', 'ipam', 'scale', 'scrape', 'cluster'] as const;
+
+/** Phases that build (and remove) a lab of their own: they run after the shared lab is gone, so that its processes do not share the CPUs. */
+export const OWN_LAB_PHASES: ReadonlySet<string> = new Set(['cluster']);
+
+function envSizes(name: string, dflt: number[]): number[] {
+  const v = process.env[name];
+  if (v === undefined || v === '') return dflt;
+  const sizes = v.split(',').map((x) => Number(x.trim()));
+  if (sizes.length < 1 || sizes.length > 4 || sizes.some((n, i) => !Number.isInteger(n) || n < 100 || n > 16_000 || (i > 0 && n <= sizes[i - 1]!))) {
+    throw new Error(`${name}=${v}: 1 to 4 ascending whole numbers from 100 to 16000`);
+  }
+  return sizes;
+}
 
 export function configFromEnv(): BenchConfig {
   const only = process.env.WEFT_BENCH_ONLY?.split(',').map((s) => s.trim()).filter(Boolean);
@@ -72,6 +103,11 @@ export function configFromEnv(): BenchConfig {
     ipamN: envInt('WEFT_BENCH_IPAM_N', 200, 10, 300),
     scale: envInt('WEFT_BENCH_SCALE', 1000, 3, 1000),
     scaleJoin: envInt('WEFT_BENCH_SCALE_JOIN', 60, 0, 1000),
+    clusterHosts: envInt('WEFT_BENCH_CLUSTER_HOSTS', 100, 4, 400),
+    clusterReal: envInt('WEFT_BENCH_CLUSTER_REAL', 3, 2, 3),
+    clusterSizes: envSizes('WEFT_BENCH_CLUSTER_SIZES', [1000, 10_000]),
+    clusterProbes: envInt('WEFT_BENCH_CLUSTER_PROBES', 30, 5, 500),
+    clusterRestSeconds: envInt('WEFT_BENCH_CLUSTER_REST_SECONDS', 30, 10, 600),
     ...(only?.length ? { only: new Set(only) } : {}),
   };
 }

@@ -1,8 +1,8 @@
 // The bench's lab: an underlay bridge (192.0.2.0/24) in a namespace of its
 // own with etcd on it, three Docker hosts (wbn-h1..3) each with its weft on
 // etcd, and one bare host (wbn-api, no dockerd) where the plugin API is
-// driven directly. Everything is named wbn-* and removed by teardown(), on
-// failure and on SIGINT/SIGTERM too.
+// driven directly. Everything is named wbn-* (WEFT_BENCH_PREFIX) and removed
+// by teardown(), on failure and on SIGINT/SIGTERM too.
 import { spawn, type ChildProcess } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as http from 'node:http';
@@ -14,7 +14,18 @@ import {
 } from '../../test/lab/host';
 import { REPO_ROOT, WEFT_CLI } from '../../test/lab/weft';
 
-export const PREFIX = 'wbn-';
+/**
+ * Names of everything the bench makes start with this (WEFT_BENCH_PREFIX,
+ * default wbn-): two benches, or a bench and a test lab, can share a machine
+ * when their prefixes differ (and WEFT_LAB_ROOT, WEFT_LAB_CGROUP).
+ */
+export const PREFIX = benchPrefix();
+
+function benchPrefix(): string {
+  const p = process.env.WEFT_BENCH_PREFIX || 'wbn-';
+  if (!/^[a-z][a-z0-9]{1,8}-$/.test(p)) throw new Error(`WEFT_BENCH_PREFIX=${p}: 2 to 9 lower-case letters or digits (a letter first), then '-'`);
+  return p;
+}
 export const UNDERLAY_CIDR = '192.0.2.0/24';
 
 export interface Lab {
@@ -75,7 +86,7 @@ export async function setupLab(): Promise<Lab> {
   lab.ul = await createUnderlay(`${PREFIX}ul`, UNDERLAY_CIDR);
   const etcdIp = lab.ul.bridgeAddress.split('/')[0]!;
   log('starting etcd');
-  lab.etcd = await startEtcd({ name: 'wbn', netns: lab.ul.name, clientHost: etcdIp });
+  lab.etcd = await startEtcd({ name: PREFIX.slice(0, -1), netns: lab.ul.name, clientHost: etcdIp });
   lab.etcdUrl = `etcd://${etcdIp}:${new URL(lab.etcd.endpoint).port}`;
   log('starting hosts');
   const hs = await Promise.all([1, 2, 3].map((i) => startHost({ name: `${PREFIX}h${i}`, underlay: lab.ul, address: `192.0.2.${10 + i}/24` })));
@@ -104,9 +115,9 @@ export async function teardown(): Promise<void> {
 
 const children = new Set<ChildProcess>();
 
-/** Spawns a long-running helper (pinger, iperf3 server); killed by teardown and on exit. */
-export function spawnTracked(cmd: string, args: string[]): ChildProcess {
-  const c = spawn(cmd, args, { stdio: ['ignore', 'pipe', 'pipe'] });
+/** Spawns a long-running helper (pinger, iperf3 server, the cluster simulator); killed by teardown and on exit. */
+export function spawnTracked(cmd: string, args: string[], opts: { stdin?: boolean } = {}): ChildProcess {
+  const c = spawn(cmd, args, { stdio: [opts.stdin ? 'pipe' : 'ignore', 'pipe', 'pipe'] });
   children.add(c);
   c.on('exit', () => children.delete(c));
   c.on('error', () => children.delete(c));

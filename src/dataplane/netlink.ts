@@ -30,6 +30,17 @@ export function errorCode(e: unknown): string | undefined {
   return undefined;
 }
 
+/**
+ * FDB and neighbour requests this process sent to the kernel, by table and
+ * kind, and the entries its dumps read back: what one endpoint change costs
+ * each host (weft_netlink_requests_total, weft_netlink_dump_entries_total).
+ * Counted when a request is sent, whatever its answer.
+ */
+export const peerRequestCounts = {
+  fdb: { add: 0, del: 0, dump: 0, dumpEntries: 0 },
+  neigh: { add: 0, del: 0, dump: 0, dumpEntries: 0 },
+};
+
 const enc = (sd: StreamData): Buffer => { const s = new AttrStream(); s.emit(sd); return Buffer.concat(s.bufs); };
 const ip4 = (s: string): Buffer => Buffer.from(s.split('.').map(Number));
 const mac = (s: string): Buffer => Buffer.from(s.split(':').map((h) => parseInt(h, 16)));
@@ -321,32 +332,42 @@ export class Rtnl {
   // ---- IPv4 neighbours (ip neigh … nud permanent)
 
   async listNeighbours(): Promise<NeighEntry[]> {
-    return (await this.call('dump neighbours', (s, o) => s.getNeighbors({ family: AF_INET }, {}, o), true)).map(parseNeigh);
+    peerRequestCounts.neigh.dump++;
+    const r = await this.call('dump neighbours', (s, o) => s.getNeighbors({ family: AF_INET }, {}, o), true);
+    peerRequestCounts.neigh.dumpEntries += r.length;
+    return r.map(parseNeigh);
   }
 
   async addNeighbour(ifindex: number, ip: string, lladdr: string): Promise<void> {
+    peerRequestCounts.neigh.add++;
     await this.call(`add neighbour ${ip} -> ${lladdr} on ${ifindex}`, (s, o) =>
       s.newNeighbor({ family: AF_INET, ifindex, state: { permanent: true } }, { dst: ip4(ip), lladdr: mac(lladdr) },
         { flags: FlagsNew.CREATE | FlagsNew.REPLACE, ...o }));
   }
 
   async delNeighbour(ifindex: number, ip: string): Promise<void> {
+    peerRequestCounts.neigh.del++;
     await this.call(`delete neighbour ${ip} on ${ifindex}`, (s, o) => s.delNeighbor({ family: AF_INET, ifindex }, { dst: ip4(ip) }, o));
   }
 
   // ---- bridge FDB (bridge fdb append … dst … self permanent)
 
   async listFdb(): Promise<NeighEntry[]> {
-    return (await this.call('dump fdb', (s, o) => s.getNeighbors({ family: AF_BRIDGE }, {}, o), true)).map(parseNeigh);
+    peerRequestCounts.fdb.dump++;
+    const r = await this.call('dump fdb', (s, o) => s.getNeighbors({ family: AF_BRIDGE }, {}, o), true);
+    peerRequestCounts.fdb.dumpEntries += r.length;
+    return r.map(parseNeigh);
   }
 
   async fdbAppend(ifindex: number, lladdr: string, dst: string): Promise<void> {
+    peerRequestCounts.fdb.add++;
     await this.call(`fdb append ${lladdr} dst ${dst} on ${ifindex}`, (s, o) =>
       s.newNeighbor({ family: AF_BRIDGE, ifindex, state: { permanent: true }, flags: { self: true } },
         { lladdr: mac(lladdr), dst: ip4(dst) }, { flags: FlagsNew.CREATE | FlagsNew.APPEND, ...o }));
   }
 
   async fdbDel(ifindex: number, lladdr: string, dst: string): Promise<void> {
+    peerRequestCounts.fdb.del++;
     await this.call(`fdb delete ${lladdr} dst ${dst} on ${ifindex}`, (s, o) =>
       s.delNeighbor({ family: AF_BRIDGE, ifindex, state: { permanent: true }, flags: { self: true } },
         { lladdr: mac(lladdr), dst: ip4(dst) }, o));

@@ -1,11 +1,25 @@
 // A Store that times every request and counts failures, for the metrics and
 // for /healthz ("the store answered recently"). It forwards everything else
 // untouched: watches and leases keep their own connection to the store.
+import { ROOT } from '../store/keys';
 import type { Compare, KeyValue, Lease, ListResult, Op, Store, TxnResult, Watcher, WatchOptions } from '../store/store';
 
 export interface StoreObserver {
   observeStore(op: string, ok: boolean, seconds: number): void;
+  /** Bytes of keys and values an answer carried, by key area (see areaOf). */
+  observeStoreBytes?(op: string, area: string, bytes: number): void;
 }
+
+/** The first part of a key or prefix after /weft/v1/ ("endpoints", "addrs", ...), "all" for the whole tree, "other" outside it. */
+export function areaOf(key: string): string {
+  if (!key.startsWith(ROOT)) return 'other';
+  const rest = key.slice(ROOT.length);
+  if (rest === '') return 'all';
+  const slash = rest.indexOf('/');
+  return slash < 0 ? rest : rest.slice(0, slash);
+}
+
+const kvBytes = (kv: KeyValue): number => Buffer.byteLength(kv.key) + Buffer.byteLength(kv.value);
 
 export class InstrumentedStore implements Store {
   /** Date.now() of the last request that succeeded (0: none yet). */
@@ -32,11 +46,17 @@ export class InstrumentedStore implements Store {
     }
   }
 
-  get(key: string): Promise<KeyValue | undefined> {
-    return this.timed('get', () => this.inner.get(key));
+  async get(key: string): Promise<KeyValue | undefined> {
+    const kv = await this.timed('get', () => this.inner.get(key));
+    this.observer?.observeStoreBytes?.('get', areaOf(key), kv ? kvBytes(kv) : 0);
+    return kv;
   }
-  list(prefix: string): Promise<ListResult> {
-    return this.timed('list', () => this.inner.list(prefix));
+  async list(prefix: string): Promise<ListResult> {
+    const r = await this.timed('list', () => this.inner.list(prefix));
+    let bytes = 0;
+    for (const kv of r.kvs) bytes += kvBytes(kv);
+    this.observer?.observeStoreBytes?.('list', areaOf(prefix), bytes);
+    return r;
   }
   txn(compares: Compare[], ops: Op[]): Promise<TxnResult> {
     return this.timed('txn', () => this.inner.txn(compares, ops));

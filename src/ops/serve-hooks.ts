@@ -6,6 +6,7 @@ import type * as http from 'http';
 import type { Logger } from 'pino';
 import type { Agent } from '../agent/agent';
 import { Config, isClusterStore } from '../config';
+import { peerRequestCounts } from '../dataplane/netlink';
 import type { DataPlaneApi } from '../dataplane/types';
 import type { LocalNetworks } from '../cluster/local-networks';
 import { keys } from '../store/keys';
@@ -44,6 +45,14 @@ export function createOps(cfg: Config, store: Store): Ops {
   const cluster = isClusterStore(cfg.store);
 
   metrics.info.set({ version: VERSION, host: cfg.hostName }, 1);
+  // First and synchronous: the counts are taken before this scrape's own dumps (networkPeers below).
+  metrics.registry.onCollect(() => {
+    for (const table of ['fdb', 'neigh'] as const) {
+      const c = peerRequestCounts[table];
+      for (const op of ['add', 'del', 'dump'] as const) metrics.netlinkRequests.setTotal({ table, op }, c[op]);
+      metrics.netlinkDumpEntries.setTotal({ table }, c.dumpEntries);
+    }
+  });
   let dnsStats: (() => Record<string, number> | undefined) | undefined;
   metrics.registry.onCollect(() => {
     for (const [event, n] of Object.entries(dnsStats?.() ?? {})) metrics.dns.setTotal({ event }, n);

@@ -12,7 +12,7 @@ import { mtuCheck, renderDoctor } from '../../src/ops/doctor';
 import { endpointsJson, renderEndpoints } from '../../src/ops/endpoints';
 import { ago, duration, table } from '../../src/ops/format';
 import { renderHosts } from '../../src/ops/hosts';
-import { InstrumentedStore } from '../../src/ops/instrumented-store';
+import { areaOf, InstrumentedStore } from '../../src/ops/instrumented-store';
 import { Registry, WeftMetrics } from '../../src/ops/metrics';
 import { checkHealth, parseHostPort } from '../../src/ops/metrics-server';
 import { renderNetworks } from '../../src/ops/networks';
@@ -299,6 +299,39 @@ describe('metrics exposition', () => {
     expect(promSum(p, 'weft_address_allocations_total')).toBe(1);
     expect(promSum(p, 'weft_store_errors_total', { op: 'txn' })).toBe(1);
     expect(promSum(p, 'weft_store_request_duration_seconds_count')).toBe(2);
+  });
+});
+
+describe('store answer bytes', () => {
+  let dir = '';
+  let store: FileStore | undefined;
+  afterEach(async () => {
+    await store?.close();
+    store = undefined;
+    if (dir) fs.rmSync(dir, { recursive: true, force: true });
+  });
+
+  it('counts the keys and values of get and list answers by key area', async () => {
+    dir = fs.mkdtempSync(path.join(os.tmpdir(), 'weft-ops-'));
+    store = await FileStore.open(dir);
+    const m = new WeftMetrics();
+    const s = new InstrumentedStore(store, m);
+    const k1 = keys.endpoint(CID, 'e1');
+    const k2 = keys.endpoint(CID, 'e2');
+    await s.put(k1, 'abc');
+    await s.put(k2, 'de');
+    await s.list(keys.endpointsOf(CID));
+    await s.get(k1);
+    await s.get(keys.host('nobody'));
+    await s.list('/weft/v1/');
+    const p = parsePromText(await m.registry.expose());
+    const both = k1.length + 3 + k2.length + 2;
+    expect(promSum(p, 'weft_store_response_bytes_total', { op: 'list', area: 'endpoints' })).toBe(both);
+    expect(promSum(p, 'weft_store_response_bytes_total', { op: 'get', area: 'endpoints' })).toBe(k1.length + 3);
+    expect(promSum(p, 'weft_store_response_bytes_total', { op: 'get', area: 'hosts' })).toBe(0);
+    expect(promSum(p, 'weft_store_response_bytes_total', { op: 'list', area: 'all' })).toBe(both);
+    expect(areaOf('/elsewhere/x')).toBe('other');
+    expect(areaOf(keys.subnets())).toBe('subnets');
   });
 });
 
