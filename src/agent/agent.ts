@@ -26,7 +26,7 @@ import { contains, parseSubnet, Subnet } from '../ipam/cidr';
 import { INSTANCE } from '../instance';
 import { Ask, checkHostName, DuplicateHostError } from './identity';
 import { Liveness } from './liveness';
-import type { MirrorListener } from '../dns/table';
+import { ClusterView, type MirrorListener, type ViewChange } from '../cluster/view';
 import { VERSION } from '../version';
 import { DockerClient, DockerError } from './docker';
 import { collectGarbage } from './gc';
@@ -36,6 +36,8 @@ import * as path from 'path';
 export interface AgentDeps {
   store: Store;
   networks: LocalNetworks;
+  /** This host's view of the cluster; made here when not given. */
+  view?: ClusterView;
   ipam: Ipam;
   dataplane: DataPlaneApi;
   cfg: Config;
@@ -58,34 +60,24 @@ export interface AgentStats {
 }
 
 export class Agent {
-  private readonly hosts = new Map<string, HostRecord>();
-  /** Last address each host registered with, kept after its registration is gone (to probe it). */
-  private readonly lastAddress = new Map<string, string>();
-  /** Networks whose record in the store is not valid: left as they are, never removed for it. */
-  private readonly unreadableNetworks = new Set<string>();
-  readonly invalid: InvalidRecords;
+  /** This host's view of the cluster (one list + watch of the store). */
+  readonly view: ClusterView;
   readonly liveness: Liveness;
-  private readonly networks = new Map<string, NetworkRecord>();
-  private readonly bindings = new Map<string, Map<string, string>>();
-  private readonly endpoints = new Map<string, Map<string, EndpointRecord>>();
   private readonly dirty = new Set<string>();
   private readonly retryAt = new Map<string, { at: number; attempt: number }>();
   private readonly inflight = new Set<string>();
   /** Per network, the ip -> mac last announced to local containers. */
-  private readonly announced = new Map<string, Map<string, string>>();
+  private readonly announced = new Map<string, Map<string, { mac: string; gone?: number }>>();
   /** Per network, the peers last programmed into the kernel, and the kernel generation they went into. */
   private readonly programmed = new Map<string, { generation: number; state: PeerState }>();
   private flushScheduled = false;
   private flushing: Promise<void> = Promise.resolve();
-  private watcher?: Watcher;
   private lease?: Lease;
   private timer?: NodeJS.Timeout;
   private stopped = false;
   private readonly cluster: boolean;
   private readonly me: string;
   private readonly docker: DockerClient;
-  /** Other parts that keep their own view of the mirror (the DNS name table). */
-  private readonly mirrorListeners: MirrorListener[] = [];
   private readonly registeredListeners: ((lease: LeaseId) => void)[] = [];
   readonly stats: AgentStats = { corrections: 0, peersProgrammed: 0, storeErrors: 0, synced: false, invalidRecords: 0 };
 
@@ -93,15 +85,13 @@ export class Agent {
     this.cluster = isClusterStore(d.cfg.store);
     this.me = d.cfg.hostName;
     this.docker = new DockerClient(d.cfg.dockerHost);
-    this.invalid = new InvalidRecords((obj, msg) => {
-      this.stats.invalidRecords++;
-      d.logger.warn(obj, msg);
-    });
+    this.view = d.view ?? new ClusterView({ store: d.store, host: d.cfg.hostName, logger: d.logger, onInvalid: () => { this.stats.invalidRecords++; } });
+    this.view.subscribe((changes) => this.onChanges(changes));
     this.liveness = new Liveness({
       ask: (address, timeoutMs) => (d.ask ? d.ask(address, timeoutMs) : Promise.resolve(undefined)),
       peerTimeoutMs: (d.cfg.peerTimeout ?? 5) * 1000,
       onGone: () => {
-        for (const cid of this.networks.keys()) this.dirty.add(cid);
+        for (const cid of this.view.networks.keys()) this.dirty.add(cid);
         this.scheduleFlush();
       },
       logger: d.logger,
@@ -114,12 +104,17 @@ export class Agent {
 
   /** Whether this host's registration is in the store, as the mirror sees it. */
   registered(): boolean {
-    return this.lease !== undefined && this.hosts.has(this.me);
+    return this.lease !== undefined && this.view.hosts.has(this.me);
   }
 
   /** `l` is told of every record the mirror sees, and of every re-list (reset first). Add it before start(). */
   addMirrorListener(l: MirrorListener): void {
-    this.mirrorListeners.push(l);
+    this.view.addListener(l);
+  }
+
+  /** Records of the store skipped as not valid (from the view). */
+  get invalid(): InvalidRecords {
+    return this.view.invalid;
   }
 
   /** `cb` is called with the lease each time this host registers (again) in cluster mode. */
@@ -131,7 +126,7 @@ export class Agent {
     this.stopped = true;
     if (this.timer) clearInterval(this.timer);
     this.liveness.stop();
-    await this.watcher?.close().catch(() => undefined);
+    await this.view.close();
     // The lease is not revoked: a stopped weft and a crashed one look alike to
     // the cluster, and a quick restart keeps the host's peers in place.
   }
@@ -228,127 +223,37 @@ export class Agent {
   // ------------------------------------------------------------ mirror
 
   private async sync(): Promise<void> {
-    await this.watcher?.close().catch(() => undefined);
-    const list = await this.d.store.list(ROOT);
-    this.hosts.clear();
-    this.networks.clear();
-    this.bindings.clear();
-    this.endpoints.clear();
-    for (const l of this.mirrorListeners) l.reset();
-    for (const kv of list.kvs) this.apply({ type: 'put', key: kv.key, value: kv.value, revision: kv.modRevision });
-    for (const cid of this.networks.keys()) this.dirty.add(cid);
-    for (const cid of this.bindings.keys()) this.dirty.add(cid);
-    this.watcher = await this.d.store.watch(ROOT, {
-      fromRevision: list.revision + 1,
-      onEvents: (events) => {
-        for (const ev of events) this.apply(ev);
-        this.scheduleFlush();
-      },
-      onReset: (err) => {
-        this.d.logger.warn({ err: err.message }, 'store watch lost its place; listing again');
-        void this.retry('watching the store', () => this.sync());
-      },
-    });
+    await this.view.sync(() => void this.retry('watching the store', () => this.sync()));
     this.stats.synced = true;
     this.scheduleFlush();
   }
 
-  private apply(ev: WatchEvent): void {
-    for (const l of this.mirrorListeners) l.apply(ev);
-    const rest = ev.key.slice(ROOT.length).split('/');
-    const put = ev.type === 'put' && ev.value !== undefined;
-    try {
-      switch (rest[0]) {
-        case 'hosts': {
-          if (rest.length !== 2) break;
-          const h = put ? readHost(ev.value) : undefined;
-          if (h?.ok) {
-            this.hosts.set(rest[1], h.value);
-            this.lastAddress.set(rest[1], h.value.address);
-            this.invalid.clear(ev.key);
-          } else if (h && !h.ok) {
-            // Not a usable registration: the host counts as unregistered (and is probed).
-            this.invalid.skip('host', ev.key, ev.value, h.why);
-            this.hosts.delete(rest[1]);
-          } else {
-            this.invalid.clear(ev.key);
-            this.hosts.delete(rest[1]);
-            if (rest[1] === this.me && this.cluster && !this.stopped && this.lease) {
-              // Our own registration vanished (lease expired during an outage).
-              this.lease = undefined;
-              void this.retry('registering this host again', () => this.register());
-            }
+  /** What the view says changed: which networks to program again, and whether this host must register again. */
+  private onChanges(changes: ViewChange[]): void {
+    for (const c of changes) {
+      switch (c.kind) {
+        case 'host':
+          if (c.gone && c.host === this.me && this.cluster && !this.stopped && this.lease) {
+            // Our own registration vanished (lease expired during an outage).
+            this.lease = undefined;
+            void this.retry('registering this host again', () => this.register());
           }
-          for (const cid of this.networks.keys()) this.dirty.add(cid);
+          for (const cid of this.view.networks.keys()) this.dirty.add(cid);
           break;
-        }
-        case 'networks': {
-          if (rest.length !== 2) break;
-          if (put) {
-            const r = readNetwork(ev.value);
-            if (!r.ok) {
-              // Keep what was known of it, and never take an unreadable record for a removed network.
-              this.invalid.skip('network', ev.key, ev.value, r.why);
-              this.unreadableNetworks.add(rest[1]);
-              break;
-            }
-            this.invalid.clear(ev.key);
-            this.unreadableNetworks.delete(rest[1]);
-            this.networks.set(rest[1], r.value);
-            this.d.networks.updateRecord(rest[1], r.value);
-          } else {
-            this.invalid.clear(ev.key);
-            this.unreadableNetworks.delete(rest[1]);
-            this.networks.delete(rest[1]);
-            this.announced.delete(rest[1]);
-          }
-          this.dirty.add(rest[1]);
+        case 'network':
+          if (c.gone) this.announced.delete(c.network);
+          else this.d.networks.updateRecord(c.network, this.view.networks.get(c.network)!);
+          this.dirty.add(c.network);
           break;
-        }
-        case 'bindings': {
-          if (rest.length !== 3) break;
-          const m = this.bindings.get(rest[1]) ?? new Map<string, string>();
-          if (put) {
-            const r = readBinding(ev.value);
-            if (!r.ok) {
-              this.invalid.skip('binding', ev.key, ev.value, r.why);
-              break;
-            }
-            this.invalid.clear(ev.key);
-            m.set(rest[2], r.value.localId);
-          } else {
-            this.invalid.clear(ev.key);
-            m.delete(rest[2]);
-          }
-          if (m.size) this.bindings.set(rest[1], m);
-          else this.bindings.delete(rest[1]);
-          this.dirty.add(rest[1]);
+        case 'binding':
+        case 'endpoint':
+          this.dirty.add(c.network);
           break;
-        }
-        case 'endpoints': {
-          if (rest.length !== 3) break;
-          const m = this.endpoints.get(rest[1]) ?? new Map<string, EndpointRecord>();
-          const r = put ? readEndpoint(ev.value) : undefined;
-          if (r?.ok) {
-            this.invalid.clear(ev.key);
-            m.set(rest[2], r.value);
-          } else {
-            // Deleted, or not valid: not programmed anywhere.
-            if (r && !r.ok) this.invalid.skip('endpoint', ev.key, ev.value, r.why);
-            else this.invalid.clear(ev.key);
-            m.delete(rest[2]);
-          }
-          if (m.size) this.endpoints.set(rest[1], m);
-          else this.endpoints.delete(rest[1]);
-          this.dirty.add(rest[1]);
-          break;
-        }
         default:
           break;
       }
-    } catch (err) {
-      this.d.logger.warn({ key: ev.key, err: (err as Error).message }, 'ignoring an unreadable store record');
     }
+    this.scheduleFlush();
   }
 
   private scheduleFlush(): void {
@@ -382,10 +287,10 @@ export class Agent {
   /** Hosts with endpoints but no registration, with the address to probe them at. */
   private refreshLiveness(): void {
     const unregistered = new Map<string, string>();
-    for (const eps of this.endpoints.values()) {
+    for (const eps of this.view.endpoints.values()) {
       for (const ep of eps.values()) {
-        if (ep.host === this.me || this.hosts.has(ep.host) || unregistered.has(ep.host)) continue;
-        const address = this.lastAddress.get(ep.host) || ep.vtep;
+        if (ep.host === this.me || this.view.hosts.has(ep.host) || unregistered.has(ep.host)) continue;
+        const address = this.view.lastAddress.get(ep.host) || ep.vtep;
         if (address) unregistered.set(ep.host, address);
       }
     }
@@ -401,23 +306,23 @@ export class Agent {
   desiredPeers(cid: string): PeerState {
     const out: PeerState = { endpoints: [], floodVteps: [] };
     const vteps = new Set<string>();
-    const rec = this.networks.get(cid);
+    const rec = this.view.networks.get(cid);
     let subnet: Subnet | undefined;
     try {
       subnet = rec?.subnet ? parseSubnet(rec.subnet) : undefined;
     } catch {
       subnet = undefined;
     }
-    for (const [id, ep] of this.endpoints.get(cid) ?? []) {
+    for (const [id, ep] of this.view.endpoints.get(cid) ?? []) {
       if (ep.host === this.me) continue;
-      const registered = this.hosts.get(ep.host);
+      const registered = this.view.hosts.get(ep.host);
       if (!registered && !this.liveness.keeps(ep.host)) continue;
       if (subnet && !contains(subnet, ep.ip)) {
         this.invalid.skip('endpoint', keys.endpoint(cid, id), JSON.stringify(ep), `ip ${ep.ip} is not in the network's subnet ${subnet.cidr}`);
         continue;
       }
       // The host's current address: it may have come back with another --advertise-addr.
-      const vtep = registered?.address || this.lastAddress.get(ep.host) || ep.vtep;
+      const vtep = registered?.address || this.view.lastAddress.get(ep.host) || ep.vtep;
       if (!vtep) continue;
       out.endpoints.push({ ip: ep.ip, mac: ep.mac, vtep });
       vteps.add(vtep);
@@ -459,22 +364,32 @@ export class Agent {
   }
 
   /**
-   * Tell this host's containers about remote endpoints that are new or moved
-   * to another MAC, with a gratuitous ARP on the local bridge. Docker gives a
-   * restarted container a new random MAC but often its old IP, and a
-   * container that cached the old MAC would not re-resolve it for up to a
-   * minute. The announcement cannot come from the endpoint's own host: in
-   * proxy mode the VXLAN device answers or drops every ARP frame it is given
-   * and never sends one across.
+   * Tell this host's containers about remote endpoints that moved to another
+   * MAC (or came back with one), with a gratuitous ARP on the local bridge.
+   * Docker gives a restarted container a new random MAC but often its old
+   * IP, and a container that cached the old MAC would not re-resolve it for
+   * up to a minute. The announcement cannot come from the endpoint's own
+   * host: in proxy mode the VXLAN device answers or drops every ARP frame it
+   * is given and never sends one across. An address never seen before is not
+   * announced: nobody can have cached it, and each announcement makes the
+   * bridge learn the remote MAC (at 10,000 endpoints, as many extra entries).
+   * Addresses that left are remembered for 10 minutes, for when they return.
    */
   private async announceChanges(cid: string, spec: ReturnType<LocalNetworks['spec']>, desired: PeerState): Promise<void> {
-    const seen = this.announced.get(cid) ?? new Map<string, string>();
-    const next = new Map<string, string>();
+    const now = Date.now();
+    const seen = this.announced.get(cid);
+    const next = new Map<string, { mac: string; gone?: number }>();
     for (const ep of desired.endpoints) {
-      next.set(ep.ip, ep.mac);
-      if (seen.get(ep.ip) === ep.mac) continue;
+      next.set(ep.ip, { mac: ep.mac });
+      const before = seen?.get(ep.ip);
+      if (!before || before.mac === ep.mac) continue;
       await this.d.dataplane.announce(spec, ep.ip, ep.mac).catch((err: Error) =>
         this.d.logger.debug({ ip: ep.ip, err: err.message }, 'gratuitous ARP failed'));
+    }
+    for (const [ip, e] of seen ?? []) {
+      if (next.has(ip)) continue;
+      const gone = e.gone ?? now;
+      if (now - gone < 600_000) next.set(ip, { mac: e.mac, gone });
     }
     this.announced.set(cid, next);
   }
@@ -482,10 +397,10 @@ export class Agent {
   // ------------------------------------------------------------ propagation
 
   private propagate(cid: string): void {
-    if (this.unreadableNetworks.has(cid)) return;
+    if (this.view.unreadableNetworks.has(cid)) return;
     if (this.inflight.has(cid) || (this.retryAt.get(cid)?.at ?? 0) > Date.now()) return;
-    const rec = this.networks.get(cid);
-    const localId = this.bindings.get(cid)?.get(this.me);
+    const rec = this.view.networks.get(cid);
+    const localId = this.view.bindings.get(cid)?.get(this.me);
     let job: (() => Promise<void>) | undefined;
     if (rec && !rec.name && localId && rec.createdBy === this.me) job = () => this.learnName(cid, localId);
     else if (this.cluster && rec && !rec.deleting && rec.name && !localId) job = () => this.createLocalCopy(cid, rec);
@@ -551,7 +466,7 @@ export class Agent {
   private async removeLocalCopy(cid: string, localId: string): Promise<void> {
     try {
       await this.docker.removeNetwork(localId);
-      this.d.logger.info({ network: this.networks.get(cid)?.name, cluster: cid.slice(0, 12) }, 'network removed on this host (removed elsewhere)');
+      this.d.logger.info({ network: this.view.networks.get(cid)?.name, cluster: cid.slice(0, 12) }, 'network removed on this host (removed elsewhere)');
     } catch (err) {
       if (err instanceof DockerError && err.status === 404) {
         // Docker no longer has it (removed while weft was down): drop the binding ourselves.
@@ -584,7 +499,16 @@ export class Agent {
   async reconcile(): Promise<number> {
     const started = Date.now();
     let corrections = 0;
-    await this.d.networks.loadLocalNetworks();
+    if (this.view.synced) {
+      // This host's copies, from the view: no list of the store at rest.
+      for (const [cid, hosts] of this.view.bindings) {
+        const localId = hosts.get(this.me);
+        const rec = this.view.networks.get(cid);
+        if (localId && rec) this.d.networks.adopt(localId, cid, rec);
+      }
+    } else {
+      await this.d.networks.loadLocalNetworks();
+    }
     const locals = this.d.networks.list();
     const wanted = new Set<string>();
     for (const local of locals) {
@@ -605,9 +529,9 @@ export class Agent {
       corrections++;
       this.d.logger.info({ netns: nsPath }, 'removed the namespace of a network that no longer exists');
     }
-    for (const cid of new Set([...this.networks.keys(), ...this.bindings.keys()])) this.propagate(cid);
+    for (const cid of new Set([...this.view.networks.keys(), ...this.view.bindings.keys()])) this.propagate(cid);
     corrections += await collectGarbage({
-      store: this.d.store, networks: this.d.networks, ipam: this.d.ipam, docker: this.docker, host: this.me,
+      store: this.d.store, view: this.view, networks: this.d.networks, ipam: this.d.ipam, docker: this.docker, host: this.me,
       graceMs: this.d.cfg.gcGrace * 1000, logger: this.d.logger,
     });
     this.stats.corrections += corrections;

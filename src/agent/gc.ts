@@ -12,14 +12,21 @@
 
 import type { Logger } from 'pino';
 import type { LocalNetworks } from '../cluster/local-networks';
+import type { ClusterView } from '../cluster/view';
 import type { Ipam } from '../ipam/ipam';
-import { keys, leaf, parseKey, PoolRecord } from '../store/keys';
+import { EndpointRecord, keys, leaf, parseKey, PoolRecord } from '../store/keys';
 import { readEndpoint, readNetwork } from '../store/records';
 import type { Store } from '../store/store';
 import { DockerClient, DockerError } from './docker';
 
 export interface GcDeps {
   store: Store;
+  /**
+   * This host's view of the cluster: when synced, the collector finds its
+   * candidates in memory and asks the store only about those (at rest: no
+   * request at all). Without it, it lists the store.
+   */
+  view?: ClusterView;
   networks: LocalNetworks;
   ipam: Ipam;
   docker: DockerClient;
@@ -49,14 +56,9 @@ export async function collectGarbage(d: GcDeps): Promise<number> {
       }
       continue; // Docker unreachable: decide nothing
     }
-    const eps = await d.store.list(keys.endpointsOf(local.clusterId));
     const ips = livePools.get(local.record.poolId ?? '') ?? new Set<string>();
-    for (const kv of eps.kvs) {
-      const r = readEndpoint(kv.value);
-      if (!r.ok) continue; // not valid: the agent counts and logs it; nothing to release here
-      const rec = r.value;
+    for (const [id, rec] of await endpointsOf(d, local.clusterId)) {
       if (rec.host !== d.host) continue;
-      const id = leaf(kv.key);
       // Whatever local copy it was made on: a copy re-created since has a new local id.
       if (!dockerEndpoints.has(id) && old(rec.createdAt, d.graceMs)) {
         d.logger.info({ network: local.localId.slice(0, 12), endpoint: id.slice(0, 12), ip: rec.ip }, 'releasing an endpoint Docker no longer has');
@@ -73,10 +75,10 @@ export async function collectGarbage(d: GcDeps): Promise<number> {
   // Pools this host created that no network took (dockerd died between
   // RequestPool and CreateNetwork, or its ReleasePool found weft down), or
   // whose network's removal stopped half-way.
-  for (const kv of (await d.store.list(keys.pools())).kvs) {
-    const pool = JSON.parse(kv.value) as PoolRecord;
+  for (const [poolId, pool] of await myPools(d)) {
     if (pool.createdBy !== d.host || !old(pool.createdAt, d.graceMs)) continue;
-    const poolId = leaf(kv.key);
+    if (d.view?.synced && pool.network && (d.view.networks.has(pool.network) || d.view.unreadableNetworks.has(pool.network))) continue;
+    const key = keys.pool(poolId);
     if (pool.network) {
       // Bound to a network whose record is gone: its deletion stopped half-way.
       if (await d.store.get(keys.network(pool.network))) continue;
@@ -84,13 +86,16 @@ export async function collectGarbage(d: GcDeps): Promise<number> {
     } else {
       await d.ipam.releasePool(poolId);
     }
-    if (!(await d.store.get(kv.key))) {
+    if (!(await d.store.get(key))) {
       d.logger.info({ pool: pool.subnet }, 'released a pool that no network took');
       released++;
     }
   }
   released += await collectHalfMadeNetworks(d);
-  for (const a of await d.ipam.addressesOfHost(d.host)) {
+  const mine = d.view?.synced
+    ? [...d.view.myAddresses].map(([id, rec]) => ({ pool: id.slice(0, id.indexOf('/')), ip: id.slice(id.indexOf('/') + 1), at: rec.at }))
+    : await d.ipam.addressesOfHost(d.host);
+  for (const a of mine) {
     const live = livePools.get(a.pool);
     if (!live || live.has(a.ip) || !old(a.at, d.graceMs)) continue;
     d.logger.info({ pool: a.pool, ip: a.ip }, 'releasing an address no endpoint uses');
@@ -114,6 +119,14 @@ export async function collectGarbage(d: GcDeps): Promise<number> {
  */
 async function collectHalfMadeNetworks(d: GcDeps): Promise<number> {
   let released = 0;
+  if (d.view?.synced) {
+    // From memory: only candidates are read from the store.
+    const v = d.view;
+    const candidates = [...v.networks].filter(([cid, rec]) => !rec.name && rec.createdBy === d.host && old(rec.createdAt, d.graceMs) &&
+      !v.bindings.has(cid) && !v.endpoints.has(cid)).map(([cid]) => cid);
+    const orphanVnis = [...v.vnis].filter(([, network]) => !v.networks.has(network) && !v.unreadableNetworks.has(network)).map(([vni]) => vni);
+    if (candidates.length === 0 && orphanVnis.length === 0) return 0;
+  }
   const nets = await d.store.list(keys.networks());
   const present = new Set<string>();
   for (const kv of nets.kvs) {
@@ -147,3 +160,19 @@ async function collectHalfMadeNetworks(d: GcDeps): Promise<number> {
   return released;
 }
 
+/** A network's endpoints: from the view when it is synced, else from the store (invalid records skipped). */
+async function endpointsOf(d: GcDeps, clusterId: string): Promise<[string, EndpointRecord][]> {
+  if (d.view?.synced) return [...d.view.endpointsOf(clusterId)];
+  const out: [string, EndpointRecord][] = [];
+  for (const kv of (await d.store.list(keys.endpointsOf(clusterId))).kvs) {
+    const r = readEndpoint(kv.value);
+    if (r.ok) out.push([leaf(kv.key), r.value]); // not valid: the agent counts and logs it; nothing to release here
+  }
+  return out;
+}
+
+/** Pools this host created: from the view when it is synced, else from the store. */
+async function myPools(d: GcDeps): Promise<[string, PoolRecord][]> {
+  if (d.view?.synced) return [...d.view.myPools];
+  return (await d.store.list(keys.pools())).kvs.map((kv) => [leaf(kv.key), JSON.parse(kv.value) as PoolRecord] as [string, PoolRecord]);
+}

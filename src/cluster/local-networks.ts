@@ -72,6 +72,8 @@ export class LocalNetworks {
   private readonly ensured = new Map<string, Promise<void>>();
   private readonly mutex = new KeyedMutex();
   private loaded: Promise<void> | undefined;
+  /** Local ids removed by this process: never adopted again from a view that has not caught up. */
+  private readonly removed = new Set<string>();
   /** Bumped whenever a network's kernel objects may have been made anew or removed (see kernelGeneration). */
   private readonly generations = new Map<string, number>();
 
@@ -200,6 +202,7 @@ export class LocalNetworks {
       const { clusterId, record } = local;
       await this.dataplane.deleteNetwork(this.spec(clusterId, record));
       this.forgetKernel(clusterId);
+      this.removed.add(localId);
       await this.store.delete(keys.binding(clusterId, this.opts.host));
       this.networks.delete(localId);
       for (const [id, ep] of this.endpoints) if (ep.clusterId === clusterId) this.endpoints.delete(id);
@@ -456,5 +459,15 @@ export class LocalNetworks {
   private forgetKernel(clusterId: string): void {
     this.ensured.delete(clusterId);
     this.bumpGeneration(clusterId);
+  }
+
+  /**
+   * A copy of a network that this host's binding names, as the cluster view
+   * sees it (the reconcile's way of finding networks after a restart without
+   * listing the store). A copy this process removed is not brought back.
+   */
+  adopt(localId: string, clusterId: string, record: NetworkRecord): void {
+    if (this.networks.has(localId) || this.removed.has(localId)) return;
+    this.networks.set(localId, { localId, clusterId, record, since: Date.now() });
   }
 }

@@ -51,6 +51,8 @@ export class NameLearner {
   private byContainer = new Map<string, Map<string, string>>();
   /** What this agent put under the current lease (key -> JSON). */
   private written = new Map<string, string>();
+  /** The next full resync also compares with the store (this host's records), not only with what was written. */
+  private storeCheckDue = true;
   private lease?: LeaseId;
   private readonly dirty = new Set<string>();
   private batchTimer?: NodeJS.Timeout;
@@ -85,6 +87,7 @@ export class NameLearner {
   setLease(lease: LeaseId): void {
     this.lease = lease;
     this.written.clear();
+    this.storeCheckDue = true;
     this.requestFull();
   }
 
@@ -213,7 +216,12 @@ export class NameLearner {
     }
     this.byContainer = next;
     this.publishAskers();
-    await this.write(true);
+    // Docker is read in full every time; the store only when this host's records
+    // there may differ from what was written (at start, after registering again):
+    // at rest a resync asks the store nothing, whatever the cluster's size.
+    const checkStore = this.storeCheckDue;
+    await this.write(checkStore);
+    if (checkStore) this.storeCheckDue = false;
     this.stats.resyncs++;
   }
 

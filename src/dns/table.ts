@@ -12,11 +12,8 @@ import { AskerRecord, EndpointRecord, NameRecord, NetworkRecord, ROOT } from '..
 import type { WatchEvent } from '../store/store';
 
 /** Something that keeps its own view of the agent's mirror: told of every record, and of every re-list. */
-export interface MirrorListener {
-  /** The agent is about to list the store again: forget everything. */
-  reset(): void;
-  apply(ev: WatchEvent): void;
-}
+import type { MirrorListener } from '../cluster/view';
+export type { MirrorListener };
 
 export type Lookup =
   /** A weft name the asker may see: its addresses (one per container holding the name). */

@@ -20,6 +20,7 @@
 import type { Logger } from 'pino';
 import { errors, WeftError } from '../errors';
 import { AddressRecord, keys, leaf, parseKey, PoolRecord } from '../store/keys';
+import { readAddress } from '../store/records';
 import { Store } from '../store/store';
 import { faultPoint } from '../util/fault';
 import { KeyedMutex } from '../util/mutex';
@@ -451,15 +452,6 @@ export class Ipam {
 }
 
 /** An address record, or undefined when the value is not one (skipped, never thrown: one bad record must not stop the others). */
-function readAddress(value: string): AddressRecord | undefined {
-  try {
-    const r = JSON.parse(value) as Partial<AddressRecord> | null;
-    return r && typeof r === 'object' && (r.kind === 'endpoint' || r.kind === 'aux') ? (r as AddressRecord) : undefined;
-  } catch {
-    return undefined;
-  }
-}
-
 function describeHolder(h: AddressRecord): string {
   return h.kind === 'aux' ? 'reserved with --aux-address' : `held by a container on host ${h.host}`;
 }

@@ -10,7 +10,7 @@
 // so that one bad record can stop nothing but itself.
 
 import { isIPv4 } from '../ipam/cidr';
-import type { BindingRecord, EndpointRecord, HostRecord, NetworkRecord } from './keys';
+import type { AddressRecord, BindingRecord, EndpointRecord, HostRecord, NetworkRecord } from './keys';
 
 export type Read<T> = { ok: true; value: T } | { ok: false; why: string };
 
@@ -109,5 +109,15 @@ export class InvalidRecords {
   /** The key holds something else now (deleted, or valid again): log it again if it turns bad. */
   clear(key: string): void {
     this.logged.delete(key);
+  }
+}
+
+/** An address record, or undefined when it is not one (the readers skip it). */
+export function readAddress(value: string): AddressRecord | undefined {
+  try {
+    const r = JSON.parse(value) as Partial<AddressRecord> | null;
+    return r && typeof r === 'object' && (r.kind === 'endpoint' || r.kind === 'aux') ? (r as AddressRecord) : undefined;
+  } catch {
+    return undefined;
   }
 }
