@@ -97,6 +97,17 @@ async function containerIp(h: LabHost, name: string, network = 'app'): Promise<s
   return (await h.dockerOk(['inspect', '-f', `{{(index .NetworkSettings.Networks "${network}").IPAddress}}`, name])).stdout.trim();
 }
 
+/** Datagrams the kernel dropped at weft's DNS socket (169.254.53.53:53) in a host's namespace: /proc/net/udp's last column. */
+async function udpDrops(h: LabHost): Promise<number> {
+  const r = await h.exec(['cat', '/proc/net/udp']);
+  let n = 0;
+  for (const line of r.stdout.split('\n').slice(1)) {
+    const f = line.trim().split(/\s+/);
+    if (f[1] === '3535FEA9:0035') n += Number(f[f.length - 1]);
+  }
+  return n;
+}
+
 interface Lookup { ips: string[]; nxdomain: boolean; out: string }
 
 /** `nslookup NAME` inside a container (through Docker's embedded resolver, which forwards to weft). */
@@ -212,6 +223,7 @@ describe('names across hosts', () => {
     const h = hosts[1];
     const w = wefts[1];
     const before = rssKiB(w.pid);
+    const dropsBefore = await udpDrops(h);
     // Run inside host 2's namespace: UDP and TCP garbage, then floods in bounded bursts, all to 169.254.53.53 only.
     const script = `
       const dgram = require('dgram'), net = require('net');
@@ -292,6 +304,11 @@ describe('names across hosts', () => {
     // the flood is visible in the metrics
     const metrics = await h.exec(['curl', '-sf', 'http://127.0.0.1:9464/metrics']);
     const queries = Number(/^weft_dns_events_total\{event="queries"\} (\d+)$/m.exec(metrics.stdout)?.[1] ?? -1);
-    expect(queries).toBeGreaterThanOrEqual(20_000);
+    // (every reply the flood got is a query weft counted; on a loaded machine the
+    // kernel may drop some of the 20,000 at the socket before weft sees them)
+    // Every one of the 20,000 was counted by weft, or dropped by the kernel at
+    // weft's socket before weft could read it (a loaded machine): none vanished.
+    const dropped = (await udpDrops(h)) - dropsBefore;
+    expect(queries + dropped, `${queries} counted, ${dropped} dropped at the socket`).toBeGreaterThanOrEqual(20_000);
   });
 });
