@@ -41,6 +41,7 @@ import {
   Watcher,
   WatchOptions,
 } from './store';
+import { Change, decodeRecord, encodeRecord, FORMAT_VERSION, LogRecord, SnapKv } from './file-store/codec';
 
 export type StoreLogger = Pick<Logger, 'debug' | 'info' | 'warn' | 'error'>;
 
@@ -63,7 +64,6 @@ export interface FileStoreOptions {
 
 const LOG_FILE = 'store.log';
 const LOCK_FILE = 'store.lock';
-const FORMAT_VERSION = 1;
 const DEFAULT_WATCH_HISTORY = 10_000;
 const DEFAULT_COMPACT_MIN_BYTES = 4 * 1024 * 1024;
 const COMPACT_RATIO = 4;
@@ -84,104 +84,6 @@ export class StoreCorruptError extends Error {
     super(message);
     this.name = 'StoreCorruptError';
   }
-}
-
-// ---------------------------------------------------------------------------
-// Log records
-
-/** A change as logged: put (key, value, lease?) or delete (key). */
-type Change = ['p', string, string] | ['p', string, string, LeaseId] | ['d', string];
-
-interface TxnRecord {
-  t: 'txn';
-  rev: number;
-  c: Change[];
-}
-
-/** [key, value, createRevision, modRevision, lease?] */
-type SnapKv = [string, string, number, number] | [string, string, number, number, LeaseId];
-
-interface SnapRecord {
-  t: 'snap';
-  v: number;
-  rev: number;
-  kvs: SnapKv[];
-}
-
-type LogRecord = TxnRecord | SnapRecord;
-
-const CRC_TABLE = (() => {
-  const t = new Uint32Array(256);
-  for (let n = 0; n < 256; n++) {
-    let c = n;
-    for (let k = 0; k < 8; k++) c = c & 1 ? 0xedb88320 ^ (c >>> 1) : c >>> 1;
-    t[n] = c >>> 0;
-  }
-  return t;
-})();
-
-function crc32(buf: Uint8Array): number {
-  let c = 0xffffffff;
-  for (let i = 0; i < buf.length; i++) c = CRC_TABLE[(c ^ buf[i]!) & 0xff]! ^ (c >>> 8);
-  return (c ^ 0xffffffff) >>> 0;
-}
-
-function encodeRecord(rec: LogRecord): Buffer {
-  const body = Buffer.from(JSON.stringify(rec), 'utf8');
-  const head = Buffer.from(crc32(body).toString(16).padStart(8, '0') + ' ', 'ascii');
-  return Buffer.concat([head, body, Buffer.from('\n')]);
-}
-
-/** Decodes one line (without its newline); undefined when the checksum or shape is wrong. */
-function decodeRecord(line: Buffer): LogRecord | undefined {
-  if (line.length < 10 || line[8] !== 0x20) return undefined;
-  const sum = line.subarray(0, 8).toString('ascii');
-  if (!/^[0-9a-f]{8}$/.test(sum)) return undefined;
-  const body = line.subarray(9);
-  if (parseInt(sum, 16) !== crc32(body)) return undefined;
-  let rec: unknown;
-  try {
-    rec = JSON.parse(body.toString('utf8'));
-  } catch {
-    return undefined;
-  }
-  return isRecord(rec) ? rec : undefined;
-}
-
-function isRecord(x: unknown): x is LogRecord {
-  if (typeof x !== 'object' || x === null) return false;
-  const r = x as Record<string, unknown>;
-  if (typeof r.rev !== 'number' || !Number.isSafeInteger(r.rev) || r.rev < 0) return false;
-  if (r.t === 'txn') {
-    return (
-      Array.isArray(r.c) &&
-      r.c.every(
-        (c: unknown) =>
-          Array.isArray(c) &&
-          ((c[0] === 'd' && c.length === 2 && typeof c[1] === 'string') ||
-            (c[0] === 'p' &&
-              (c.length === 3 || c.length === 4) &&
-              c.slice(1).every((s: unknown) => typeof s === 'string'))),
-      )
-    );
-  }
-  if (r.t === 'snap') {
-    return (
-      typeof r.v === 'number' &&
-      Array.isArray(r.kvs) &&
-      r.kvs.every(
-        (k: unknown) =>
-          Array.isArray(k) &&
-          (k.length === 4 || k.length === 5) &&
-          typeof k[0] === 'string' &&
-          typeof k[1] === 'string' &&
-          typeof k[2] === 'number' &&
-          typeof k[3] === 'number' &&
-          (k.length === 4 || typeof k[4] === 'string'),
-      )
-    );
-  }
-  return false;
 }
 
 // ---------------------------------------------------------------------------
