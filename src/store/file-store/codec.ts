@@ -3,11 +3,16 @@
 //
 //     <crc32 as 8 hex digits> <JSON record>\n
 //
-// where the checksum (CRC-32, IEEE polynomial, as in zlib) covers the JSON
-// bytes. A record is either one committed transaction or a snapshot of the
-// whole key space, which compaction writes as the log's only record.
-// Changing anything here changes what older and newer wefts can read: bump
-// FORMAT_VERSION (checked on every snapshot) when the format changes.
+// where the checksum covers the JSON bytes. It is zlib's CRC-32 (IEEE
+// polynomial) through Node's own `zlib.crc32`; logs written before that used
+// a table-driven copy of the same function and read unchanged
+// (test/unit/file-store-codec.test.ts holds lines they wrote).
+//
+// A record is either one committed transaction or a snapshot of the whole key
+// space, which compaction writes as the log's only record. Changing anything
+// here changes what older and newer wefts can read: bump FORMAT_VERSION
+// (checked when a snapshot is replayed) when the format changes.
+import { crc32 } from 'node:zlib';
 import type { LeaseId } from '../store';
 
 export const FORMAT_VERSION = 1;
@@ -32,22 +37,6 @@ export interface SnapRecord {
 }
 
 export type LogRecord = TxnRecord | SnapRecord;
-
-const CRC_TABLE = (() => {
-  const t = new Uint32Array(256);
-  for (let n = 0; n < 256; n++) {
-    let c = n;
-    for (let k = 0; k < 8; k++) c = c & 1 ? 0xedb88320 ^ (c >>> 1) : c >>> 1;
-    t[n] = c >>> 0;
-  }
-  return t;
-})();
-
-function crc32(buf: Uint8Array): number {
-  let c = 0xffffffff;
-  for (let i = 0; i < buf.length; i++) c = CRC_TABLE[(c ^ buf[i]!) & 0xff]! ^ (c >>> 8);
-  return (c ^ 0xffffffff) >>> 0;
-}
 
 /** One log line, newline included. */
 export function encodeRecord(rec: LogRecord): Buffer {
