@@ -25,7 +25,6 @@ import * as fsp from 'node:fs/promises';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { randomBytes } from 'node:crypto';
-import type { Logger } from 'pino';
 import { native } from '../native';
 import {
   Compare,
@@ -34,7 +33,9 @@ import {
   LeaseId,
   ListResult,
   Op,
+  silentLogger,
   Store,
+  StoreLogger,
   StoreUnavailableError,
   TxnResult,
   WatchEvent,
@@ -45,12 +46,10 @@ import { checkKey, checkTtl, compareKeys, lowerBound, validateTxn } from './file
 import { Change, decodeRecord, encodeRecord, FORMAT_VERSION, LogRecord, SnapKv } from './file-store/codec';
 
 // What other modules import from here.
-export { compareKeys, validateTxn };
-
-export type StoreLogger = Pick<Logger, 'debug' | 'info' | 'warn' | 'error'>;
+export { compareKeys, silentLogger, validateTxn };
+export type { StoreLogger };
 
 const noop = (): void => undefined;
-export const silentLogger = { debug: noop, info: noop, warn: noop, error: noop } as unknown as StoreLogger;
 
 export interface FileStoreOptions {
   logger?: StoreLogger;
