@@ -1,25 +1,27 @@
 // FileStore: the embedded store for a single host, with no etcd.
 //
 // State lives in memory (an ordered key map) and in an append-only log on
-// disk, `<dir>/store.log`: one line per committed transaction,
-//
-//     <crc32 as 8 hex digits> <JSON record>\n
-//
-// written and fdatasync'ed before the transaction resolves, so an
-// acknowledged write survives a crash. At open the log is replayed; a torn or
-// corrupt tail (a crash in the middle of an append) is cut away. A corrupt
-// record *followed by valid ones* cannot come from a crash, so it is refused
-// rather than silently dropping committed data.
+// disk, `<dir>/store.log`: one checksummed line per committed transaction
+// (the format is in file-store/codec.ts), written and fdatasync'ed before the
+// transaction resolves, so an acknowledged write survives a crash. At open the
+// log is replayed; a torn or corrupt tail (a crash in the middle of an append)
+// is cut away. A corrupt record *followed by valid ones* cannot come from a
+// crash, so it is refused rather than silently dropping committed data.
 //
 // Compaction rewrites the log as a single snapshot record into a temp file,
 // fsyncs it, renames it over the log and fsyncs the directory, so at every
 // instant either the old or the new log is complete on disk.
 //
-// A lock (flock on store.lock) keeps two weft processes from opening the same
-// store, in any PID namespace. Leases
-// are in-process timers: a lease belongs to the process that granted it, so
-// keys still attached to a lease when the store is opened belong to a
-// process that died and are deleted at open.
+// A lock (flock on store.lock, file-store/lock.ts) keeps two weft processes
+// from opening the same store, in any PID namespace. Leases are in-process
+// timers: a lease belongs to the process that granted it, so keys still
+// attached to a lease when the store is opened belong to a process that died
+// and are deleted at open.
+//
+// This file is the store itself: open and replay, transactions, compaction,
+// and the bookkeeping of watches and leases. Key order and the checks on what
+// callers pass are in file-store/keyspace.ts; the watcher and lease handles
+// in file-store/watch.ts.
 import * as fsp from 'node:fs/promises';
 import * as path from 'node:path';
 import { randomBytes } from 'node:crypto';
@@ -41,10 +43,11 @@ import {
 } from './store';
 import { checkKey, checkTtl, compareKeys, lowerBound, validateTxn } from './file-store/keyspace';
 import { acquireLock, HeldLock, releaseLock, StoreLockedError } from './file-store/lock';
+import { FileLease, FileWatcher, LeaseState } from './file-store/watch';
 import { Change, decodeRecord, encodeRecord, FORMAT_VERSION, LogRecord, SnapKv } from './file-store/codec';
 
 // What other modules import from here.
-export { compareKeys, silentLogger, StoreLockedError, validateTxn };
+export { compareKeys, FileLease, silentLogger, StoreLockedError, validateTxn };
 export type { StoreLogger };
 
 const noop = (): void => undefined;
@@ -76,115 +79,6 @@ export class StoreCorruptError extends Error {
     this.name = 'StoreCorruptError';
   }
 }
-
-// ---------------------------------------------------------------------------
-// Watches and leases
-
-class FileWatcher implements Watcher {
-  closed = false;
-  private pending: WatchEvent[] = [];
-  private scheduled = false;
-
-  constructor(
-    readonly prefix: string,
-    /** Events below this revision are not for this watcher. */
-    private readonly minRevision: number,
-    private readonly opts: WatchOptions,
-    private readonly log: StoreLogger,
-    private readonly onClose: (w: FileWatcher) => void,
-  ) {}
-
-  push(events: WatchEvent[]): void {
-    if (this.closed) return;
-    for (const e of events) if (e.revision >= this.minRevision && e.key.startsWith(this.prefix)) this.pending.push({ ...e });
-    if (this.pending.length === 0) return;
-    if (!this.scheduled) {
-      this.scheduled = true;
-      setImmediate(() => this.flush());
-    }
-  }
-
-  private flush(): void {
-    this.scheduled = false;
-    if (this.closed) return;
-    const batch = this.pending;
-    this.pending = [];
-    if (batch.length === 0) return;
-    try {
-      this.opts.onEvents(batch);
-    } catch (e) {
-      this.log.error({ err: e, prefix: this.prefix }, 'store watch callback threw; the watch goes on');
-    }
-  }
-
-  reset(err: Error): void {
-    if (this.closed) return;
-    this.closeNow();
-    setImmediate(() => {
-      try {
-        this.opts.onReset?.(err);
-      } catch (e) {
-        this.log.error({ err: e, prefix: this.prefix }, 'store watch onReset callback threw');
-      }
-    });
-  }
-
-  closeNow(): void {
-    if (this.closed) return;
-    this.closed = true;
-    this.pending = [];
-    this.onClose(this);
-  }
-
-  async close(): Promise<void> {
-    this.closeNow();
-  }
-}
-
-interface LeaseState {
-  id: LeaseId;
-  ttlSeconds: number;
-  keys: Set<string>;
-  lostCallbacks: Array<(err: Error) => void>;
-  lostError?: Error;
-  expiryTimer?: NodeJS.Timeout;
-}
-
-/** A FileStore lease. `stopKeepAlive()` is for tests and for simulating a dead process. */
-export class FileLease implements Lease {
-  constructor(
-    private readonly store: FileStore,
-    private readonly state: LeaseState,
-  ) {}
-
-  get id(): LeaseId {
-    return this.state.id;
-  }
-
-  get ttlSeconds(): number {
-    return this.state.ttlSeconds;
-  }
-
-  revoke(): Promise<void> {
-    return this.store.revokeLease(this.state.id);
-  }
-
-  onLost(cb: (err: Error) => void): void {
-    if (this.state.lostError) {
-      const err = this.state.lostError;
-      setImmediate(() => cb(err));
-    } else {
-      this.state.lostCallbacks.push(cb);
-    }
-  }
-
-  /** Stop renewing: the lease expires after its TTL, its keys are deleted and onLost fires. */
-  stopKeepAlive(): void {
-    this.store.stopKeepAlive(this.state.id);
-  }
-}
-
-// ---------------------------------------------------------------------------
 
 interface CommitResult {
   succeeded: boolean;
