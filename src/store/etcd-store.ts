@@ -32,7 +32,7 @@ import {
   Lease as Etcd3Lease,
   isRecoverableError,
 } from 'etcd3';
-import { silentLogger, StoreLogger, validateTxn } from './file-store';
+import { validateTxn } from './file-store/keyspace';
 import {
   Compare,
   KeyValue,
@@ -40,7 +40,9 @@ import {
   LeaseId,
   ListResult,
   Op,
+  silentLogger,
   Store,
+  StoreLogger,
   StoreUnavailableError,
   TxnResult,
   WatchEvent,

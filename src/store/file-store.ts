@@ -1,32 +1,30 @@
 // FileStore: the embedded store for a single host, with no etcd.
 //
 // State lives in memory (an ordered key map) and in an append-only log on
-// disk, `<dir>/store.log`: one line per committed transaction,
-//
-//     <crc32 as 8 hex digits> <JSON record>\n
-//
-// written and fdatasync'ed before the transaction resolves, so an
-// acknowledged write survives a crash. At open the log is replayed; a torn or
-// corrupt tail (a crash in the middle of an append) is cut away. A corrupt
-// record *followed by valid ones* cannot come from a crash, so it is refused
-// rather than silently dropping committed data.
+// disk, `<dir>/store.log`: one checksummed line per committed transaction
+// (the format is in file-store/codec.ts), written and fdatasync'ed before the
+// transaction resolves, so an acknowledged write survives a crash. At open the
+// log is replayed; a torn or corrupt tail (a crash in the middle of an append)
+// is cut away. A corrupt record *followed by valid ones* cannot come from a
+// crash, so it is refused rather than silently dropping committed data.
 //
 // Compaction rewrites the log as a single snapshot record into a temp file,
 // fsyncs it, renames it over the log and fsyncs the directory, so at every
 // instant either the old or the new log is complete on disk.
 //
-// A lock (flock on store.lock) keeps two weft processes from opening the same
-// store, in any PID namespace. Leases
-// are in-process timers: a lease belongs to the process that granted it, so
-// keys still attached to a lease when the store is opened belong to a
-// process that died and are deleted at open.
-import * as fs from 'node:fs';
+// A lock (flock on store.lock, file-store/lock.ts) keeps two weft processes
+// from opening the same store, in any PID namespace. Leases are in-process
+// timers: a lease belongs to the process that granted it, so keys still
+// attached to a lease when the store is opened belong to a process that died
+// and are deleted at open.
+//
+// This file is the store itself: open and replay, transactions, compaction,
+// and the bookkeeping of watches and leases. Key order and the checks on what
+// callers pass are in file-store/keyspace.ts; the watcher and lease handles
+// in file-store/watch.ts.
 import * as fsp from 'node:fs/promises';
-import * as os from 'node:os';
 import * as path from 'node:path';
 import { randomBytes } from 'node:crypto';
-import type { Logger } from 'pino';
-import { native } from '../native';
 import {
   Compare,
   KeyValue,
@@ -34,18 +32,25 @@ import {
   LeaseId,
   ListResult,
   Op,
+  silentLogger,
   Store,
+  StoreLogger,
   StoreUnavailableError,
   TxnResult,
   WatchEvent,
   Watcher,
   WatchOptions,
 } from './store';
+import { checkKey, checkTtl, compareKeys, lowerBound, validateTxn } from './file-store/keyspace';
+import { acquireLock, HeldLock, releaseLock, StoreLockedError } from './file-store/lock';
+import { FileLease, FileWatcher, LeaseState } from './file-store/watch';
+import { Change, decodeRecord, encodeRecord, FORMAT_VERSION, LogRecord, SnapKv } from './file-store/codec';
 
-export type StoreLogger = Pick<Logger, 'debug' | 'info' | 'warn' | 'error'>;
+// What other modules import from here.
+export { compareKeys, FileLease, silentLogger, StoreLockedError, validateTxn };
+export type { StoreLogger };
 
 const noop = (): void => undefined;
-export const silentLogger = { debug: noop, info: noop, warn: noop, error: noop } as unknown as StoreLogger;
 
 export interface FileStoreOptions {
   logger?: StoreLogger;
@@ -62,20 +67,9 @@ export interface FileStoreOptions {
 }
 
 const LOG_FILE = 'store.log';
-const LOCK_FILE = 'store.lock';
-const FORMAT_VERSION = 1;
 const DEFAULT_WATCH_HISTORY = 10_000;
 const DEFAULT_COMPACT_MIN_BYTES = 4 * 1024 * 1024;
 const COMPACT_RATIO = 4;
-
-/** Thrown by FileStore.open when another live process holds the store. */
-export class StoreLockedError extends Error {
-  readonly code = 'WEFT_STORE_LOCKED';
-  constructor(message: string) {
-    super(message);
-    this.name = 'StoreLockedError';
-  }
-}
 
 /** Thrown by FileStore.open when the log is damaged in a way a crash cannot explain. */
 export class StoreCorruptError extends Error {
@@ -85,451 +79,6 @@ export class StoreCorruptError extends Error {
     this.name = 'StoreCorruptError';
   }
 }
-
-// ---------------------------------------------------------------------------
-// Log records
-
-/** A change as logged: put (key, value, lease?) or delete (key). */
-type Change = ['p', string, string] | ['p', string, string, LeaseId] | ['d', string];
-
-interface TxnRecord {
-  t: 'txn';
-  rev: number;
-  c: Change[];
-}
-
-/** [key, value, createRevision, modRevision, lease?] */
-type SnapKv = [string, string, number, number] | [string, string, number, number, LeaseId];
-
-interface SnapRecord {
-  t: 'snap';
-  v: number;
-  rev: number;
-  kvs: SnapKv[];
-}
-
-type LogRecord = TxnRecord | SnapRecord;
-
-const CRC_TABLE = (() => {
-  const t = new Uint32Array(256);
-  for (let n = 0; n < 256; n++) {
-    let c = n;
-    for (let k = 0; k < 8; k++) c = c & 1 ? 0xedb88320 ^ (c >>> 1) : c >>> 1;
-    t[n] = c >>> 0;
-  }
-  return t;
-})();
-
-function crc32(buf: Uint8Array): number {
-  let c = 0xffffffff;
-  for (let i = 0; i < buf.length; i++) c = CRC_TABLE[(c ^ buf[i]!) & 0xff]! ^ (c >>> 8);
-  return (c ^ 0xffffffff) >>> 0;
-}
-
-function encodeRecord(rec: LogRecord): Buffer {
-  const body = Buffer.from(JSON.stringify(rec), 'utf8');
-  const head = Buffer.from(crc32(body).toString(16).padStart(8, '0') + ' ', 'ascii');
-  return Buffer.concat([head, body, Buffer.from('\n')]);
-}
-
-/** Decodes one line (without its newline); undefined when the checksum or shape is wrong. */
-function decodeRecord(line: Buffer): LogRecord | undefined {
-  if (line.length < 10 || line[8] !== 0x20) return undefined;
-  const sum = line.subarray(0, 8).toString('ascii');
-  if (!/^[0-9a-f]{8}$/.test(sum)) return undefined;
-  const body = line.subarray(9);
-  if (parseInt(sum, 16) !== crc32(body)) return undefined;
-  let rec: unknown;
-  try {
-    rec = JSON.parse(body.toString('utf8'));
-  } catch {
-    return undefined;
-  }
-  return isRecord(rec) ? rec : undefined;
-}
-
-function isRecord(x: unknown): x is LogRecord {
-  if (typeof x !== 'object' || x === null) return false;
-  const r = x as Record<string, unknown>;
-  if (typeof r.rev !== 'number' || !Number.isSafeInteger(r.rev) || r.rev < 0) return false;
-  if (r.t === 'txn') {
-    return (
-      Array.isArray(r.c) &&
-      r.c.every(
-        (c: unknown) =>
-          Array.isArray(c) &&
-          ((c[0] === 'd' && c.length === 2 && typeof c[1] === 'string') ||
-            (c[0] === 'p' &&
-              (c.length === 3 || c.length === 4) &&
-              c.slice(1).every((s: unknown) => typeof s === 'string'))),
-      )
-    );
-  }
-  if (r.t === 'snap') {
-    return (
-      typeof r.v === 'number' &&
-      Array.isArray(r.kvs) &&
-      r.kvs.every(
-        (k: unknown) =>
-          Array.isArray(k) &&
-          (k.length === 4 || k.length === 5) &&
-          typeof k[0] === 'string' &&
-          typeof k[1] === 'string' &&
-          typeof k[2] === 'number' &&
-          typeof k[3] === 'number' &&
-          (k.length === 4 || typeof k[4] === 'string'),
-      )
-    );
-  }
-  return false;
-}
-
-// ---------------------------------------------------------------------------
-// Key order
-
-/**
- * Orders keys as etcd does: by their UTF-8 bytes. JavaScript's `<` compares
- * UTF-16 code units, which disagrees with byte order only between surrogates
- * (U+D800-DFFF) and U+E000-FFFF; shifting those two ranges fixes it.
- */
-export function compareKeys(a: string, b: string): number {
-  const n = Math.min(a.length, b.length);
-  for (let i = 0; i < n; i++) {
-    let x = a.charCodeAt(i);
-    let y = b.charCodeAt(i);
-    if (x === y) continue;
-    if (x >= 0xd800 && y >= 0xd800) {
-      x = x >= 0xe000 ? x - 0x800 : x + 0x2000;
-      y = y >= 0xe000 ? y - 0x800 : y + 0x2000;
-    }
-    return x - y;
-  }
-  return a.length - b.length;
-}
-
-/** Index of the first element of the sorted array that is >= key. */
-function lowerBound(sorted: string[], key: string): number {
-  let lo = 0;
-  let hi = sorted.length;
-  while (lo < hi) {
-    const mid = (lo + hi) >>> 1;
-    if (compareKeys(sorted[mid]!, key) < 0) lo = mid + 1;
-    else hi = mid;
-  }
-  return lo;
-}
-
-// ---------------------------------------------------------------------------
-// Validation shared by the txn paths
-
-function checkKey(key: unknown, what: string): asserts key is string {
-  if (typeof key !== 'string' || key === '') throw new TypeError(`${what}: key must be a non-empty string, got ${JSON.stringify(key)}`);
-}
-
-/**
- * Rejects what etcd rejects, so that code tested against the embedded store
- * does not break on a cluster: a put may not share a key with another put or
- * with any delete of the same transaction ("duplicate key given in txn
- * request"). An empty deletePrefix would wipe the whole store, which is never
- * what a caller meant.
- */
-export function validateTxn(compares: Compare[], ops: Op[]): void {
-  if (!Array.isArray(compares) || !Array.isArray(ops)) throw new TypeError('txn: compares and ops must be arrays');
-  for (const c of compares) {
-    checkKey(c?.key, 'txn compare');
-    if (!Number.isSafeInteger(c.modRevision) || c.modRevision < 0) {
-      throw new TypeError(`txn compare on ${c.key}: modRevision must be 0 (absent) or a revision, got ${String(c.modRevision)}`);
-    }
-  }
-  const puts = new Set<string>();
-  const dels = new Set<string>();
-  const prefixes: string[] = [];
-  for (const op of ops) {
-    switch (op?.type) {
-      case 'put':
-        checkKey(op.key, 'txn put');
-        if (typeof op.value !== 'string') throw new TypeError(`txn put ${op.key}: value must be a string`);
-        if (op.lease !== undefined && (typeof op.lease !== 'string' || op.lease === '')) {
-          throw new TypeError(`txn put ${op.key}: lease must be a lease id string`);
-        }
-        if (puts.has(op.key)) throw new TypeError(`txn puts ${op.key} twice: etcd refuses duplicate keys in one transaction, merge the puts`);
-        puts.add(op.key);
-        break;
-      case 'delete':
-        checkKey(op.key, 'txn delete');
-        dels.add(op.key);
-        break;
-      case 'deletePrefix':
-        if (typeof op.prefix !== 'string' || op.prefix === '') {
-          throw new TypeError('txn deletePrefix: prefix must be a non-empty string (an empty prefix would delete every key)');
-        }
-        prefixes.push(op.prefix);
-        break;
-      default:
-        throw new TypeError(`txn: unknown op ${JSON.stringify(op)}`);
-    }
-  }
-  for (const k of puts) {
-    if (dels.has(k) || prefixes.some((p) => k.startsWith(p))) {
-      throw new TypeError(`txn both puts and deletes ${k}: etcd refuses duplicate keys in one transaction, split it or drop the delete`);
-    }
-  }
-}
-
-function checkTtl(ttlSeconds: unknown): asserts ttlSeconds is number {
-  if (typeof ttlSeconds !== 'number' || !Number.isSafeInteger(ttlSeconds) || ttlSeconds < 1) {
-    throw new TypeError(`grantLease: ttlSeconds must be a whole number of seconds >= 1, got ${String(ttlSeconds)}`);
-  }
-}
-
-// ---------------------------------------------------------------------------
-// Lock file
-//
-// The lock is flock(2) on `<dir>/store.lock`, held for as long as the store is
-// open. The kernel releases it when the holder's descriptor closes, so also
-// when the holder dies, however it dies, and it applies to the file itself,
-// whatever PID namespace the holders are in (a managed plugin is PID 1 in its
-// own). A lock that merely names a PID cannot do that: a PID means nothing in
-// another namespace. The file is never removed or renamed (compaction renames
-// the log, so the log itself cannot carry the lock); what it contains (pid,
-// PID namespace, host, start time) only serves to name the holder in the error.
-
-/** Stores open in this process, by real directory path. */
-const openInProcess = new Set<string>();
-
-interface LockInfo {
-  pid: number;
-  /** Process start time (clock ticks since boot, /proc/<pid>/stat field 22): tells a reused pid apart. */
-  start?: string;
-  host?: string;
-  /** The holder's PID namespace ("pid:[4026531836]"), so that its pid can be read right. */
-  pidns?: string;
-  /** Set by wefts that hold the lock with flock; a lock file without it was written by an older weft. */
-  flock?: boolean;
-  since?: string;
-}
-
-interface HeldLock {
-  fd: number;
-  path: string;
-}
-
-function procStartTime(pid: number): string | undefined {
-  try {
-    const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
-    return stat.slice(stat.lastIndexOf(')') + 2).split(' ')[19];
-  } catch {
-    return undefined;
-  }
-}
-
-function pidNamespace(): string | undefined {
-  try {
-    return fs.readlinkSync('/proc/self/ns/pid');
-  } catch {
-    return undefined;
-  }
-}
-
-/** Liveness by pid: only for a lock file written by an older weft, which held no flock. */
-function holderAlive(info: LockInfo): boolean {
-  // Our own pid in a lock this process did not take is a previous
-  // incarnation: in a plugin container weft is often pid 1 every time.
-  if (info.pid === process.pid) return false;
-  try {
-    process.kill(info.pid, 0);
-  } catch (e) {
-    if ((e as NodeJS.ErrnoException).code !== 'EPERM') return false;
-  }
-  const start = procStartTime(info.pid);
-  if (info.start !== undefined && start !== undefined && start !== info.start) return false;
-  return true;
-}
-
-function readLock(lockPath: string): LockInfo | undefined {
-  try {
-    const x = JSON.parse(fs.readFileSync(lockPath, 'utf8')) as Partial<LockInfo>;
-    if (typeof x.pid === 'number' && Number.isSafeInteger(x.pid) && x.pid > 0) return x as LockInfo;
-  } catch {
-    /* missing, empty or garbled */
-  }
-  return undefined;
-}
-
-function describeHolder(info: LockInfo | undefined): string {
-  if (!info) return 'a process that has not written its name yet';
-  const mine = pidNamespace();
-  const ns = info.pidns && mine && info.pidns !== mine ? ` in another PID namespace (${info.pidns})` : '';
-  return `pid ${info.pid}${ns}${info.host ? ` on ${info.host}` : ''}${info.since ? `, since ${info.since}` : ''}`;
-}
-
-function acquireLock(dir: string, log: StoreLogger): HeldLock {
-  const lockPath = path.join(dir, LOCK_FILE);
-  let fd: number;
-  try {
-    fd = fs.openSync(lockPath, fs.constants.O_RDWR | fs.constants.O_CREAT, 0o600);
-  } catch (e) {
-    throw new Error(`cannot open the store lock ${lockPath}: ${(e as Error).message}; check that ${dir} is writable`, { cause: e });
-  }
-  const n = native();
-  let taken: boolean;
-  try {
-    taken = n.flock(fd, n.LOCK_EX | n.LOCK_NB);
-  } catch (e) {
-    fs.closeSync(fd);
-    throw new Error(`cannot lock ${lockPath}: ${(e as Error).message}; keep --state-dir on a local file system that supports flock(2)`, { cause: e });
-  }
-  if (!taken) {
-    fs.closeSync(fd);
-    throw new StoreLockedError(
-      `the store in ${dir} is in use by another weft process (${describeHolder(readLock(lockPath))}, which holds the lock on ${lockPath}): ` +
-        'stop that process first, or give this one another state directory. Two wefts writing one store would corrupt it',
-    );
-  }
-  // A lock file written by a weft from before flock names its holder only by pid.
-  const prev = readLock(lockPath);
-  if (prev && !prev.flock && holderAlive(prev)) {
-    fs.closeSync(fd);
-    throw new StoreLockedError(
-      `the store in ${dir} is in use by an older weft process (${describeHolder(prev)}, lock ${lockPath}): stop it first, then start this one`,
-    );
-  }
-  if (prev && !prev.flock) log.warn({ lock: lockPath, holder: prev }, 'taking over a store lock left by an older weft that is gone');
-  const info: LockInfo = {
-    pid: process.pid, start: procStartTime(process.pid), host: os.hostname(), pidns: pidNamespace(), flock: true, since: new Date().toISOString(),
-  };
-  try {
-    fs.ftruncateSync(fd, 0);
-    fs.writeSync(fd, JSON.stringify(info), 0);
-    fs.fsyncSync(fd);
-  } catch (e) {
-    fs.closeSync(fd);
-    throw new Error(`cannot write the store lock ${lockPath}: ${(e as Error).message}; check that ${dir} is writable and not full`, { cause: e });
-  }
-  return { fd, path: lockPath };
-}
-
-function releaseLock(lock: HeldLock): void {
-  try {
-    fs.ftruncateSync(lock.fd, 0);
-  } catch {
-    /* the content is informative only */
-  }
-  try {
-    fs.closeSync(lock.fd); // releases the flock
-  } catch {
-    /* already closed */
-  }
-}
-
-// ---------------------------------------------------------------------------
-// Watches and leases
-
-class FileWatcher implements Watcher {
-  closed = false;
-  private pending: WatchEvent[] = [];
-  private scheduled = false;
-
-  constructor(
-    readonly prefix: string,
-    /** Events below this revision are not for this watcher. */
-    private readonly minRevision: number,
-    private readonly opts: WatchOptions,
-    private readonly log: StoreLogger,
-    private readonly onClose: (w: FileWatcher) => void,
-  ) {}
-
-  push(events: WatchEvent[]): void {
-    if (this.closed) return;
-    for (const e of events) if (e.revision >= this.minRevision && e.key.startsWith(this.prefix)) this.pending.push({ ...e });
-    if (this.pending.length === 0) return;
-    if (!this.scheduled) {
-      this.scheduled = true;
-      setImmediate(() => this.flush());
-    }
-  }
-
-  private flush(): void {
-    this.scheduled = false;
-    if (this.closed) return;
-    const batch = this.pending;
-    this.pending = [];
-    if (batch.length === 0) return;
-    try {
-      this.opts.onEvents(batch);
-    } catch (e) {
-      this.log.error({ err: e, prefix: this.prefix }, 'store watch callback threw; the watch goes on');
-    }
-  }
-
-  reset(err: Error): void {
-    if (this.closed) return;
-    this.closeNow();
-    setImmediate(() => {
-      try {
-        this.opts.onReset?.(err);
-      } catch (e) {
-        this.log.error({ err: e, prefix: this.prefix }, 'store watch onReset callback threw');
-      }
-    });
-  }
-
-  closeNow(): void {
-    if (this.closed) return;
-    this.closed = true;
-    this.pending = [];
-    this.onClose(this);
-  }
-
-  async close(): Promise<void> {
-    this.closeNow();
-  }
-}
-
-interface LeaseState {
-  id: LeaseId;
-  ttlSeconds: number;
-  keys: Set<string>;
-  lostCallbacks: Array<(err: Error) => void>;
-  lostError?: Error;
-  expiryTimer?: NodeJS.Timeout;
-}
-
-/** A FileStore lease. `stopKeepAlive()` is for tests and for simulating a dead process. */
-export class FileLease implements Lease {
-  constructor(
-    private readonly store: FileStore,
-    private readonly state: LeaseState,
-  ) {}
-
-  get id(): LeaseId {
-    return this.state.id;
-  }
-
-  get ttlSeconds(): number {
-    return this.state.ttlSeconds;
-  }
-
-  revoke(): Promise<void> {
-    return this.store.revokeLease(this.state.id);
-  }
-
-  onLost(cb: (err: Error) => void): void {
-    if (this.state.lostError) {
-      const err = this.state.lostError;
-      setImmediate(() => cb(err));
-    } else {
-      this.state.lostCallbacks.push(cb);
-    }
-  }
-
-  /** Stop renewing: the lease expires after its TTL, its keys are deleted and onLost fires. */
-  stopKeepAlive(): void {
-    this.store.stopKeepAlive(this.state.id);
-  }
-}
-
-// ---------------------------------------------------------------------------
 
 interface CommitResult {
   succeeded: boolean;
@@ -581,11 +130,7 @@ export class FileStore implements Store {
       throw new Error(`cannot create the store directory ${abs}: ${(e as Error).message}`, { cause: e });
     }
     const real = await fsp.realpath(abs);
-    if (openInProcess.has(real)) {
-      throw new StoreLockedError(`the store in ${real} is already open in this process: close it first or share the open store`);
-    }
     const lock = acquireLock(real, log);
-    openInProcess.add(real);
     const store = new FileStore(
       real,
       path.join(real, LOG_FILE),
@@ -598,7 +143,6 @@ export class FileStore implements Store {
       await store.load();
     } catch (e) {
       await store.fh?.close().catch(noop);
-      openInProcess.delete(real);
       releaseLock(lock);
       throw e;
     }
@@ -1014,7 +558,6 @@ export class FileStore implements Store {
     await this.fh?.close().catch(noop);
     this.fh = undefined;
     releaseLock(this.lock);
-    openInProcess.delete(this.dir);
   }
 
   /** Current revision; for tests and `weft status`. */

@@ -8,6 +8,7 @@
 // transactions guarded by compares, prefix watches that resume from a
 // revision, and leases whose expiry deletes the keys attached to them.
 // Control-plane code (IPAM, driver, agent) depends only on this file.
+import type { Logger } from 'pino';
 
 export interface KeyValue {
   key: string;
@@ -114,3 +115,9 @@ export class StoreUnavailableError extends Error {
     this.name = 'StoreUnavailableError';
   }
 }
+
+/** What either store logs through: a pino logger, or anything with these four methods. */
+export type StoreLogger = Pick<Logger, 'debug' | 'info' | 'warn' | 'error'>;
+
+const noop = (): void => undefined;
+export const silentLogger = { debug: noop, info: noop, warn: noop, error: noop } as unknown as StoreLogger;

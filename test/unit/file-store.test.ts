@@ -323,12 +323,17 @@ function expectedKeys(n: number): string[] {
 
 /**
  * Compiles the store from source with TypeScript's transpiler into dir, in the
- * package's layout (src/store, src/native.js, native/ linked to the built
- * addon), with no dependence on `npm run build`; returns file-store.js.
+ * package's layout (src/store, src/store/file-store/*, src/native.js, native/
+ * linked to the built addon), with no dependence on `npm run build`; returns
+ * file-store.js.
  */
 function transpileFileStore(dir: string): string {
   const root = path.join(__dirname, '../..');
-  for (const rel of ['store/store', 'store/file-store', 'native']) {
+  const parts = fs
+    .readdirSync(path.join(root, 'src/store/file-store'))
+    .filter((f) => f.endsWith('.ts'))
+    .map((f) => `store/file-store/${f.slice(0, -3)}`);
+  for (const rel of ['store/store', 'store/file-store', ...parts, 'native']) {
     const src = fs.readFileSync(path.join(root, 'src', `${rel}.ts`), 'utf8');
     const js = ts.transpileModule(src, {
       compilerOptions: { module: ts.ModuleKind.CommonJS, target: ts.ScriptTarget.ES2022, esModuleInterop: true },
