@@ -12,6 +12,8 @@
 //   endpoints/<clusterId>/<id>   EndpointRecord
 //   names/<clusterId>/<id>       NameRecord                           under the lease of the endpoint's host (DNS, src/dns)
 //   askers/<host>/<ip>           AskerRecord                          under the host's lease: who may ask for which names
+//   tunnels/<ip>                 TunnelRecord                         [wireguard] a host's WireGuard tunnel address, created
+//                                                                      only if absent; kept across restarts, released by host rm
 
 export const ROOT = '/weft/v1/';
 
@@ -38,12 +40,36 @@ export const keys = {
   asker: (host: string, ip: string) => `${ROOT}askers/${host}/${ip}`,
   askersOf: (host: string) => `${ROOT}askers/${host}/`,
   askers: () => `${ROOT}askers/`,
+  // [wireguard] encrypted networks (src/wireguard)
+  tunnel: (ip: string) => `${ROOT}tunnels/${ip}`,
+  tunnels: () => `${ROOT}tunnels/`,
 };
 
 /** Last path segment of a key. */
 export const leaf = (key: string) => key.slice(key.lastIndexOf('/') + 1);
 
-export interface HostRecord { address: string; version: string; startedAt: string }
+export interface HostRecord {
+  address: string;
+  version: string;
+  startedAt: string;
+  /** [wireguard] How to reach this host encrypted. Absent when it has no WireGuard (older weft, --encryption off, not ready). */
+  wg?: HostWireGuard;
+}
+
+/** [wireguard] What a host publishes of its WireGuard: never more than public values. */
+export interface HostWireGuard {
+  /** base64 Curve25519 public key */
+  publicKey: string;
+  /** "underlay-ip:port" where its WireGuard listens */
+  endpoint: string;
+  /** its tunnel address (the VTEP of encrypted networks), inside --wg-subnet */
+  tunnel: string;
+  /** 'kernel' or 'userspace' */
+  implementation: string;
+}
+
+/** [wireguard] The claim on a tunnel address. */
+export interface TunnelRecord { host: string; at: string }
 
 export interface PoolRecord {
   subnet: string;
@@ -90,6 +116,13 @@ export interface NetworkRecord {
   createdAt: string;
   /** Set when the network was removed on some host: every host removes its copy, the last one deletes the record. */
   deleting?: boolean;
+  /**
+   * [wireguard] Traffic between hosts goes through WireGuard (-o encrypted, or --encryption all).
+   * Set at creation, never changed. options.encrypted is set too, so that a weft
+   * older than 0.3 (which refuses options it does not know) never makes a copy
+   * of the network, which it would run unencrypted.
+   */
+  encrypted?: boolean;
 }
 
 export interface BindingRecord { localId: string }
