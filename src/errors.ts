@@ -85,6 +85,15 @@ export const errors = {
     conflict('WEFT_NETWORK_BUSY',
       `network ${network} still has containers on ${hosts.join(', ')}: stop or disconnect them there first`),
 
+  // [wireguard] encrypted networks
+  encryptionOff: () =>
+    bad('WEFT_ENCRYPTION_OFF', 'encrypted networks are turned off on this host (weft serve --encryption off): create the network without -o encrypted, or restart weft with --encryption on-request'),
+  encryptionRequired: () =>
+    bad('WEFT_ENCRYPTION_REQUIRED', 'every network is encrypted on this host (weft serve --encryption all): leave out -o encrypted=false'),
+  encryptionUnavailable: (what: string, why: string) =>
+    new WeftError('WEFT_ENCRYPTION_UNAVAILABLE', 503,
+      `${what}: WireGuard is not working on this host (${why}); nothing of an encrypted network leaves this host until it is. Check weft doctor on this host (wireguard check), install wireguard-go or use a kernel with WireGuard, then retry`),
+
   // Failures on our side
   store: (what: string, cause: unknown) =>
     failed('WEFT_STORE_UNAVAILABLE', `${what}: the store is unavailable (${cause instanceof Error ? cause.message : String(cause)}); check that etcd is reachable, then retry`, cause),

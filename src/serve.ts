@@ -22,6 +22,7 @@ import { startDns } from './dns';
 import { createOps } from './ops/serve-hooks';
 import { openStore } from './store';
 import { RUNTIME, runtimeWarning, VERSION } from './version';
+import { createWireGuard } from './wireguard/serve-hooks';
 
 export async function serve(cfg: Config): Promise<void> {
   const log = createLogger(cfg.logLevel);
@@ -46,20 +47,23 @@ export async function serve(cfg: Config): Promise<void> {
   const ops = createOps(cfg, rawStore);
   const store = ops.store;
   const dataplane = new DataPlane({ runDir: cfg.runDir, logger: log.child({ part: 'dataplane' }) });
+  // [wireguard] Encrypted networks: this host's WireGuard (started by the agent, before its first reconcile).
+  const { wireguard, encryption } = createWireGuard(cfg, store, log.child({ part: 'wireguard' }));
   const ipam = new Ipam(store, {
     host: cfg.hostName, defaultPool: cfg.defaultPool, defaultPoolSize: cfg.defaultPoolSize, logger: log.child({ part: 'ipam' }),
   });
   const driver = new Driver(store, ipam, dataplane, {
     host: cfg.hostName, cluster, advertiseAddr: cfg.advertiseAddr || undefined, runDir: cfg.runDir,
     defaultMtu: cfg.mtu, vxlanPort: cfg.vxlanPort, driverName: driverName(cfg), logger: log.child({ part: 'driver' }),
+    encryption,
   });
   const app = buildServer({ driver, ipam }, { bodyLimit: cfg.bodyLimit, logger: log.child({ part: 'api' }), onCall: ops.onCall });
-  ops.register(app, { driver, dataplane });
+  ops.register(app, { driver, dataplane, ...(wireguard ? { wireguard } : {}) });
 
   await listenUnix(app, cfg.socket, log);
   log.info({ socket: cfg.socket, store: store.description, driver: driverName(cfg) }, 'serving the plugin API');
 
-  const agent = new Agent({ store, driver, ipam, dataplane, cfg, logger: log.child({ part: 'agent' }) });
+  const agent = new Agent({ store, driver, ipam, dataplane, cfg, logger: log.child({ part: 'agent' }), ...(wireguard ? { wireguard } : {}) });
   // DNS for container names across hosts (--dns-addr): fed by the agent's mirror, so set up before it starts.
   const dns = startDns({ cfg, store, agent, driver, logger: log.child({ part: 'dns' }) });
   ops.observeDns(() => (dns?.server ? { ...dns.server.stats } : undefined));
@@ -78,6 +82,7 @@ export async function serve(cfg: Config): Promise<void> {
       await ops.close();
       await dns?.close();
       await agent.stop();
+      wireguard?.close();
       await dataplane.close();
       await store.close();
     } catch (err) {

@@ -26,6 +26,7 @@ import { VERSION } from '../version';
 import { DockerClient, DockerError } from './docker';
 import { collectGarbage } from './gc';
 import type { Ipam } from '../ipam/ipam';
+import type { WireGuard } from '../wireguard';
 import * as path from 'path';
 
 export interface AgentDeps {
@@ -35,6 +36,8 @@ export interface AgentDeps {
   dataplane: DataPlaneApi;
   cfg: Config;
   logger: Logger;
+  /** [wireguard] This host's WireGuard (encrypted networks); absent with --encryption off or one host. */
+  wireguard?: WireGuard;
 }
 
 export interface AgentStats {
@@ -57,6 +60,8 @@ export class Agent {
   /** Per network, the ip -> mac last announced to local containers. */
   private readonly announced = new Map<string, Map<string, string>>();
   private flushScheduled = false;
+  /** [wireguard] The host records changed since WireGuard's peers were last programmed. */
+  private wgDirty = false;
   private flushing: Promise<void> = Promise.resolve();
   private watcher?: Watcher;
   private lease?: Lease;
@@ -99,6 +104,11 @@ export class Agent {
   }
 
   private async run(): Promise<void> {
+    // [wireguard] Up before the first reconcile, which makes encrypted networks' VXLAN devices in its namespace.
+    if (this.d.wireguard) {
+      this.d.wireguard.onChange(() => void this.republish());
+      await this.d.wireguard.start();
+    }
     await this.retry('initial reconcile', async () => { await this.reconcile(); });
     if (this.cluster) await this.retry('registering this host', () => this.register());
     await this.retry('watching the store', () => this.sync());
@@ -125,7 +135,7 @@ export class Agent {
 
   private async register(): Promise<void> {
     const lease = await this.d.store.grantLease(this.d.cfg.leaseTtl);
-    const rec: HostRecord = { address: this.d.cfg.advertiseAddr, version: VERSION, startedAt: new Date().toISOString() };
+    const rec = this.hostRecord();
     try {
       await this.d.store.put(keys.host(this.me), JSON.stringify(rec), lease.id);
     } catch (err) {
@@ -144,6 +154,24 @@ export class Agent {
     for (const cb of this.registeredListeners) cb(lease.id);
   }
 
+  private readonly startedAt = new Date().toISOString();
+
+  private hostRecord(): HostRecord {
+    const wg = this.d.wireguard?.hostInfo(); // [wireguard] public key, endpoint, tunnel address
+    return { address: this.d.cfg.advertiseAddr, version: VERSION, startedAt: this.startedAt, ...(wg ? { wg } : {}) };
+  }
+
+  /** [wireguard] Writes the host record again (same lease) when what it publishes changed: WireGuard came up, the key was rotated. */
+  private async republish(): Promise<void> {
+    if (!this.cluster || this.stopped) return;
+    await this.retry('publishing this host\'s WireGuard key', async () => {
+      const lease = this.lease;
+      if (!lease) return; // register() writes the current record when it runs
+      await this.d.store.put(keys.host(this.me), JSON.stringify(this.hostRecord()), lease.id);
+      this.d.logger.info({ publicKey: this.d.wireguard?.hostInfo()?.publicKey }, 'host record updated (WireGuard)');
+    });
+  }
+
   // ------------------------------------------------------------ mirror
 
   private async sync(): Promise<void> {
@@ -157,6 +185,7 @@ export class Agent {
     for (const kv of list.kvs) this.apply({ type: 'put', key: kv.key, value: kv.value, revision: kv.modRevision });
     for (const cid of this.networks.keys()) this.dirty.add(cid);
     for (const cid of this.bindings.keys()) this.dirty.add(cid);
+    this.wgDirty = true;
     this.watcher = await this.d.store.watch(ROOT, {
       fromRevision: list.revision + 1,
       onEvents: (events) => {
@@ -189,6 +218,7 @@ export class Agent {
             }
           }
           for (const cid of this.networks.keys()) this.dirty.add(cid);
+          this.wgDirty = true;
           break;
         }
         case 'networks': {
@@ -244,6 +274,11 @@ export class Agent {
   }
 
   private async flush(): Promise<void> {
+    if (this.wgDirty && this.d.wireguard) {
+      // [wireguard] Peers first: an encrypted network's VTEPs are reachable only through them.
+      this.wgDirty = false;
+      await this.d.wireguard.setHosts(this.hosts);
+    }
     const cids = [...this.dirty];
     this.dirty.clear();
     await Promise.all(cids.map(async (cid) => {
@@ -263,10 +298,13 @@ export class Agent {
   desiredPeers(cid: string): PeerState {
     const out: PeerState = { endpoints: [], floodVteps: [] };
     const vteps = new Set<string>();
+    const encrypted = this.networks.get(cid)?.encrypted === true;
     for (const ep of this.endpoints.get(cid)?.values() ?? []) {
       if (ep.host === this.me || !this.hosts.has(ep.host) || !ep.vtep) continue;
       // The host's current address: it may have come back with another --advertise-addr.
-      const vtep = this.hosts.get(ep.host)?.address || ep.vtep;
+      // [wireguard] Encrypted: its tunnel address, reached only through WireGuard; none, no peer.
+      const vtep = encrypted ? this.hosts.get(ep.host)?.wg?.tunnel : this.hosts.get(ep.host)?.address || ep.vtep;
+      if (!vtep) continue;
       out.endpoints.push({ ip: ep.ip, mac: ep.mac, vtep });
       vteps.add(vtep);
     }
@@ -417,10 +455,18 @@ export class Agent {
     await this.d.driver.loadLocalNetworks();
     const locals = this.d.driver.localNetworks();
     const wanted = new Set<string>();
+    // [wireguard] Peers drifted (a peer removed by hand, a device restarted): put back.
+    if (this.d.wireguard && this.stats.synced) corrections += await this.d.wireguard.setHosts(this.hosts);
     for (const local of locals) {
       wanted.add(this.d.driver.spec(local.clusterId, local.record).id);
-      await this.d.driver.ensureKernel(local, true);
-      if (this.stats.synced) corrections += await this.programNetwork(local.clusterId);
+      try {
+        await this.d.driver.ensureKernel(local, true);
+        if (this.stats.synced) corrections += await this.programNetwork(local.clusterId);
+      } catch (err) {
+        // One network that cannot be set up (an encrypted one while WireGuard is down) does not hold up the others.
+        this.stats.storeErrors++;
+        this.d.logger.warn({ network: local.record.name ?? local.clusterId.slice(0, 12), err: (err as Error).message }, 'reconciling a network failed; will retry');
+      }
     }
     // Namespaces of networks this host no longer has (removed while weft was down).
     // The list of networks is read again after the namespaces: one created

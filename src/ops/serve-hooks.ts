@@ -11,6 +11,7 @@ import type { Driver } from '../driver/driver';
 import { keys } from '../store/keys';
 import type { Store } from '../store/store';
 import { VERSION } from '../version';
+import type { WireGuard } from '../wireguard';
 import { networkPeers, registerAdminRoutes } from './admin';
 import { InstrumentedStore } from './instrumented-store';
 import { WeftMetrics } from './metrics';
@@ -24,7 +25,7 @@ export interface Ops {
   /** For buildServer's onCall. */
   onCall: (method: string, outcome: string, ms: number) => void;
   /** Adds the admin routes; call before the server listens. */
-  register(app: FastifyInstance, d: { driver: Driver; dataplane: DataPlaneApi }): void;
+  register(app: FastifyInstance, d: { driver: Driver; dataplane: DataPlaneApi; wireguard?: WireGuard }): void;
   /** Once the socket serves: the metrics listener (fails when --metrics-addr cannot be used) and the probe responder. */
   start(agent: Agent, log: Logger): Promise<void>;
   /** Counters of the DNS server (--dns-addr), copied into /metrics at each scrape. */
@@ -37,7 +38,7 @@ export function createOps(cfg: Config, store: Store): Ops {
   const istore = new InstrumentedStore(store, metrics);
   const startedAt = new Date();
   let agent: Agent | undefined;
-  let deps: { driver: Driver; dataplane: DataPlaneApi } | undefined;
+  let deps: { driver: Driver; dataplane: DataPlaneApi; wireguard?: WireGuard } | undefined;
   let server: http.Server | undefined;
   let responder: Responder | undefined;
   const cluster = isClusterStore(cfg.store);
@@ -88,7 +89,7 @@ export function createOps(cfg: Config, store: Store): Ops {
     },
     register(app, d) {
       deps = d;
-      registerAdminRoutes(app, { cfg, store: istore, driver: d.driver, dataplane: d.dataplane, agent: () => agent, startedAt });
+      registerAdminRoutes(app, { cfg, store: istore, driver: d.driver, dataplane: d.dataplane, agent: () => agent, startedAt, ...(d.wireguard ? { wireguard: d.wireguard } : {}) });
     },
     async start(a, log) {
       agent = a;
