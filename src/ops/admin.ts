@@ -16,6 +16,7 @@ import { EndpointRecord, keys, leaf, ROOT } from '../store/keys';
 import type { Store } from '../store/store';
 import { RUNTIME, VERSION } from '../version';
 import type { WireGuard } from '../wireguard';
+import { WIREGUARD_PATH } from '../wireguard/ops';
 import type { LocalEndpointReport, NetworkReport, PeerEntry, PeerReport, StatusReport } from './types';
 
 export const STATUS_PATH = '/weft/v1/status';
@@ -57,6 +58,14 @@ export function registerAdminRoutes(app: FastifyInstance, deps: AdminDeps): void
       reply.code(503);
       return { Err: (err as Error).message };
     }
+  });
+  // [wireguard] This host's WireGuard: implementation, peers, handshakes, bytes (never the private key).
+  app.get(WIREGUARD_PATH, async (_req, reply) => {
+    if (!deps.wireguard) {
+      reply.code(409);
+      return { Err: 'this host has no WireGuard (--encryption off, or one host)' };
+    }
+    return deps.wireguard.status();
   });
   app.get(CLUSTER_PATH, async () => {
     const list = await deps.store.list(ROOT);

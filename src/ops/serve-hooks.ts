@@ -12,6 +12,7 @@ import { keys } from '../store/keys';
 import type { Store } from '../store/store';
 import { VERSION } from '../version';
 import type { WireGuard } from '../wireguard';
+import { registerWireGuardMetrics } from '../wireguard/ops';
 import { networkPeers, registerAdminRoutes } from './admin';
 import { InstrumentedStore } from './instrumented-store';
 import { WeftMetrics } from './metrics';
@@ -44,6 +45,7 @@ export function createOps(cfg: Config, store: Store): Ops {
   const cluster = isClusterStore(cfg.store);
 
   metrics.info.set({ version: VERSION, host: cfg.hostName }, 1);
+  registerWireGuardMetrics(metrics.registry, () => deps?.wireguard); // [wireguard]
   let dnsStats: (() => Record<string, number> | undefined) | undefined;
   metrics.registry.onCollect(() => {
     for (const [event, n] of Object.entries(dnsStats?.() ?? {})) metrics.dns.setTotal({ event }, n);
