@@ -9,7 +9,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { StatusReport } from '../../src/ops/types';
 import { killAndWaitSync, pidsInNetns } from '../lab/cleanup';
 import { startEtcd } from '../lab/etcd';
-import { keepLogs } from '../lab/logs';
+import { keepLogs, LOG_KEEP_DIR } from '../lab/logs';
 import {
   cleanupLabLeftovers, createUnderlay, ensureBusyboxImage, LAB_ROOT, run, runOk, startHost, startWeft, waitFor,
   type LabHost, type RunResult, type Underlay, type WeftProcess,
@@ -58,6 +58,8 @@ function hostFlags(i: number): string[] {
 async function weft(i: number, args: string[]): Promise<RunResult> {
   const r = await run('ip', ['netns', 'exec', hosts[i].name, process.execPath, WEFT_CLI, ...args, ...hostFlags(i)], { timeoutMs: 90_000 });
   outputs.push(r.stdout, r.stderr);
+  fs.mkdirSync(LOG_KEEP_DIR, { recursive: true });
+  fs.appendFileSync(path.join(LOG_KEEP_DIR, `${PREFIX}commands.txt`), `\n$ [${hosts[i].name}] weft ${args.join(' ')}\n(exit ${r.code})\n${r.stdout}${r.stderr}`);
   return r;
 }
 
@@ -315,6 +317,42 @@ describe('encrypted networks', () => {
     expect(notWg, notWg.slice(0, 5).join('\n')).toEqual([]);
   });
 
+  it('fail closed: while wireguard-go is killed and started again, nothing of the encrypted network crosses the underlay in clear', { timeout: 120_000 }, async () => {
+    const marker = `W13GAP${Date.now().toString(36)}`;
+    const s2Ip = await containerIp(1, 's2', 'sec');
+    const s2 = await listen(await pidOf(1, 's2'), s2Ip);
+    const cap = await captureUnderlay('gap');
+    // s1 sends a numbered datagram every 20 ms the whole time
+    const sender = nodeIn(await pidOf(0, 's1'), `
+      const u = require('dgram').createSocket('udp4'); let n = 0;
+      setInterval(() => u.send('${marker}-' + (n++), 9999, '${s2Ip}'), 20);
+      setTimeout(() => process.exit(0), 60000);
+    `);
+    const tx = collect(sender);
+    try {
+      await waitFor(() => s2.out().includes(`${marker}-`), { timeoutMs: 10_000, what: 'the stream at s2' });
+      const st = await status(1);
+      const oldPid = st.wireguard!.pid!;
+      process.kill(oldPid, 'SIGKILL');
+      // weft on host 2 starts it again; the stream resumes
+      await waitFor(async () => ((await status(1)).wireguard?.pid ?? oldPid) !== oldPid || undefined, { timeoutMs: 20_000, what: 'wireguard-go restarted on host 2' });
+      const seenBefore = s2.out().length;
+      await waitFor(() => s2.out().slice(seenBefore).includes(`${marker}-`), { timeoutMs: 20_000, what: 'the stream to resume at s2' });
+    } finally {
+      sender.kill('SIGKILL');
+      await tx.exit;
+      await cap.stop();
+      s2.stop();
+    }
+    expect(fs.readFileSync(cap.file).includes(marker)).toBe(false);
+    // WireGuard packets only; while host 2 had no WireGuard, its kernel answered host 1's with
+    // "port unreachable" (an ICMP error quoting the head of an encrypted packet)
+    const lines = await linesBetweenHosts(cap.file);
+    const notWg = lines.filter((l) => !new RegExp(`\\.${WG_PORT} > [\\d.]+\\.${WG_PORT}: `).test(l) && !new RegExp(`ICMP [\\d.]+ udp port ${WG_PORT} unreachable`).test(l));
+    expect(notWg, notWg.slice(0, 5).join('\n')).toEqual([]);
+    expect(wefts[1].logTail(400)).toMatch(/wireguard-go exited: encrypted traffic stops \(fail closed\)/);
+  });
+
   it('forged packets reach no container: a WireGuard with an unknown key, junk on the WireGuard port, plain VXLAN with the network\'s VNI', { timeout: 120_000 }, async () => {
     const s2Pid = await pidOf(1, 's2');
     const s2Ip = await containerIp(1, 's2', 'sec');
@@ -407,6 +445,31 @@ describe('encrypted networks', () => {
     }
     const r = await hosts[2].docker(['exec', 's3', 'ping', '-c', '1', '-W', '3', 's1']);
     expect(r.code, r.stdout + r.stderr).toBe(0);
+  });
+
+  it('weft status, hosts, doctor and the metrics show encryption per host: up, handshake age, bytes', { timeout: 120_000 }, async () => {
+    const text = (await weft(0, ['status'])).stdout;
+    expect(text).toMatch(/^wireguard  up: wireguard-go \S+ \(userspace\), pid \d+, interface w13e1 \(tunnel 198\.51\.100\.\d+, UDP 51820\), key \S+; 2 peers, 2 with a live session$/m);
+    expect(text).toMatch(/^sec\s+\S+\s+\d+\s+10\.61\.0\.0\/24\s+\S+\s+1390\s+.*\s+yes$/m);
+    for (const h of [hosts[1], hosts[2]]) expect(text).toMatch(new RegExp(`^${h.name}\\s+${ipOf(h)}:51820\\s+198\\.51\\.100\\.\\d+\\s+\\d+ s ago\\s+\\S+ \\S+\\s+\\S+ \\S+\\s+up$`, 'm'));
+    const hostsText = (await weft(0, ['hosts'])).stdout;
+    expect(hostsText.split('\n')[0]).toMatch(/ENCRYPTION\s+HANDSHAKE\s+RX\s+TX$/);
+    expect(hostsText).toMatch(/^w13e-h1\s+up\s+.*\s+this host\s+-\s+-\s+-$/m);
+    expect(hostsText).toMatch(/^w13e-h2\s+up\s+.*\s+up\s+\d+ s ago\s+[\d.]+ \S+\s+[\d.]+ \S+$/m);
+    const doctor = await weft(0, ['doctor']);
+    expect(doctor.stdout).toMatch(/^ok\s+wireguard\s+wireguard-go \S+ \(userspace\) \(pid \d+\): interface w13e1 up in /m);
+    expect(doctor.stdout).toMatch(/^ok\s+wg key\s+\S+private\.key: mode 600, root only/m);
+    expect(doctor.stdout).toMatch(/^ok\s+wg mtu\s+encrypted networks: default MTU 1390 \(--mtu 1450 minus 60 bytes of WireGuard over IPv4; 80 over IPv6\)/m);
+    expect(doctor.stdout).toMatch(/^ok\s+wg peer\s+w13e-h2 \(192\.0\.2\.\d+:51820\): handshake \d+ s ago/m);
+    expect(doctor.stdout).toMatch(/^ok\s+wg peer\s+w13e-h3 /m);
+    expect(doctor.stdout).toMatch(/^ok\s+mtu\s+/m);
+    const m = await hosts[0].exec(['curl', '-sS', '-m', '5', 'http://127.0.0.1:9464/metrics'], { timeoutMs: 10_000 });
+    expect(m.stdout).toMatch(/^weft_wireguard_up 1$/m);
+    expect(m.stdout).toMatch(/^weft_wireguard_info\{implementation="wireguard-go \S+ \(userspace\)",interface="w13e1"\} 1$/m);
+    expect(m.stdout).toMatch(/^weft_wireguard_peer_up\{peer="w13e-h2"\} 1$/m);
+    expect(m.stdout).toMatch(/^weft_wireguard_peer_handshake_age_seconds\{peer="w13e-h3"\} [\d.]+$/m);
+    const tx = /^weft_wireguard_peer_bytes_total\{peer="w13e-h2",direction="tx"\} (\d+)$/m.exec(m.stdout);
+    expect(Number(tx?.[1])).toBeGreaterThan(100 * 1024 * 1024);
   });
 
   it('a rotated key: no stale or missing key anywhere, traffic resumes', { timeout: 120_000 }, async () => {
