@@ -21,7 +21,7 @@ export interface BenchConfig {
   scale: number;
   /** of which this many (spread over the hosts) also Join, i.e. get a veth (WEFT_BENCH_SCALE_JOIN) */
   scaleJoin: number;
-  /** only these phases (WEFT_BENCH_ONLY=api,run,conv,prop,data,ipam,scale) */
+  /** only these phases (WEFT_BENCH_ONLY=api,run,conv,prop,data,crypt,ipam,scale) */
   only?: Set<string>;
 }
 
@@ -57,7 +57,7 @@ function envInt(name: string, dflt: number, min: number, max: number): number {
   return n;
 }
 
-export const PHASES = ['api', 'run', 'conv', 'prop', 'data', 'ipam', 'scale'] as const;
+export const PHASES = ['api', 'run', 'conv', 'prop', 'data', 'crypt', 'ipam', 'scale'] as const;
 
 export function configFromEnv(): BenchConfig {
   const only = process.env.WEFT_BENCH_ONLY?.split(',').map((s) => s.trim()).filter(Boolean);

@@ -142,6 +142,9 @@ export class WireGuard {
   private timer?: NodeJS.Timeout;
   private closed = false;
   private announced = false;
+  /** Back-off between set-up attempts while WireGuard cannot come up (2 s doubling to 30 s); a crash of a working one is retried at once. */
+  private failures = 0;
+  private nextAttempt = 0;
   readonly stats = { peerChanges: 0, restarts: 0, corrections: 0 };
 
   constructor(private readonly o: WireGuardOptions) {
@@ -243,12 +246,20 @@ export class WireGuard {
     if (this.closed) return;
     await this.serial(async () => {
       if (this.ready && this.device && await this.healthy()) return;
-      if (this.ready) this.log.warn({ err: this.lastError }, 'WireGuard stopped working: setting it up again');
+      if (this.ready) {
+        this.log.warn({ err: this.lastError }, 'WireGuard stopped working: setting it up again');
+        this.failures = 0;
+        this.nextAttempt = 0;
+      }
       this.ready = false;
+      if (Date.now() < this.nextAttempt) return;
       try {
         const n = await this.ensureLocked();
         this.stats.corrections += n;
+        this.failures = 0;
       } catch (err) {
+        this.failures++;
+        this.nextAttempt = Date.now() + Math.min(30_000, 2_000 * 2 ** (this.failures - 1));
         this.fail(err, 'WireGuard is not available on this host; encrypted networks cannot reach other hosts until it is (weft retries)');
       }
     });

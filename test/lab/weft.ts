@@ -6,6 +6,8 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as http from 'node:http';
 import * as path from 'node:path';
+import { createHash } from 'node:crypto';
+import { LAB_ROOT } from './cleanup';
 import { onEmergency } from './emergency';
 import type { LabHost } from './host';
 import { LineTail, killQuiet, sleep } from './proc';
@@ -52,6 +54,11 @@ export interface WeftProcess {
   restart(): Promise<void>;
   /** a raw plugin API call over the socket, as Docker makes it (no Content-Type) */
   call(method: string, body?: unknown, timeoutMs?: number): Promise<PluginReply>;
+}
+
+/** A WireGuard interface name unique to this lab host (and to this LAB_ROOT, so that labs of others on the machine differ). */
+export function labWgInterface(hostName: string): string {
+  return `wg${createHash('sha256').update(`${LAB_ROOT}/${hostName}`).digest('hex').slice(0, 10)}`;
 }
 
 /** POST /<method> on a plugin unix socket, with no Content-Type header (like Docker). */
@@ -132,6 +139,9 @@ export async function startWeft(host: LabHost, opts: StartWeftOptions = {}): Pro
     '--host-name', host.name,
     '--docker-host', host.dockerHost,
     '--log-level', opts.logLevel ?? 'debug',
+    // Encrypted networks: every lab host's WireGuard socket (/var/run/wireguard/<interface>.sock) is
+    // machine-wide, so each gets an interface name of its own; tunnel addresses from a test range.
+    '--wg-interface', labWgInterface(host.name), '--wg-subnet', '198.51.100.0/24',
     ...(opts.args ?? []),
   ];
   const readyTimeoutMs = opts.readyTimeoutMs ?? 20_000;
