@@ -119,7 +119,7 @@ export interface NetworkRecord {
   /**
    * [wireguard] Traffic between hosts goes through WireGuard (-o encrypted, or --encryption all).
    * Set at creation, never changed. options.encrypted is set too, so that a weft
-   * older than 0.3 (which refuses options it does not know) never makes a copy
+   * that predates encrypted networks (it refuses options it does not know) never makes a copy
    * of the network, which it would run unencrypted.
    */
   encrypted?: boolean;

@@ -192,7 +192,7 @@ export async function wireguardChecks(cfg: Config, cluster: boolean, local: Wire
   if (without.length) {
     checks.push({
       name: 'wg peer', state: encryptedNetworks.length ? 'warn' : 'ok', detail: `${without.join(', ')} ${without.length === 1 ? 'has' : 'have'} no WireGuard: encrypted networks do not reach ${without.length === 1 ? 'it' : 'them'}`,
-      ...(encryptedNetworks.length ? { fix: `run a weft with encryption (0.3 or later, --encryption on-request) on ${without.join(', ')}` } : {}),
+      ...(encryptedNetworks.length ? { fix: `run a weft that has encrypted networks (with --encryption on-request) on ${without.join(', ')}` } : {}),
     });
   }
   return checks;
