@@ -7,6 +7,7 @@ import * as fs from 'node:fs';
 import * as http from 'node:http';
 import * as path from 'node:path';
 import { createHash } from 'node:crypto';
+import { recordedPid } from '../../src/wireguard/userspace';
 import { LAB_ROOT } from './cleanup';
 import { onEmergency } from './emergency';
 import type { LabHost } from './host';
@@ -59,6 +60,30 @@ export interface WeftProcess {
 /** A WireGuard interface name unique to this lab host (and to this LAB_ROOT, so that labs of others on the machine differ). */
 export function labWgInterface(hostName: string): string {
   return `wg${createHash('sha256').update(`${LAB_ROOT}/${hostName}`).digest('hex').slice(0, 10)}`;
+}
+
+/**
+ * weft leaves wireguard-go running when it stops (as it leaves kernel state);
+ * the lab stops it with the host: SIGTERM (it removes its socket), SIGKILL if
+ * it lingers, and the socket file goes in any case.
+ */
+export function stopWireguardGo(runDir: string, ifname: string): void {
+  // only the process the pid file names if it still is that wireguard-go (pids get reused)
+  const pid = recordedPid({ dir: path.join(runDir, 'wireguard'), ifname });
+  if (pid) {
+    killQuiet(pid, 'SIGTERM');
+    const deadline = Date.now() + 2_000;
+    for (let i = 0; i < 200 && Date.now() < deadline; i++) {
+      try {
+        process.kill(pid, 0);
+      } catch {
+        break;
+      }
+      Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 10);
+    }
+    killQuiet(pid, 'SIGKILL');
+  }
+  fs.rmSync(`/var/run/wireguard/${ifname}.sock`, { force: true });
 }
 
 /** POST /<method> on a plugin unix socket, with no Content-Type header (like Docker). */
@@ -244,6 +269,7 @@ export async function startWeft(host: LabHost, opts: StartWeftOptions = {}): Pro
   };
   host.onDestroy(async () => {
     await stop(5_000);
+    stopWireguardGo(runDir, labWgInterface(host.name));
     unregister();
   });
   try {
