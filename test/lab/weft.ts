@@ -269,7 +269,8 @@ export async function startWeft(host: LabHost, opts: StartWeftOptions = {}): Pro
   };
   host.onDestroy(async () => {
     await stop(5_000);
-    stopWireguardGo(runDir, labWgInterface(host.name));
+    const i = argv.lastIndexOf('--wg-interface'); // the test's own, or the lab's
+    stopWireguardGo(runDir, argv[i + 1] ?? labWgInterface(host.name));
     unregister();
   });
   try {
