@@ -135,6 +135,12 @@ export class WireGuard {
   private ready = false;
   private published = '';
   private hosts = new Map<string, HostRecord>();
+  /**
+   * Set by the first setHosts: until the agent has read the store, the device
+   * keeps the peers it has (a restarted weft, or one cut off from the store,
+   * must not drop the running containers' tunnels).
+   */
+  private hostsKnown = false;
   private plan: PeerPlan = { peers: new Map(), skipped: [] };
   private readonly endpointsSet = new Map<string, string>();
   private chain: Promise<unknown> = Promise.resolve();
@@ -200,6 +206,7 @@ export class WireGuard {
   /** The cluster's hosts changed (agent mirror): program the peers. */
   setHosts(hosts: Map<string, HostRecord>): Promise<number> {
     this.hosts = new Map(hosts);
+    this.hostsKnown = true;
     return this.serial(async () => {
       this.replan();
       if (!this.ready || !this.device) return 0;
@@ -341,7 +348,7 @@ export class WireGuard {
       log.info(describeChange(change), 'WireGuard device configured');
     }
     this.replan();
-    corrections += await this.programPeers(change.privateKey ? await dev.get() : st);
+    if (this.hostsKnown) corrections += await this.programPeers(change.privateKey ? await dev.get() : st);
     this.ready = true;
     this.lastError = undefined;
     if (!this.announced) {
