@@ -472,6 +472,23 @@ describe('encrypted networks', () => {
     expect(Number(tx?.[1])).toBeGreaterThan(100 * 1024 * 1024);
   });
 
+  it('weft killed and restarted: the encrypted network loses no packet (wireguard-go and its peers stay)', { timeout: 120_000 }, async () => {
+    const s2 = await containerIp(1, 's2', 'sec');
+    const wgPid = (await status(0)).wireguard!.pid;
+    const ping = spawn('nsenter', [`--net=/proc/${await pidOf(0, 's1')}/ns/net`, 'ping', '-n', '-i', '0.1', '-c', '80', '-W', '1', s2], { stdio: ['ignore', 'pipe', 'pipe'] });
+    const out = collect(ping);
+    await waitFor(() => /icmp_seq=5 /.test(out.out()), { timeoutMs: 10_000, what: 'the ping to run' });
+    wefts[0].kill('SIGKILL');
+    await wefts[0].waitExit(10_000);
+    await wefts[0].start();
+    expect(await out.exit, out.out()).toBe(0);
+    expect(out.out()).toMatch(/80 packets transmitted, 80 received, 0% packet loss/);
+    const st = await status(0);
+    expect(st.wireguard?.ready).toBe(true);
+    expect(st.wireguard?.pid).toBe(wgPid);
+    expect(await peersConsistent([0, 1, 2])).toBeUndefined();
+  });
+
   it('a rotated key: no stale or missing key anywhere, traffic resumes', { timeout: 120_000 }, async () => {
     const before = (await storeKeys()).get(hosts[0].name);
     const r = await weft(0, ['host', 'rotate-key']);
