@@ -242,6 +242,9 @@ function validate(cfg: Config, opts: LoadOptions = {}): void {
     throw new ConfigError(`dns-forward must be on or off, got "${cfg.dnsForward}"`);
   }
   // [wireguard]
+  if (cfg.wgPort === cfg.vxlanPort || cfg.wgPort === cfg.probePort) {
+    throw new ConfigError(`wg-port ${cfg.wgPort} is also --${cfg.wgPort === cfg.vxlanPort ? 'vxlan-port' : 'probe-port'}: give WireGuard a port of its own (the default is 51820)`);
+  }
   if (!['on-request', 'all', 'off'].includes(cfg.encryption)) {
     throw new ConfigError(`encryption must be on-request, all or off, got "${cfg.encryption}"`);
   }

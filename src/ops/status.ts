@@ -80,6 +80,7 @@ export async function statusCommand(ctx: OpsContext, a: ParsedArgs): Promise<{ s
   const s = await ctx.adminGet<StatusReport>(STATUS_PATH, 'report its state (weft hosts, networks and endpoints work without it)');
   const stdout = a.flags.has('json') ? json(s) : renderStatus(s);
   // Exit 1 when something needs attention, so that scripts can tell without parsing.
-  const bad = !s.store.reachable || s.lease.alive === false || s.wireguard?.ready === false;
+  // [wireguard] WireGuard down counts where an encrypted network needs it
+  const bad = !s.store.reachable || s.lease.alive === false || (s.wireguard?.ready === false && s.networks.some((n) => n.encrypted));
   return { stdout, code: bad ? 1 : 0 };
 }

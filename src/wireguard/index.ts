@@ -245,7 +245,8 @@ export class WireGuard {
   private fail(err: unknown, what: string): void {
     const msg = (err as Error)?.message ?? String(err);
     this.ready = false;
-    if (msg !== this.lastError) this.log.error({ err: msg }, what);
+    // an error once it has worked (a crash); a warning while it never came up (not installed, say)
+    if (msg !== this.lastError) this.log[this.announced ? 'error' : 'warn']({ err: msg }, what);
     this.lastError = msg;
   }
 

@@ -119,10 +119,12 @@ export async function wireguardChecks(cfg: Config, cluster: boolean, local: Wire
   const available = kernel === 'the kernel has WireGuard' ? 'kernel module'
     : typeof userspace === 'string' ? `${userspace} (userspace; this kernel has no WireGuard module)` : undefined;
   const checks: Check[] = [];
+  // Without encrypted networks in the cluster, a host that cannot do WireGuard only warns.
+  const severity = encryptedNetworks.length ? 'fail' : 'warn';
   if (!local || local instanceof Error) {
     if (!available) {
       checks.push({
-        name, state: 'fail', detail: `no WireGuard on this host: the kernel has no WireGuard module and ${(userspace as Error).message}`,
+        name, state: severity, detail: `no WireGuard on this host: the kernel has no WireGuard module and ${(userspace as Error).message}`,
         fix: 'install wireguard-go (Debian: apt-get install wireguard-go) or load the kernel module (modprobe wireguard), then restart weft serve',
       });
     } else {
@@ -136,7 +138,7 @@ export async function wireguardChecks(cfg: Config, cluster: boolean, local: Wire
   const s = local;
   if (!s.ready) {
     checks.push({
-      name, state: 'fail', detail: `WireGuard is down on this host: ${s.error ?? 'not set up yet'} (encrypted traffic to and from this host stops: fail closed)`,
+      name, state: severity, detail: `WireGuard is down on this host: ${s.error ?? 'not set up yet'} (encrypted traffic to and from this host stops: fail closed)`,
       fix: available ? `see weft's log; weft retries every few seconds (${available} is available)` : 'install wireguard-go (apt-get install wireguard-go) or use a kernel with the WireGuard module',
     });
   } else {

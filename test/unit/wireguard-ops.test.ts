@@ -134,13 +134,15 @@ describe('weft doctor: wireguard', () => {
   it('fails a key file others can read, a peer without a session, WireGuard down, and no WireGuard at all', async () => {
     const bad = wg({ keyFileMode: '644', ready: false, error: 'wireguard-go exited', missing: [],
       peers: [{ host: 'h2', publicKey: K2, endpoint: '192.0.2.12:51820', up: false, rxBytes: 0, txBytes: 0, expected: true }] });
-    const checks = await wireguardChecks(cfg, true, bad, undefined, []);
+    const checks = await wireguardChecks(cfg, true, bad, undefined, [{ name: 'sec', mtu: 1390 }]);
     expect(checks.find((c) => c.name === 'wireguard')).toMatchObject({ state: 'fail' });
     expect(checks.find((c) => c.name === 'wg key')?.fix).toMatch(/chmod 600 .*weft host rotate-key/);
     expect(checks.find((c) => c.name === 'wg peer')?.fix).toMatch(/UDP 51820 must pass between this host and h2 in both directions/);
-    const none = await wireguardChecks(cfg, true, new Error('cannot reach the local weft'), undefined, []);
+    const none = await wireguardChecks(cfg, true, new Error('cannot reach the local weft'), undefined, [{ name: 'sec', mtu: 1390 }]);
     expect(none[0]).toMatchObject({ state: 'fail' });
     expect(none[0].fix).toMatch(/apt-get install wireguard-go/);
+    // no encrypted network in the cluster: only a warning
+    expect((await wireguardChecks(cfg, true, new Error('cannot reach the local weft'), undefined, []))[0].state).toBe('warn');
     expect((await wireguardChecks(cfg, false, undefined, undefined, []))[0].state).toBe('skip');
     const off = loadConfig(['--store', 'etcd://192.0.2.1:2379', '--encryption', 'off'], {}, { requireAdvertiseAddr: false });
     expect((await wireguardChecks(off, true, undefined, undefined, [{ name: 'sec', mtu: 1390 }]))[0]).toMatchObject({ state: 'fail', fix: expect.stringMatching(/--encryption on-request/) });
@@ -159,6 +161,7 @@ describe('settings and options', () => {
     expect(() => loadConfig([...base, '--wireguard', 'fast'], {})).toThrow(/wireguard must be auto, kernel or userspace/);
     expect(() => loadConfig([...base, '--wg-interface', 'a-name-far-too-long'], {})).toThrow(/1 to 15/);
     expect(() => loadConfig([...base, '--wg-subnet', '100.64.0.1/16'], {})).toThrow(/host bits set/);
+    expect(() => loadConfig([...base, '--wg-port', '4789'], {})).toThrow(/wg-port 4789 is also --vxlan-port/);
     expect(loadConfig(base, {})).toMatchObject({ encryption: 'on-request', wireguard: 'auto', wgInterface: 'wg-weft', wgPort: 51820, wgSubnet: '100.64.0.0/16' });
   });
 
