@@ -15,7 +15,7 @@ const repo = path.resolve(__dirname, '..');
 const vitest = path.join(repo, 'node_modules', 'vitest', 'vitest.mjs');
 
 // Integration files that start no dockerd: one run is enough.
-const ENGINE_FREE = ['native', 'dataplane', 'etcd-store', 'bad-input'];
+const ENGINE_FREE = ['native', 'dataplane', 'etcd-store', 'bad-input', 'wireguard'];
 
 const engines = (process.env.WEFT_TEST_ENGINES || '28.5,20.10').split(',').map((s) => s.trim()).filter(Boolean);
 const only = (process.env.WEFT_TEST_FILES || '').split(/[\s,]+/).filter(Boolean);
