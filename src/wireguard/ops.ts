@@ -106,7 +106,7 @@ export async function wireguardChecks(cfg: Config, cluster: boolean, local: Wire
       await sandbox.createPlainLink('wdoc-wg', 'wireguard');
       kernel = 'the kernel has WireGuard';
     } catch (err) {
-      kernel = errorCode(err) === 'EOPNOTSUPP' ? undefined : `cannot tell whether the kernel has WireGuard (${(err as Error).message})`;
+      kernel = ['EOPNOTSUPP', 'ENOTSUP'].includes(errorCode(err) ?? '') ? undefined : `cannot tell whether the kernel has WireGuard (${(err as Error).message})`;
     }
     await sandbox.delLink('wdoc-wg').catch(() => false);
   }
