@@ -11,9 +11,9 @@ import { containerEndpoint, hostEndpoint, iperf, rtt, startServer, waitListening
 import { ensureWeftNetwork } from './docker';
 
 const ENC_NET = 'wbenc';
-const ENC_SUBNET = '10.90.8.0/24';
+const ENC_SUBNET = '10.90.4.0/24';
 const PLAIN_NET = 'wbplain';
-const PLAIN_SUBNET = '10.90.9.0/24';
+const PLAIN_SUBNET = '10.90.5.0/24';
 
 async function weftJson<T>(b: Bench, i: number, args: string[]): Promise<T> {
   const h = b.lab.hosts[i]!;

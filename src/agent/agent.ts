@@ -455,8 +455,10 @@ export class Agent {
     await this.d.driver.loadLocalNetworks();
     const locals = this.d.driver.localNetworks();
     const wanted = new Set<string>();
-    // [wireguard] Peers drifted (a peer removed by hand, a device restarted): put back.
+    // [wireguard] Peers drifted (a peer removed by hand, a device restarted), or the interface
+    // lost its address or state: put back. A WireGuard that cannot come up is logged by its manager.
     if (this.d.wireguard && this.stats.synced) corrections += await this.d.wireguard.setHosts(this.hosts);
+    if (this.d.wireguard) corrections += await this.d.wireguard.ensure().catch(() => 0);
     for (const local of locals) {
       wanted.add(this.d.driver.spec(local.clusterId, local.record).id);
       try {

@@ -228,18 +228,29 @@ export class WireGuard {
     }
   }
 
-  /** Sets up whatever is missing (key, tunnel address, namespace, interface, configuration, peers). Returns corrections. */
+  /**
+   * Sets up whatever is missing (key, tunnel address, namespace, interface,
+   * configuration, peers). Returns corrections. While WireGuard cannot come
+   * up, attempts back off (2 s doubling to 30 s) and calls in between return 0.
+   */
   ensure(): Promise<number> {
-    return this.serial(async () => {
-      try {
-        const n = await this.ensureLocked();
-        this.stats.corrections += n;
-        return n;
-      } catch (err) {
-        this.fail(err, 'WireGuard is not available on this host; encrypted networks cannot reach other hosts until it is (weft retries)');
-        throw err;
-      }
-    });
+    return this.serial(() => this.attempt());
+  }
+
+  private async attempt(): Promise<number> {
+    if (!this.ready && Date.now() < this.nextAttempt) return 0;
+    try {
+      const n = await this.ensureLocked();
+      this.stats.corrections += n;
+      this.failures = 0;
+      this.nextAttempt = 0;
+      return n;
+    } catch (err) {
+      this.failures++;
+      this.nextAttempt = Date.now() + Math.min(30_000, 2_000 * 2 ** (this.failures - 1));
+      this.fail(err, 'WireGuard is not available on this host; encrypted networks cannot reach other hosts until it is (weft retries)');
+      throw err;
+    }
   }
 
   private fail(err: unknown, what: string): void {
@@ -260,16 +271,7 @@ export class WireGuard {
         this.nextAttempt = 0;
       }
       this.ready = false;
-      if (Date.now() < this.nextAttempt) return;
-      try {
-        const n = await this.ensureLocked();
-        this.stats.corrections += n;
-        this.failures = 0;
-      } catch (err) {
-        this.failures++;
-        this.nextAttempt = Date.now() + Math.min(30_000, 2_000 * 2 ** (this.failures - 1));
-        this.fail(err, 'WireGuard is not available on this host; encrypted networks cannot reach other hosts until it is (weft retries)');
-      }
+      await this.attempt().catch(() => undefined);
     });
   }
 
