@@ -16,6 +16,7 @@ import { goalText, table } from './lib/stats';
 import { apiLatency } from './phases/api';
 import { convergence, dockerRun, propagation } from './phases/docker';
 import { dataPath } from './phases/datapath';
+import { encryptedPath } from './phases/encrypted';
 import { ipamContention } from './phases/ipam';
 import { scale } from './phases/scale';
 import { scrape } from './phases/scrape';
@@ -29,6 +30,7 @@ const PHASE_FNS: Record<(typeof PHASES)[number], (b: Bench) => Promise<void>> = 
   conv: convergence,
   prop: propagation,
   data: dataPath,
+  crypt: encryptedPath, // [wireguard]
   ipam: ipamContention,
   scale,
   scrape,

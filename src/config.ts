@@ -5,6 +5,7 @@
 
 import * as fs from 'fs';
 import * as os from 'os';
+import { parseTunnelSubnet } from './wireguard/tunnel';
 
 export interface Config {
   socket: string;
@@ -37,6 +38,13 @@ export interface Config {
   dnsAddr: string;
   dnsForward: string;
   dnsResolvConf: string;
+  // [wireguard] encrypted networks (src/wireguard)
+  encryption: string;
+  wireguard: string;
+  wireguardGo: string;
+  wgInterface: string;
+  wgPort: number;
+  wgSubnet: string;
 }
 
 type Kind = 'string' | 'int';
@@ -112,6 +120,19 @@ export const SETTINGS: Setting[] = [
     help: 'on: names that are not weft\'s go to the nameservers of --dns-resolv-conf; off: they are refused (Docker then asks its next DNS server)' },
   { key: 'dnsResolvConf', flag: 'dns-resolv-conf', env: 'WEFT_DNS_RESOLV_CONF', kind: 'string', default: '/etc/resolv.conf',
     help: 'resolv.conf whose nameservers weft forwards other names to (re-read when it changes)' },
+  // [wireguard] encrypted networks (src/wireguard); the same values on every host
+  { key: 'encryption', flag: 'encryption', env: 'WEFT_ENCRYPTION', kind: 'string', default: 'on-request',
+    help: 'on-request: networks created with -o encrypted go through WireGuard between hosts; all: every network created from now on does; off: no WireGuard on this host (encrypted networks cannot use it)' },
+  { key: 'wireguard', flag: 'wireguard', env: 'WEFT_WIREGUARD', kind: 'string', default: 'auto',
+    help: 'which WireGuard: auto (the kernel module if the kernel has it, else wireguard-go), kernel, or userspace (wireguard-go)' },
+  { key: 'wireguardGo', flag: 'wireguard-go', env: 'WEFT_WIREGUARD_GO', kind: 'string', default: 'wireguard-go',
+    help: 'the userspace WireGuard binary, looked up in PATH unless it is a path' },
+  { key: 'wgInterface', flag: 'wg-interface', env: 'WEFT_WG_INTERFACE', kind: 'string', default: 'wg-weft',
+    help: "name of this host's WireGuard interface (in weft's own namespace, <run-dir>/wireguard/netns)" },
+  { key: 'wgPort', flag: 'wg-port', env: 'WEFT_WG_PORT', kind: 'int', default: 51820, min: 1, max: 65535,
+    help: 'UDP port of WireGuard between hosts, on every address of this host' },
+  { key: 'wgSubnet', flag: 'wg-subnet', env: 'WEFT_WG_SUBNET', kind: 'string', default: '100.64.0.0/16',
+    help: "range of the hosts' tunnel addresses (one per host, only inside weft's WireGuard namespace; never routed on the host)" },
   { key: 'config', flag: 'config', env: 'WEFT_CONFIG', kind: 'string', default: '',
     help: 'JSON settings file: keys are the flag names, e.g. {"store": "etcd://10.0.0.1:2379", "log-level": "debug"}' },
 ];
@@ -223,6 +244,24 @@ function validate(cfg: Config, opts: LoadOptions = {}): void {
   if (!['on', 'off'].includes(cfg.dnsForward)) {
     throw new ConfigError(`dns-forward must be on or off, got "${cfg.dnsForward}"`);
   }
+  // [wireguard]
+  if (cfg.wgPort === cfg.vxlanPort || cfg.wgPort === cfg.probePort) {
+    throw new ConfigError(`wg-port ${cfg.wgPort} is also --${cfg.wgPort === cfg.vxlanPort ? 'vxlan-port' : 'probe-port'}: give WireGuard a port of its own (the default is 51820)`);
+  }
+  if (!['on-request', 'all', 'off'].includes(cfg.encryption)) {
+    throw new ConfigError(`encryption must be on-request, all or off, got "${cfg.encryption}"`);
+  }
+  if (!['auto', 'kernel', 'userspace'].includes(cfg.wireguard)) {
+    throw new ConfigError(`wireguard must be auto, kernel or userspace, got "${cfg.wireguard}"`);
+  }
+  if (!/^[A-Za-z0-9][A-Za-z0-9_.-]{0,14}$/.test(cfg.wgInterface)) {
+    throw new ConfigError(`wg-interface "${cfg.wgInterface}" is not an interface name: 1 to 15 letters, digits, '.', '-' or '_'`);
+  }
+  try {
+    parseTunnelSubnet(cfg.wgSubnet);
+  } catch (e) {
+    throw new ConfigError((e as Error).message);
+  }
   if (cfg.metricsAddr && !/^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]+):\d{1,5}$/.test(cfg.metricsAddr)) {
     throw new ConfigError(`metrics-addr "${cfg.metricsAddr}" is not HOST:PORT (for example 127.0.0.1:9464)`);
   }
@@ -269,6 +308,7 @@ export function helpText(): string {
     '  weft networks          the cluster\'s weft networks',
     '  weft endpoints [NET]   every endpoint on every host: host, container, IP, MAC',
     '  weft host rm NAME      release everything a host that is gone for good held (--yes skips the question)',
+    '  weft host rotate-key   give this host a new WireGuard key pair (encrypted networks); peers follow within seconds',
     '  weft doctor            check kernel, MTU, UDP reachability between hosts, Docker and the store',
     '                         (these take the same flags as serve, plus --json for scripts)',
     '  weft version           print the version',

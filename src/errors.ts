@@ -91,6 +91,14 @@ export const errors = {
   networkGone: (network: string) =>
     conflict('WEFT_NETWORK_GONE',
       `network ${network} no longer exists in the cluster (it was removed on another host): remove it here with "docker network rm" and create it again`),
+  // [wireguard] encrypted networks
+  encryptionOff: () =>
+    bad('WEFT_ENCRYPTION_OFF', 'encrypted networks are turned off on this host (weft serve --encryption off): create the network without -o encrypted, or restart weft with --encryption on-request'),
+  encryptionRequired: () =>
+    bad('WEFT_ENCRYPTION_REQUIRED', 'every network is encrypted on this host (weft serve --encryption all): leave out -o encrypted=false'),
+  encryptionUnavailable: (what: string, why: string) =>
+    new WeftError('WEFT_ENCRYPTION_UNAVAILABLE', 503,
+      `${what}: WireGuard is not working on this host (${why}); nothing of an encrypted network leaves this host until it is. Check weft doctor on this host (wireguard check), install wireguard-go or use a kernel with WireGuard, then retry`),
 
   // Failures on our side
   store: (what: string, cause: unknown) =>

@@ -26,6 +26,7 @@ import { RUNTIME, runtimeWarning, VERSION } from './version';
 import { checkHostName, DuplicateHostError, IDENTITY_PROBE_MS } from './agent/identity';
 import { checkMountNamespace } from './mountns';
 import { Prober } from './ops/probe';
+import { createWireGuard } from './wireguard/serve-hooks';
 
 export async function serve(cfg: Config): Promise<void> {
   const log = createLogger(cfg.logLevel);
@@ -56,19 +57,21 @@ export async function serve(cfg: Config): Promise<void> {
   const ask = prober ? (address: string, timeoutMs: number) => prober.ask(address, timeoutMs) : undefined;
   if (cluster) await refuseTakenName(cfg, store, ask, log);
   const dataplane = new DataPlane({ runDir: cfg.runDir, logger: log.child({ part: 'dataplane' }) });
+  // [wireguard] Encrypted networks: this host's WireGuard (started by the agent, before its first reconcile).
+  const { wireguard, encryption } = createWireGuard(cfg, store, log.child({ part: 'wireguard' }));
   const ipam = new Ipam(store, {
     host: cfg.hostName, defaultPool: cfg.defaultPool, defaultPoolSize: cfg.defaultPoolSize, logger: log.child({ part: 'ipam' }),
   });
   const networks = new LocalNetworks(store, ipam, dataplane, {
     host: cfg.hostName, cluster, advertiseAddr: cfg.advertiseAddr || undefined, runDir: cfg.runDir,
-    defaultMtu: cfg.mtu, vxlanPort: cfg.vxlanPort, logger: log.child({ part: 'networks' }),
+    defaultMtu: cfg.mtu, vxlanPort: cfg.vxlanPort, logger: log.child({ part: 'networks' }), encryption,
   });
   const driver = new Driver(store, ipam, dataplane, {
     host: cfg.hostName, cluster, advertiseAddr: cfg.advertiseAddr || undefined, runDir: cfg.runDir,
     defaultMtu: cfg.mtu, vxlanPort: cfg.vxlanPort, driverName: driverName(cfg), logger: log.child({ part: 'driver' }),
   }, networks);
   const app = buildServer({ driver, ipam }, { bodyLimit: cfg.bodyLimit, logger: log.child({ part: 'api' }), onCall: ops.onCall });
-  ops.register(app, { networks, dataplane });
+  ops.register(app, { networks, dataplane, ...(wireguard ? { wireguard } : {}) });
 
   await listenUnix(app, cfg.socket, log);
   log.info({ socket: cfg.socket, store: store.description, driver: driverName(cfg) }, 'serving the plugin API');
@@ -77,6 +80,7 @@ export async function serve(cfg: Config): Promise<void> {
   let stopNow: ((signal: string, code?: number) => Promise<void>) | undefined;
   const agent = new Agent({
     store, networks, ipam, dataplane, cfg, logger: log.child({ part: 'agent' }), ask,
+    ...(wireguard ? { wireguard } : {}),
     onFatal: (err) => {
       process.stderr.write(`weft: ${err.message}\n`);
       fatal = true;
@@ -102,6 +106,7 @@ export async function serve(cfg: Config): Promise<void> {
       await dns?.close();
       await agent.stop();
       prober?.close();
+      wireguard?.close();
       await dataplane.close();
       await store.close();
     } catch (err) {

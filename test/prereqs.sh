@@ -50,3 +50,11 @@ else
   mv "$tmp" "$FORKY_ROOTFS"
   echo "prereqs: $("$FORKY_ROOTFS/usr/bin/docker" --version), $("$FORKY_ROOTFS/usr/libexec/docker/cli-plugins/docker-compose" version)"
 fi
+
+# ---- Encrypted networks (issue 13): the userspace WireGuard, since this
+# machine's kernel has no WireGuard module. wireguard-go makes the TUN-backed
+# interface that weft configures over its UAPI socket; wg (wireguard-tools)
+# is for the tests and for inspection only; tcpdump captures the underlay in
+# the encryption test.
+apt-get install -y -qq wireguard-go wireguard-tools tcpdump </dev/null >/dev/null
+echo "prereqs: $(wireguard-go --version 2>&1 | head -n1), $(wg --version 2>&1 | head -n1), $(tcpdump --version 2>&1 | head -n1)"

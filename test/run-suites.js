@@ -16,7 +16,7 @@ const repo = path.resolve(__dirname, '..');
 const vitest = path.join(repo, 'node_modules', 'vitest', 'vitest.mjs');
 
 // Integration files that start no dockerd: one run is enough.
-const ENGINE_FREE = ['native', 'dataplane', 'etcd-store', 'bad-input'];
+const ENGINE_FREE = ['native', 'dataplane', 'etcd-store', 'bad-input', 'wireguard'];
 // The first engine runs every Docker integration file; the others run these
 // (the scenarios whose Docker side differs between engines: single host,
 // several hosts, names, the managed plugin, dockerd restarts, compose), which

@@ -12,28 +12,28 @@ import { ensureWeftNetwork } from './docker';
 
 const PORT = 5201;
 
-interface Endpoint {
+export interface Endpoint {
   /** command prefix that enters the namespace */
   enter: string[];
   ip: string;
 }
 
-function hostEndpoint(h: LabHost): Endpoint {
+export function hostEndpoint(h: LabHost): Endpoint {
   return { enter: ['ip', 'netns', 'exec', h.name], ip: h.ip! };
 }
 
-async function containerEndpoint(h: LabHost, name: string, network: string): Promise<Endpoint> {
+export async function containerEndpoint(h: LabHost, name: string, network: string): Promise<Endpoint> {
   const pid = await containerPid(h, name);
   const ip = (await h.dockerOk(['inspect', '-f', `{{(index .NetworkSettings.Networks "${network}").IPAddress}}`, name])).stdout.trim();
   return { enter: ['nsenter', `--net=/proc/${pid}/ns/net`], ip };
 }
 
-function startServer(e: Endpoint): ChildProcess {
+export function startServer(e: Endpoint): ChildProcess {
   const [cmd, ...pre] = e.enter;
   return spawnTracked(cmd!, [...pre, 'iperf3', '-s', '-B', e.ip, '-p', String(PORT)]);
 }
 
-async function waitListening(e: Endpoint): Promise<void> {
+export async function waitListening(e: Endpoint): Promise<void> {
   const [cmd, ...pre] = e.enter;
   for (let i = 0; i < 100; i++) {
     const r = await run(cmd!, [...pre, 'ss', '-Htln', `sport = :${PORT}`], { timeoutMs: 5_000 });
@@ -44,7 +44,7 @@ async function waitListening(e: Endpoint): Promise<void> {
 }
 
 /** Gbit/s received, from iperf3's JSON. */
-async function iperf(client: Endpoint, server: Endpoint, seconds: number): Promise<number> {
+export async function iperf(client: Endpoint, server: Endpoint, seconds: number): Promise<number> {
   const [cmd, ...pre] = client.enter;
   const r = await runOk(cmd!, [...pre, 'iperf3', '-c', server.ip, '-p', String(PORT), '-t', String(seconds), '-J'], { timeoutMs: (seconds + 20) * 1000 });
   const j = JSON.parse(r.stdout) as { end: { sum_received: { bits_per_second: number } } };
@@ -54,7 +54,7 @@ async function iperf(client: Endpoint, server: Endpoint, seconds: number): Promi
 const PINGS = 200;
 
 /** Median RTT in ms of 200 pings 5 ms apart (closer together, CPU wake-up latency would blur the path's own cost less). */
-async function rtt(client: Endpoint, server: Endpoint): Promise<number> {
+export async function rtt(client: Endpoint, server: Endpoint): Promise<number> {
   const [cmd, ...pre] = client.enter;
   const r = await runOk(cmd!, [...pre, 'ping', '-n', '-c', String(PINGS), '-i', '0.005', server.ip], { timeoutMs: 30_000 });
   const times = [...r.stdout.matchAll(/time=([\d.]+) ms/g)].map((m) => Number(m[1]));

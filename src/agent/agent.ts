@@ -31,6 +31,7 @@ import { VERSION } from '../version';
 import { DockerClient, DockerError } from './docker';
 import { collectGarbage } from './gc';
 import type { Ipam } from '../ipam/ipam';
+import type { WireGuard } from '../wireguard';
 import * as path from 'path';
 
 export interface AgentDeps {
@@ -46,6 +47,8 @@ export interface AgentDeps {
   ask?: Ask;
   /** Called when weft must not go on (another live host holds this host's name). */
   onFatal?: (err: Error) => void;
+  /** [wireguard] This host's WireGuard (encrypted networks); absent with --encryption off or one host. */
+  wireguard?: WireGuard;
 }
 
 export interface AgentStats {
@@ -71,6 +74,8 @@ export class Agent {
   /** Per network, the peers last programmed into the kernel, and the kernel generation they went into. */
   private readonly programmed = new Map<string, { generation: number; state: PeerState }>();
   private flushScheduled = false;
+  /** [wireguard] The host records changed since WireGuard's peers were last programmed. */
+  private wgDirty = false;
   private flushing: Promise<void> = Promise.resolve();
   private lease?: Lease;
   private timer?: NodeJS.Timeout;
@@ -136,6 +141,11 @@ export class Agent {
     // "this host" holds and Docker no longer knows), make sure no live host holds it.
     if (this.cluster) await this.retry('checking that this host name is free', () => this.waitForName());
     if (this.stopped) return;
+    // [wireguard] Up before the first reconcile, which makes encrypted networks' VXLAN devices in its namespace.
+    if (this.d.wireguard) {
+      this.d.wireguard.onChange(() => void this.republish());
+      await this.d.wireguard.start();
+    }
     await this.retry('initial reconcile', async () => { await this.reconcile(); });
     if (this.cluster) await this.retry('registering this host', () => this.register());
     await this.retry('watching the store', () => this.sync());
@@ -190,7 +200,7 @@ export class Agent {
   private async register(): Promise<void> {
     const key = keys.host(this.me);
     const lease = await this.d.store.grantLease(this.d.cfg.leaseTtl);
-    const rec: HostRecord = { address: this.d.cfg.advertiseAddr, version: VERSION, startedAt: new Date().toISOString(), instance: INSTANCE };
+    const rec = this.hostRecord();
     try {
       for (;;) {
         // Create only if absent (or ours): never overwrite another weft's registration.
@@ -220,10 +230,29 @@ export class Agent {
     for (const cb of this.registeredListeners) cb(lease.id);
   }
 
+  private readonly startedAt = new Date().toISOString();
+
+  private hostRecord(): HostRecord {
+    const wg = this.d.wireguard?.hostInfo(); // [wireguard] public key, endpoint, tunnel address
+    return { address: this.d.cfg.advertiseAddr, version: VERSION, startedAt: this.startedAt, instance: INSTANCE, ...(wg ? { wg } : {}) };
+  }
+
+  /** [wireguard] Writes the host record again (same lease) when what it publishes changed: WireGuard came up, the key was rotated. */
+  private async republish(): Promise<void> {
+    if (!this.cluster || this.stopped) return;
+    await this.retry('publishing this host\'s WireGuard key', async () => {
+      const lease = this.lease;
+      if (!lease) return; // register() writes the current record when it runs
+      await this.d.store.put(keys.host(this.me), JSON.stringify(this.hostRecord()), lease.id);
+      this.d.logger.info({ publicKey: this.d.wireguard?.hostInfo()?.publicKey }, 'host record updated (WireGuard)');
+    });
+  }
+
   // ------------------------------------------------------------ mirror
 
   private async sync(): Promise<void> {
     await this.view.sync(() => void this.retry('watching the store', () => this.sync()));
+    this.wgDirty = true;
     this.stats.synced = true;
     this.scheduleFlush();
   }
@@ -239,6 +268,7 @@ export class Agent {
             void this.retry('registering this host again', () => this.register());
           }
           for (const cid of this.view.networks.keys()) this.dirty.add(cid);
+          this.wgDirty = true;
           break;
         case 'network':
           if (c.gone) this.announced.delete(c.network);
@@ -268,6 +298,11 @@ export class Agent {
   }
 
   private async flush(): Promise<void> {
+    if (this.wgDirty && this.d.wireguard) {
+      // [wireguard] Peers first: an encrypted network's VTEPs are reachable only through them.
+      this.wgDirty = false;
+      await this.d.wireguard.setHosts(this.view.hosts);
+    }
     if (this.cluster && this.stats.synced) this.refreshLiveness();
     const cids = [...this.dirty];
     this.dirty.clear();
@@ -307,6 +342,7 @@ export class Agent {
     const out: PeerState = { endpoints: [], floodVteps: [] };
     const vteps = new Set<string>();
     const rec = this.view.networks.get(cid);
+    const encrypted = rec?.encrypted === true;
     let subnet: Subnet | undefined;
     try {
       subnet = rec?.subnet ? parseSubnet(rec.subnet) : undefined;
@@ -322,7 +358,8 @@ export class Agent {
         continue;
       }
       // The host's current address: it may have come back with another --advertise-addr.
-      const vtep = registered?.address || this.view.lastAddress.get(ep.host) || ep.vtep;
+      // [wireguard] Encrypted: its tunnel address, reached only through WireGuard; none, no peer.
+      const vtep = encrypted ? registered?.wg?.tunnel : registered?.address || this.view.lastAddress.get(ep.host) || ep.vtep;
       if (!vtep) continue;
       out.endpoints.push({ ip: ep.ip, mac: ep.mac, vtep });
       vteps.add(vtep);
@@ -511,10 +548,20 @@ export class Agent {
     }
     const locals = this.d.networks.list();
     const wanted = new Set<string>();
+    // [wireguard] Peers drifted (a peer removed by hand, a device restarted), or the interface
+    // lost its address or state: put back. A WireGuard that cannot come up is logged by its manager.
+    if (this.d.wireguard && this.stats.synced) corrections += await this.d.wireguard.setHosts(this.view.hosts);
+    if (this.d.wireguard) corrections += await this.d.wireguard.ensure().catch(() => 0);
     for (const local of locals) {
       wanted.add(this.d.networks.spec(local.clusterId, local.record).id);
-      await this.d.networks.ensureKernel(local, true);
-      if (this.stats.synced) corrections += await this.programNetwork(local.clusterId, true);
+      try {
+        await this.d.networks.ensureKernel(local, true);
+        if (this.stats.synced) corrections += await this.programNetwork(local.clusterId, true);
+      } catch (err) {
+        // One network that cannot be set up (an encrypted one while WireGuard is down) does not hold up the others.
+        this.stats.storeErrors++;
+        this.d.logger.warn({ network: local.record.name ?? local.clusterId.slice(0, 12), err: (err as Error).message }, 'reconciling a network failed; will retry');
+      }
     }
     // Namespaces of networks this host no longer has (removed while weft was down).
     // The list of networks is read again after the namespaces: one created

@@ -17,9 +17,19 @@ import { readEndpoint, readNetwork } from '../store/records';
 import type { Compare, Store } from '../store/store';
 import { faultPoint } from '../util/fault';
 import { KeyedMutex } from '../util/mutex';
-import { CLUSTER_NETWORK_OPTION, type NetworkOptions } from '../driver/options';
+import { CLUSTER_NETWORK_OPTION, ENCRYPTED_OPTION, type NetworkOptions } from '../driver/options';
+
+/** [wireguard] What an encrypted network needs of this host's WireGuard (src/wireguard). */
+export interface EncryptedPath {
+  mode: 'on-request' | 'all' | 'off';
+  /** Subtracted from --mtu for the default MTU of an encrypted network: WireGuard's overhead. */
+  mtuOverhead: number;
+  wireguard?: { isReady(): boolean; notReadyReason(): string; tunnelAddress(): string | undefined; readonly cryptoNetns: string };
+}
 
 export interface LocalNetworksOptions {
+  /** [wireguard] Encrypted networks; absent: none (-o encrypted is refused as --encryption off). */
+  encryption?: EncryptedPath;
   host: string;
   /** Cluster mode (etcd): VXLAN devices. */
   cluster: boolean;
@@ -122,16 +132,18 @@ export class LocalNetworks {
             boundPool = poolKey(subnet);
             faultPoint('createNetwork:after-bind');
           }
+          const encrypted = this.wantEncryption(o.encrypted); // [wireguard]
           record = {
             ...(subnet ? { subnet: subnet.cidr } : {}),
             ...(ours && subnet ? { poolId: poolKey(subnet) } : {}),
             ...(v4?.Gateway ? { gateway: v4.Gateway.split('/')[0] } : {}),
             vni: 0,
-            mtu: o.mtu ?? this.opts.defaultMtu,
-            options: o.generic,
+            mtu: o.mtu ?? (encrypted && this.opts.cluster ? this.opts.defaultMtu - (this.opts.encryption?.mtuOverhead ?? 0) : this.opts.defaultMtu),
+            options: encrypted ? { ...o.generic, [ENCRYPTED_OPTION]: 'true' } : o.generic,
             internal: o.internal,
             createdBy: this.opts.host,
             createdAt: new Date().toISOString(),
+            ...(encrypted ? { encrypted: true } : {}),
           };
           try {
             record.vni = await this.createRecordWithVni(clusterId, record);
@@ -392,6 +404,12 @@ export class LocalNetworks {
     const spec: NetworkSpec = { id: names.id, nsPath: names.nsPath, bridge: names.bridge, mtu: record.mtu };
     if (this.opts.cluster && this.opts.advertiseAddr) {
       spec.vxlan = { name: names.vxlan, vni: record.vni, local: this.opts.advertiseAddr, port: this.opts.vxlanPort, mtu: record.mtu };
+      const wg = this.opts.encryption?.wireguard;
+      if (record.encrypted) {
+        // [wireguard] The VTEP is the tunnel address; the VXLAN socket lives in WireGuard's namespace.
+        spec.vxlan.local = wg?.tunnelAddress() ?? '';
+        spec.vxlan.socketNetns = wg?.cryptoNetns ?? '';
+      }
     }
     return spec;
   }
@@ -400,7 +418,14 @@ export class LocalNetworks {
   async ensureKernel(local: LocalNetwork, force = false): Promise<void> {
     let p = this.ensured.get(local.clusterId);
     if (!p || force) {
-      p = this.dataplane.ensureNetwork(this.spec(local.clusterId, local.record)).catch((err) => {
+      const spec = this.spec(local.clusterId, local.record);
+      if (spec.vxlan?.socketNetns !== undefined && (!spec.vxlan.local || !spec.vxlan.socketNetns)) {
+        // [wireguard] Never a plain VXLAN for an encrypted network: without WireGuard it has no path at all.
+        const wg = this.opts.encryption?.wireguard;
+        throw errors.encryptionUnavailable(`setting up encrypted network ${local.record.name ?? local.clusterId.slice(0, 12)}`,
+          wg ? wg.notReadyReason() : 'this host runs with --encryption off');
+      }
+      p = this.dataplane.ensureNetwork(spec).catch((err) => {
         this.forgetKernel(local.clusterId);
         throw errors.kernel(`setting up network ${local.clusterId.slice(0, 12)}`, err);
       });
@@ -469,5 +494,23 @@ export class LocalNetworks {
   adopt(localId: string, clusterId: string, record: NetworkRecord): void {
     if (this.networks.has(localId) || this.removed.has(localId)) return;
     this.networks.set(localId, { localId, clusterId, record, since: Date.now() });
+  }
+
+  /**
+   * [wireguard] Whether a new network is encrypted: -o encrypted, or --encryption all.
+   * Throws when this host cannot honour it. In cluster mode WireGuard must be up
+   * here, so that the first container does not find out.
+   */
+  wantEncryption(requested: boolean | undefined): boolean {
+    const e = this.opts.encryption;
+    const mode = e?.mode ?? 'off';
+    if (requested === false && mode === 'all') throw errors.encryptionRequired();
+    const encrypted = requested ?? mode === 'all';
+    if (!encrypted) return false;
+    if (mode === 'off') throw errors.encryptionOff();
+    if (this.opts.cluster && !e?.wireguard?.isReady()) {
+      throw errors.encryptionUnavailable('cannot create an encrypted network', e?.wireguard?.notReadyReason() ?? 'not started');
+    }
+    return true;
   }
 }

@@ -210,8 +210,13 @@ export class DataPlane implements DataPlaneApi {
       }
     }
     if (!v) {
-      const hostSock = this.host();
-      await withNsFd(spec.nsPath, (nsFd) => hostSock.createVxlan({ ...vx, nsFd }));
+      // [wireguard] An encrypted network's socket goes into WireGuard's namespace (never the host's).
+      if (vx.socketNetns !== undefined && !isPinnedNetns(vx.socketNetns)) {
+        throw new Error(`the WireGuard namespace ${vx.socketNetns || '(none)'} does not exist: an encrypted network needs WireGuard up on this host`);
+      }
+      const hostSock = vx.socketNetns !== undefined ? socketIn(vx.socketNetns) : this.host();
+      const { socketNetns: _sn, ...dev } = vx;
+      await withNsFd(spec.nsPath, (nsFd) => hostSock.createVxlan({ ...dev, nsFd }));
       v = await this.mustGet(ns, vx.name);
       this.log.info({ network: spec.id, vxlan: vx.name, vni: vx.vni, local: vx.local }, 'VXLAN device created');
     }

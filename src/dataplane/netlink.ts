@@ -278,6 +278,13 @@ export class Rtnl {
     await this.call(`create vxlan ${v.name} (vni ${v.vni}, local ${v.local})`, (s, o) => s.newLink({}, attrs, { ...CREATE_EXCL, ...o }));
   }
 
+  /** [wireguard] A link of a kind with no attributes of its own (the kernel's 'wireguard'), down. */
+  async createPlainLink(name: string, kind: string, mtu?: number): Promise<void> {
+    const attrs: ifla.LinkAttrs = { ifname: name, linkinfo: linkinfo(kind) };
+    if (mtu !== undefined) attrs.mtu = mtu;
+    await this.call(`create ${kind} link ${name}`, (s, o) => s.newLink({}, attrs, { ...CREATE_EXCL, ...o }));
+  }
+
   async setLink(index: number, what: string, c: LinkChange): Promise<void> {
     const attrs: ifla.LinkAttrs = {};
     if (c.mtu !== undefined) attrs.mtu = c.mtu;
@@ -325,6 +332,18 @@ export class Rtnl {
       return true;
     } catch (e) {
       if (errorCode(e) === 'EEXIST') return false;
+      throw e;
+    }
+  }
+
+  /** [wireguard] Removes ip/prefixLen from a link; false when it did not have it. */
+  async delAddress(index: number, ip: string, prefixLen: number): Promise<boolean> {
+    try {
+      await this.call(`delete address ${ip}/${prefixLen} on ${index}`, (s, o) =>
+        s.delAddress({ family: AF_INET, prefixlen: prefixLen, index }, { local: ip4(ip) }, o));
+      return true;
+    } catch (e) {
+      if (errorCode(e) === 'EADDRNOTAVAIL' || errorCode(e) === 'ENOENT') return false;
       throw e;
     }
   }

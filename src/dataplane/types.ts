@@ -23,6 +23,12 @@ export interface VxlanSpec {
   port: number;
   /** MTU of the VXLAN device: underlay MTU minus 50. */
   mtu: number;
+  /**
+   * [wireguard] Encrypted networks: the namespace the VXLAN device's UDP socket
+   * lives in (WireGuard's, where `local` is this host's tunnel address), instead
+   * of the host namespace.
+   */
+  socketNetns?: string;
 }
 
 export interface NetworkSpec {

@@ -21,7 +21,7 @@ import { BindingRecord, EndpointRecord, keys, leaf, NetworkRecord } from '../sto
 import { readEndpoint, readNetwork } from '../store/records';
 import { Store } from '../store/store';
 import { faultPoint } from '../util/fault';
-import { LocalNetworks } from '../cluster/local-networks';
+import { LocalNetworks, type EncryptedPath } from '../cluster/local-networks';
 import { CLUSTER_NETWORK_OPTION, isValidUnicastMac, macFromIp, normalizeMac, parseNetworkOptions } from './options';
 
 export interface DriverOptions {
@@ -35,7 +35,12 @@ export interface DriverOptions {
   /** What users type after -d / --ipam-driver, for error messages. */
   driverName: string;
   logger: Logger;
+  /** [wireguard] Encrypted networks; absent: none (-o encrypted is refused as --encryption off). */
+  encryption?: EncryptedPath;
 }
+
+/** [wireguard] Encrypted networks: what LocalNetworks needs of this host's WireGuard. */
+export type { EncryptedPath } from '../cluster/local-networks';
 
 export class Driver {
   /** This host's copies of cluster networks: the driver's state lives there. */
@@ -62,6 +67,7 @@ export class Driver {
     const ours = v4?.AddressSpace === ADDRESS_SPACE;
     if (this.opts.cluster && !ours) throw errors.foreignIpam(this.opts.driverName);
 
+    if (!o.clusterId) this.networks.wantEncryption(o.encrypted); // [wireguard] refuse before anything is claimed
     await this.networks.create(localId, o, v4, ours);
   }
 

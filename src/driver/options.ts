@@ -18,9 +18,14 @@ export interface NetworkOptions {
   ipv4: boolean;
   /** The user's -o options, kept to recreate the network on other hosts. */
   generic: Record<string, string>;
+  /** [wireguard] -o encrypted (Docker's option name; --opt encrypted gives ""); undefined when absent. */
+  encrypted?: boolean;
 }
 
-const KNOWN = ['mtu', Label.driverMtu, CLUSTER_NETWORK_OPTION];
+/** [wireguard] Docker's own name for an overlay whose traffic between hosts is encrypted. */
+export const ENCRYPTED_OPTION = 'encrypted';
+
+const KNOWN = ['mtu', Label.driverMtu, ENCRYPTED_OPTION, CLUSTER_NETWORK_OPTION];
 
 export function parseNetworkOptions(options: Options | null | undefined): NetworkOptions {
   const raw = options?.[Label.generic];
@@ -43,6 +48,12 @@ export function parseNetworkOptions(options: Options | null | undefined): Networ
     if (k === 'mtu' || k === Label.driverMtu) {
       out.mtu = parseMtu(k, v);
       out.generic[k] = v;
+    } else if (k === ENCRYPTED_OPTION) {
+      // [wireguard]
+      const v2 = v.trim().toLowerCase();
+      if (['', 'true', '1', 'yes', 'on'].includes(v2)) out.encrypted = true;
+      else if (['false', '0', 'no', 'off'].includes(v2)) out.encrypted = false;
+      else throw errors.badOption(k, v, 'expected nothing (--opt encrypted), true or false');
     } else if (k === CLUSTER_NETWORK_OPTION) {
       if (!/^[0-9a-f]{12,64}$/.test(v)) throw errors.badOption(k, v, 'expected a weft cluster network id (set by weft itself)');
       out.clusterId = v;

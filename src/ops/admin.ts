@@ -15,10 +15,14 @@ import type { LocalNetworks } from '../cluster/local-networks';
 import { EndpointRecord, keys, leaf, ROOT } from '../store/keys';
 import type { Store } from '../store/store';
 import { RUNTIME, VERSION } from '../version';
+import type { WireGuard } from '../wireguard';
+import { WIREGUARD_PATH } from '../wireguard/ops';
 import type { LocalEndpointReport, NetworkReport, PeerEntry, PeerReport, StatusReport } from './types';
 
 export const STATUS_PATH = '/weft/v1/status';
 export const CLUSTER_PATH = '/weft/v1/cluster';
+/** [wireguard] POST: give this host a new WireGuard key pair. */
+export const ROTATE_KEY_PATH = '/weft/v1/wireguard/rotate-key';
 
 export interface AdminDeps {
   cfg: Config;
@@ -28,10 +32,41 @@ export interface AdminDeps {
   /** The agent starts after the socket serves: undefined until then. */
   agent: () => Agent | undefined;
   startedAt: Date;
+  /** [wireguard] This host's WireGuard, when it takes part in encrypted networks. */
+  wireguard?: WireGuard;
 }
 
 export function registerAdminRoutes(app: FastifyInstance, deps: AdminDeps): void {
   app.get(STATUS_PATH, async () => collectStatus(deps));
+  // [wireguard] The private key never leaves this process: the answer has the new public key only.
+  app.post(ROTATE_KEY_PATH, async (_req, reply) => {
+    if (!deps.wireguard) {
+      reply.code(409);
+      return { Err: `this host has no WireGuard to rotate: ${isClusterStore(deps.cfg.store) ? 'weft serve runs with --encryption off' : 'one host (embedded store), nothing is encrypted between hosts'}` };
+    }
+    try {
+      // The store must answer, or peers could not learn the new key.
+      await deps.store.get(keys.host(deps.cfg.hostName));
+    } catch (err) {
+      reply.code(503);
+      return { Err: `the store does not answer (${(err as Error).message}): peers could not learn a new key, so the key was not rotated; retry once the store is reachable` };
+    }
+    try {
+      const r = await deps.wireguard.rotateKey();
+      return { host: deps.cfg.hostName, ...r };
+    } catch (err) {
+      reply.code(503);
+      return { Err: (err as Error).message };
+    }
+  });
+  // [wireguard] This host's WireGuard: implementation, peers, handshakes, bytes (never the private key).
+  app.get(WIREGUARD_PATH, async (_req, reply) => {
+    if (!deps.wireguard) {
+      reply.code(409);
+      return { Err: 'this host has no WireGuard (--encryption off, or one host)' };
+    }
+    return deps.wireguard.status();
+  });
   app.get(CLUSTER_PATH, async () => {
     const list = await deps.store.list(ROOT);
     return { revision: list.revision, kvs: list.kvs.map((kv) => ({ key: kv.key, value: kv.value })) };
@@ -151,6 +186,7 @@ export async function collectStatus(deps: AdminDeps): Promise<StatusReport> {
       clusterId: local.clusterId, localId: local.localId, ...(r.name ? { name: r.name } : {}), vni: r.vni,
       ...(r.subnet ? { subnet: r.subnet } : {}), ...(r.gateway ? { gateway: r.gateway } : {}), mtu: r.mtu,
       ...(r.deleting ? { deleting: true } : {}),
+      ...(r.encrypted ? { encrypted: true } : {}),
       endpoints,
       peers: peerReports.get(local.clusterId) ?? comparePeers({ endpoints: [], floodVteps: [] }, { endpoints: [], floodVteps: [] }),
     };
@@ -172,5 +208,6 @@ export async function collectStatus(deps: AdminDeps): Promise<StatusReport> {
     ...(dockerError ? { docker: { error: dockerError } } : {}),
     networks,
     drift: networks.reduce((n, x) => n + x.peers.drift, 0),
+    ...(deps.wireguard ? { wireguard: await deps.wireguard.status() } : {}),
   };
 }

@@ -37,6 +37,8 @@ export interface NetworkView {
   deleting: boolean;
   internal: boolean;
   options: Record<string, string>;
+  /** [wireguard] traffic between hosts through WireGuard */
+  encrypted: boolean;
   /** Hosts that have this network in their Docker engine. */
   hosts: string[];
   endpoints: number;
@@ -149,6 +151,7 @@ export class ClusterView {
       deleting: r.deleting === true,
       internal: r.internal === true,
       options: r.options ?? {},
+      encrypted: r.encrypted === true,
       hosts: [...(this.bindings.get(clusterId)?.keys() ?? [])].sort(naturalCompare),
       endpoints: this.endpointRecords.filter((e) => e.network === clusterId).length,
     })).sort((a, b) => naturalCompare(a.name ?? a.clusterId, b.name ?? b.clusterId));

@@ -114,10 +114,10 @@ export class OpsContext {
   }
 
   /** GET on the local weft's admin routes. `why` completes "weft serve must run on this host to ...". */
-  async adminGet<T>(path: string, why: string, timeoutMs = Math.max(this.cfg.storeTimeout + 3000, 5000)): Promise<T> {
+  async adminGet<T>(path: string, why: string, timeoutMs = Math.max(this.cfg.storeTimeout + 3000, 5000), method: 'GET' | 'POST' = 'GET'): Promise<T> {
     let r;
     try {
-      r = await unixRequest(this.cfg.socket, 'GET', path, timeoutMs);
+      r = await unixRequest(this.cfg.socket, method, path, timeoutMs);
     } catch (err) {
       throw new OpsError(`cannot reach the local weft: ${describeSocketError(this.cfg.socket, err)}. weft serve must run on this host to ${why}; start it, or pass the --socket it uses`);
     }

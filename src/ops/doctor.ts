@@ -29,6 +29,9 @@ import type { OpsContext, ParsedArgs } from './context';
 import { json, plural } from './format';
 import { PROBE_VNI_MAX, sendProbes } from './probe';
 import type { StatusReport } from './types';
+import type { WireGuardStatus } from '../wireguard';
+import { WG_OVERHEAD_IPV4 } from '../wireguard';
+import { WIREGUARD_PATH, wireguardChecks } from '../wireguard/ops';
 
 export type CheckState = 'ok' | 'warn' | 'fail' | 'skip';
 
@@ -264,7 +267,11 @@ async function checkMtu(cfg: Config, address: string | undefined, facts: StoreFa
   const link = await hostSocket().getLink(ifname);
   if (link?.mtu === undefined) return { name: 'mtu', state: 'skip', detail: `cannot read the MTU of ${ifname}` };
   const overlay = [{ what: '--mtu', mtu: cfg.mtu }];
-  for (const n of facts?.networks ?? []) if (n.mtu && n.mtu !== cfg.mtu) overlay.push({ what: `network ${n.name ?? '?'}`, mtu: n.mtu });
+  for (const n of facts?.networks ?? []) {
+    // [wireguard] an encrypted network's packets also carry WireGuard's 60 bytes
+    if (n.encrypted && n.mtu) overlay.push({ what: `encrypted network ${n.name ?? '?'} (${n.mtu} + ${WG_OVERHEAD_IPV4} of WireGuard)`, mtu: n.mtu + WG_OVERHEAD_IPV4 });
+    else if (n.mtu && n.mtu !== cfg.mtu) overlay.push({ what: `network ${n.name ?? '?'}`, mtu: n.mtu });
+  }
   return mtuCheck(ifname, address, link.mtu, overlay);
 }
 
@@ -373,7 +380,12 @@ export async function runDoctor(ctx: OpsContext): Promise<DoctorReport> {
       mtu = { name: 'mtu', state: 'fail', detail: `cannot read the underlay MTU: ${(err as Error).message}` };
     }
     const vxlan = await checkVxlan(cfg, sb, address, facts).catch((err: Error): Check[] => [{ name: `udp ${cfg.vxlanPort}`, state: 'fail', detail: err.message }]);
-    const checks = [kernel, storeCheck, await dockerP, await pluginP, mtu, ...vxlan];
+    // [wireguard] which implementation, the running one, the key file, encrypted MTU, a session with every peer
+    const wgLocal = await ctx.adminGet<WireGuardStatus>(WIREGUARD_PATH, 'report its WireGuard', 3000).catch((err: Error) => err);
+    const wg = await wireguardChecks(cfg, isClusterStore(cfg.store), wgLocal,
+      sb?.ns, (facts?.networks ?? []).filter((n) => n.encrypted).map((n) => ({ name: n.name ?? '?', mtu: n.mtu })))
+      .catch((err: Error): Check[] => [{ name: 'wireguard', state: 'fail', detail: err.message }]);
+    const checks = [kernel, storeCheck, await dockerP, await pluginP, mtu, ...vxlan, ...wg];
     return { host: cfg.hostName, ...(address ? { advertiseAddr: address } : {}), checks, ok: !checks.some((c) => c.state === 'fail') };
   } finally {
     sb?.close();

@@ -15,7 +15,7 @@
 // each guarded so that it applies only if the host is still unregistered and
 // every record is as read; on a conflict the plan is read again.
 import type { Ipam } from '../ipam/ipam';
-import { AddressRecord, EndpointRecord, keys, NetworkRecord, parseKey, ROOT } from '../store/keys';
+import { AddressRecord, EndpointRecord, keys, NetworkRecord, parseKey, ROOT, TunnelRecord } from '../store/keys';
 import { deleteNetworkFromStore } from '../cluster/local-networks';
 import type { Compare, KeyValue, Op, Store } from '../store/store';
 import { shortId } from './format';
@@ -36,6 +36,8 @@ export interface HostRmPlan {
   addresses: (PlannedKey & { pool: string; ip: string })[];
   endpoints: (PlannedKey & { network: string; id: string; ip: string })[];
   bindings: (PlannedKey & { network: string })[];
+  /** [wireguard] Its tunnel address claims (tunnels/<ip>). */
+  tunnels?: PlannedKey[];
   /** Networks marked `deleting` that only this host kept: removed from the cluster after the bindings. */
   finishNetworks: { clusterId: string; name?: string; vni: number; poolId?: string; modRevision: number }[];
   /** Store revision the plan was read at. */
@@ -45,7 +47,7 @@ export interface HostRmPlan {
 }
 
 export function isEmptyPlan(p: HostRmPlan): boolean {
-  return p.addresses.length + p.endpoints.length + p.bindings.length + p.finishNetworks.length === 0;
+  return p.addresses.length + p.endpoints.length + p.bindings.length + p.finishNetworks.length + (p.tunnels?.length ?? 0) === 0;
 }
 
 /** Reads everything the host holds. Throws HostAliveError while it is registered. */
@@ -87,6 +89,11 @@ export async function planHostRemoval(store: Store, host: string): Promise<HostR
     plan.endpoints.push({ key: kv.key, modRevision: kv.modRevision, network, id, ip: rec.ip });
     if (rec.vtep && !plan.vteps.includes(rec.vtep)) plan.vteps.push(rec.vtep);
   }
+  // [wireguard] Its tunnel address: free for another host once it is gone for good.
+  plan.tunnels = [];
+  for (const kv of by(keys.tunnels())) {
+    if (parse<TunnelRecord>(kv)?.host === host) plan.tunnels.push({ key: kv.key, modRevision: kv.modRevision });
+  }
   const bindingsByNetwork = new Map<string, string[]>();
   for (const kv of by(keys.bindings())) {
     const k = parseKey(kv.key);
@@ -116,6 +123,7 @@ export function describePlan(p: HostRmPlan): string {
     `${p.bindings.length} network binding${p.bindings.length === 1 ? '' : 's'}`,
   ];
   let s = `host ${p.host} holds ${parts.join(', ')}${nets.size ? ` (on ${nets.size} network${nets.size === 1 ? '' : 's'})` : ''}`;
+  if (p.tunnels?.length) s += ' and a WireGuard tunnel address'; // [wireguard]
   if (p.finishNetworks.length) {
     s += `; network${p.finishNetworks.length === 1 ? '' : 's'} ${p.finishNetworks.map((n) => n.name ?? shortId(n.clusterId)).join(', ')}, ` +
       'removed elsewhere and kept only for this host, will be removed from the cluster';
@@ -129,6 +137,8 @@ export interface HostRmResult {
   endpoints: number;
   bindings: number;
   networksRemoved: number;
+  /** [wireguard] tunnel address claims released */
+  tunnels?: number;
   transactions: number;
 }
 
@@ -144,11 +154,12 @@ export async function executeHostRemoval(store: Store, ipam: Ipam, first: HostRm
   let plan = first;
   for (let attempt = 0; attempt < maxAttempts; attempt++) {
     if (attempt > 0) plan = await planHostRemoval(store, first.host);
-    const items: { kind: 'addresses' | 'endpoints' | 'bindings'; k: PlannedKey }[] = [
+    const items: { kind: 'addresses' | 'endpoints' | 'bindings' | 'tunnels'; k: PlannedKey }[] = [
       ...plan.addresses.map((k) => ({ kind: 'addresses' as const, k })),
       ...plan.endpoints.map((k) => ({ kind: 'endpoints' as const, k })),
       // Bindings last: a network's binding goes only once its endpoints have.
       ...plan.bindings.map((k) => ({ kind: 'bindings' as const, k })),
+      ...(plan.tunnels ?? []).map((k) => ({ kind: 'tunnels' as const, k })),
     ];
     let conflict = false;
     for (let i = 0; i < items.length; i += CHUNK) {
@@ -161,7 +172,7 @@ export async function executeHostRemoval(store: Store, ipam: Ipam, first: HostRm
         conflict = true;
         break;
       }
-      for (const c of chunk) result[c.kind]++;
+      for (const c of chunk) result[c.kind] = (result[c.kind] ?? 0) + 1;
     }
     if (conflict) continue;
     for (const n of plan.finishNetworks) {

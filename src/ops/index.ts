@@ -13,6 +13,7 @@ import { describePlan, executeHostRemoval, HostAliveError, isEmptyPlan, planHost
 import { Prober } from './probe';
 import { hostsCommand } from './hosts';
 import { networksCommand } from './networks';
+import { rotateKeyCommand } from './rotate-key';
 import { statusCommand } from './status';
 
 export { OpsError };
@@ -28,13 +29,16 @@ const COMMANDS: Record<string, { spec: CommandSpec; run: Runner }> = {
   endpoints: { spec: { name: 'endpoints', flags: ['json'], args: ['[NETWORK]'] }, run: endpointsCommand },
   'host rm': { spec: { name: 'host rm', flags: ['json', 'yes'], args: ['NAME'] }, run: hostRmCommand },
   doctor: { spec: { name: 'doctor', flags: ['json'], args: [] }, run: doctorCommand },
+  // [wireguard]
+  'host rotate-key': { spec: { name: 'host rotate-key', flags: ['json'], args: [] }, run: rotateKeyCommand },
 };
 
 /** The command named by argv ("host rm" takes two words), or undefined. */
 export function opsCommand(argv: string[]): { name: string; rest: string[] } | undefined {
   if (argv[0] === 'host') {
     if (argv[1] === 'rm') return { name: 'host rm', rest: argv.slice(2) };
-    throw new OpsError(`unknown command "weft host ${argv[1] ?? ''}": the host command has one subcommand, weft host rm NAME`, 2);
+    if (argv[1] === 'rotate-key') return { name: 'host rotate-key', rest: argv.slice(2) };
+    throw new OpsError(`unknown command "weft host ${argv[1] ?? ''}": the host command has the subcommands weft host rm NAME and weft host rotate-key`, 2);
   }
   return argv[0] !== undefined && argv[0] in COMMANDS ? { name: argv[0], rest: argv.slice(1) } : undefined;
 }
@@ -116,6 +120,7 @@ async function hostRmCommand(ctx: OpsContext, a: ReturnType<typeof parseArgs>): 
   if (a.flags.has('json')) return { stdout: json(r), code: 0 };
   let out = `removed host ${host}: released ${r.addresses} address${r.addresses === 1 ? '' : 'es'}, deleted ${r.endpoints} endpoint${r.endpoints === 1 ? '' : 's'} and ${r.bindings} network binding${r.bindings === 1 ? '' : 's'}`;
   if (r.networksRemoved) out += `, removed ${r.networksRemoved} network${r.networksRemoved === 1 ? '' : 's'} that only it kept`;
+  if (r.tunnels) out += ', released its WireGuard tunnel address'; // [wireguard]
   out += ` (${r.transactions} transaction${r.transactions === 1 ? '' : 's'})\n`;
   return { stdout: out, code: 0 };
 }

@@ -13,6 +13,8 @@ import { keys } from '../store/keys';
 import type { Store } from '../store/store';
 import { VERSION } from '../version';
 import { INSTANCE, STARTED_AT } from '../instance';
+import type { WireGuard } from '../wireguard';
+import { registerWireGuardMetrics } from '../wireguard/ops';
 import { networkPeers, registerAdminRoutes } from './admin';
 import { InstrumentedStore } from './instrumented-store';
 import { WeftMetrics } from './metrics';
@@ -26,7 +28,7 @@ export interface Ops {
   /** For buildServer's onCall. */
   onCall: (method: string, outcome: string, ms: number) => void;
   /** Adds the admin routes; call before the server listens. */
-  register(app: FastifyInstance, d: { networks: LocalNetworks; dataplane: DataPlaneApi }): void;
+  register(app: FastifyInstance, d: { networks: LocalNetworks; dataplane: DataPlaneApi; wireguard?: WireGuard }): void;
   /** Once the socket serves: the metrics listener (fails when --metrics-addr cannot be used) and the probe responder. */
   start(agent: Agent, log: Logger): Promise<void>;
   /** Counters of the DNS server (--dns-addr), copied into /metrics at each scrape. */
@@ -39,7 +41,7 @@ export function createOps(cfg: Config, store: Store): Ops {
   const istore = new InstrumentedStore(store, metrics);
   const startedAt = new Date();
   let agent: Agent | undefined;
-  let deps: { networks: LocalNetworks; dataplane: DataPlaneApi } | undefined;
+  let deps: { networks: LocalNetworks; dataplane: DataPlaneApi; wireguard?: WireGuard } | undefined;
   let server: http.Server | undefined;
   let responder: Responder | undefined;
   const cluster = isClusterStore(cfg.store);
@@ -53,6 +55,7 @@ export function createOps(cfg: Config, store: Store): Ops {
       metrics.netlinkDumpEntries.setTotal({ table }, c.dumpEntries);
     }
   });
+  registerWireGuardMetrics(metrics.registry, () => deps?.wireguard); // [wireguard]
   let dnsStats: (() => Record<string, number> | undefined) | undefined;
   metrics.registry.onCollect(() => {
     for (const [event, n] of Object.entries(dnsStats?.() ?? {})) metrics.dns.setTotal({ event }, n);
@@ -117,7 +120,7 @@ export function createOps(cfg: Config, store: Store): Ops {
     },
     register(app, d) {
       deps = d;
-      registerAdminRoutes(app, { cfg, store: istore, networks: d.networks, dataplane: d.dataplane, agent: () => agent, startedAt });
+      registerAdminRoutes(app, { cfg, store: istore, networks: d.networks, dataplane: d.dataplane, agent: () => agent, startedAt, ...(d.wireguard ? { wireguard: d.wireguard } : {}) });
     },
     async start(a, log) {
       agent = a;

@@ -6,6 +6,7 @@ import { STATUS_PATH } from './admin';
 import type { OpsContext, ParsedArgs } from './context';
 import { ago, duration, json, plural, shortId, table } from './format';
 import type { PeerEntry, StatusReport } from './types';
+import { PEER_HEADERS, peerRows, wireguardLine } from '../wireguard/ops';
 
 function entry(e: PeerEntry): string {
   if (e.kind === 'flood') return `flood entry to ${e.vtep || '?'}`;
@@ -35,18 +36,25 @@ export function renderStatus(s: StatusReport, now = Date.now()): string {
     kv('peers', `DRIFT on ${plural(drifting.length, 'network')}: ${missing} missing, ${extra} extra (the reconcile repairs it; see below)`);
   }
   if (s.docker) kv('docker', `container names unavailable: ${s.docker.error}`);
+  if (s.wireguard) kv('wireguard', wireguardLine(s.wireguard)); // [wireguard]
   let out = lines.join('\n') + '\n';
 
   out += '\n';
   if (s.networks.length === 0) out += 'no weft networks on this host\n';
   else {
+    // [wireguard] the ENCRYPTED column only where some network is
+    const enc = s.networks.some((n) => n.encrypted);
     out += table(
-      ['NETWORK', 'ID', 'VNI', 'SUBNET', 'GATEWAY', 'MTU', 'ENDPOINTS', 'PEERS', 'EXPECTED', 'DRIFT'],
+      ['NETWORK', 'ID', 'VNI', 'SUBNET', 'GATEWAY', 'MTU', 'ENDPOINTS', 'PEERS', 'EXPECTED', 'DRIFT', ...(enc ? ['ENCRYPTED'] : [])],
       s.networks.map((n) => [
         n.name ?? '(unnamed)', shortId(n.clusterId), s.cluster ? n.vni : '-', n.subnet, n.gateway, n.mtu, n.endpoints.length,
-        n.peers.programmed, n.peers.expected, n.peers.error ? 'error' : n.peers.drift,
+        n.peers.programmed, n.peers.expected, n.peers.error ? 'error' : n.peers.drift, ...(enc ? [n.encrypted ? 'yes' : 'no'] : []),
       ]),
     );
+  }
+  if (s.wireguard && (s.wireguard.peers.length || s.wireguard.missing.length)) {
+    out += '\nWIREGUARD PEERS\n';
+    out += table(PEER_HEADERS, peerRows(s.wireguard));
   }
   const eps = s.networks.flatMap((n) => n.endpoints.map((e) => ({ n, e })));
   if (eps.length) {
@@ -72,6 +80,7 @@ export async function statusCommand(ctx: OpsContext, a: ParsedArgs): Promise<{ s
   const s = await ctx.adminGet<StatusReport>(STATUS_PATH, 'report its state (weft hosts, networks and endpoints work without it)');
   const stdout = a.flags.has('json') ? json(s) : renderStatus(s);
   // Exit 1 when something needs attention, so that scripts can tell without parsing.
-  const bad = !s.store.reachable || s.lease.alive === false;
+  // [wireguard] WireGuard down counts where an encrypted network needs it
+  const bad = !s.store.reachable || s.lease.alive === false || (s.wireguard?.ready === false && s.networks.some((n) => n.encrypted));
   return { stdout, code: bad ? 1 : 0 };
 }

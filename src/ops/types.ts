@@ -1,6 +1,7 @@
 // What the local admin route GET /weft/v1/status answers, and `weft status`
 // prints. Plain JSON: `weft status --json` passes it through unchanged.
 import type { AgentStats } from '../agent/agent';
+import type { WireGuardStatus } from '../wireguard';
 
 export interface PeerEntry {
   /** "endpoint": a remote container (FDB + neighbour entry); "flood": a host that gets broadcasts. */
@@ -42,6 +43,8 @@ export interface NetworkReport {
   gateway?: string;
   mtu: number;
   deleting?: boolean;
+  /** [wireguard] traffic between hosts goes through WireGuard */
+  encrypted?: boolean;
   endpoints: LocalEndpointReport[];
   peers: PeerReport;
 }
@@ -65,4 +68,6 @@ export interface StatusReport {
   networks: NetworkReport[];
   /** Sum of every network's drift. */
   drift: number;
+  /** [wireguard] This host's WireGuard (absent: --encryption off, or one host). */
+  wireguard?: WireGuardStatus;
 }

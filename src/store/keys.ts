@@ -12,6 +12,8 @@
 //   endpoints/<clusterId>/<id>   EndpointRecord
 //   names/<clusterId>/<id>       NameRecord                           under the lease of the endpoint's host (DNS, src/dns)
 //   askers/<host>/<ip>           AskerRecord                          under the host's lease: who may ask for which names
+//   tunnels/<ip>                 TunnelRecord                         [wireguard] a host's WireGuard tunnel address, created
+//                                                                      only if absent; kept across restarts, released by host rm
 
 export const ROOT = '/weft/v1/';
 
@@ -39,6 +41,9 @@ export const keys = {
   asker: (host: string, ip: string) => `${ROOT}askers/${host}/${ip}`,
   askersOf: (host: string) => `${ROOT}askers/${host}/`,
   askers: () => `${ROOT}askers/`,
+  // [wireguard] encrypted networks (src/wireguard)
+  tunnel: (ip: string) => `${ROOT}tunnels/${ip}`,
+  tunnels: () => `${ROOT}tunnels/`,
 };
 
 /** Last path segment of a key. */
@@ -55,7 +60,8 @@ export type ParsedKey =
   | { kind: 'vni'; vni: string }
   | { kind: 'endpoint'; network: string; endpoint: string }
   | { kind: 'name'; network: string; endpoint: string }
-  | { kind: 'asker'; host: string; ip: string };
+  | { kind: 'asker'; host: string; ip: string }
+  | { kind: 'tunnel'; ip: string };
 
 /**
  * Parses a key of the layout; undefined for anything else (another layout's
@@ -77,6 +83,7 @@ export function parseKey(key: string): ParsedKey | undefined {
     case 'endpoints': return p.length === 3 ? { kind: 'endpoint', network: p[1], endpoint: p[2] } : undefined;
     case 'names': return p.length === 3 ? { kind: 'name', network: p[1], endpoint: p[2] } : undefined;
     case 'askers': return p.length === 3 ? { kind: 'asker', host: p[1], ip: p[2] } : undefined;
+    case 'tunnels': return p.length === 2 ? { kind: 'tunnel', ip: p[1] } : undefined;
     default: return undefined;
   }
 }
@@ -87,7 +94,24 @@ export interface HostRecord {
   startedAt: string;
   /** The registering weft process's random id (added in 0.2; older wefts leave it out). */
   instance?: string;
+  /** [wireguard] How to reach this host encrypted. Absent when it has no WireGuard (older weft, --encryption off, not ready). */
+  wg?: HostWireGuard;
 }
+
+/** [wireguard] What a host publishes of its WireGuard: never more than public values. */
+export interface HostWireGuard {
+  /** base64 Curve25519 public key */
+  publicKey: string;
+  /** "underlay-ip:port" where its WireGuard listens */
+  endpoint: string;
+  /** its tunnel address (the VTEP of encrypted networks), inside --wg-subnet */
+  tunnel: string;
+  /** 'kernel' or 'userspace' */
+  implementation: string;
+}
+
+/** [wireguard] The claim on a tunnel address. */
+export interface TunnelRecord { host: string; at: string }
 
 export interface PoolRecord {
   subnet: string;
@@ -134,6 +158,13 @@ export interface NetworkRecord {
   createdAt: string;
   /** Set when the network was removed on some host: every host removes its copy, the last one deletes the record. */
   deleting?: boolean;
+  /**
+   * [wireguard] Traffic between hosts goes through WireGuard (-o encrypted, or --encryption all).
+   * Set at creation, never changed. options.encrypted is set too, so that a weft
+   * that predates encrypted networks (it refuses options it does not know) never makes a copy
+   * of the network, which it would run unencrypted.
+   */
+  encrypted?: boolean;
 }
 
 export interface BindingRecord { localId: string }

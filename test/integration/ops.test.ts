@@ -243,7 +243,8 @@ describe('operator commands on a three-host cluster', () => {
   it('weft hosts and weft networks show the cluster from any host', async () => {
     const h = await weft(1, ['hosts']);
     expect(h.code).toBe(0);
-    expect(h.stdout.split('\n')[0]).toMatch(/^HOST\s+STATE\s+ADDRESS\s+VERSION\s+STARTED\s+NETWORKS\s+ENDPOINTS\s+ADDRESSES$/);
+    // (the lab's wefts run WireGuard: weft hosts adds each host's encryption)
+    expect(h.stdout.split('\n')[0]).toMatch(/^HOST\s+STATE\s+ADDRESS\s+VERSION\s+STARTED\s+NETWORKS\s+ENDPOINTS\s+ADDRESSES\s+ENCRYPTION\s+HANDSHAKE\s+RX\s+TX$/);
     for (let i = 0; i < 3; i++) expect(h.stdout).toMatch(new RegExp(`^${hosts[i].name}\\s+up\\s+${ipOf(hosts[i]).replace(/\./g, '\\.')}\\s`, 'm'));
     const n = await weft(2, ['networks']);
     expect(n.code).toBe(0);
@@ -308,7 +309,7 @@ describe('operator commands on a three-host cluster', () => {
     // Without a terminal and without --yes, nothing happens.
     const unconfirmed = await weft(0, ['host', 'rm', h3]);
     expect(unconfirmed.code).toBe(1);
-    expect(unconfirmed.stderr).toContain(`host ${h3} holds 2 addresses, 2 endpoints, 1 network binding (on 1 network). Refusing to remove it without confirmation: stdin is not a terminal, so pass --yes`);
+    expect(unconfirmed.stderr).toContain(`host ${h3} holds 2 addresses, 2 endpoints, 1 network binding (on 1 network) and a WireGuard tunnel address. Refusing to remove it without confirmation: stdin is not a terminal, so pass --yes`);
     expect(await addressesInEtcd(h3)).toBe(2);
 
     const rm = await weft(0, ['host', 'rm', h3, '--yes']);

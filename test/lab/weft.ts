@@ -6,6 +6,9 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as http from 'node:http';
 import * as path from 'node:path';
+import { createHash } from 'node:crypto';
+import { recordedPid } from '../../src/wireguard/userspace';
+import { LAB_ROOT } from './cleanup';
 import { onEmergency } from './emergency';
 import type { LabHost } from './host';
 import { LineTail, killQuiet, sleep } from './proc';
@@ -54,6 +57,35 @@ export interface WeftProcess {
   restart(): Promise<void>;
   /** a raw plugin API call over the socket, as Docker makes it (no Content-Type) */
   call(method: string, body?: unknown, timeoutMs?: number): Promise<PluginReply>;
+}
+
+/** A WireGuard interface name unique to this lab host (and to this LAB_ROOT, so that labs of others on the machine differ). */
+export function labWgInterface(hostName: string): string {
+  return `wg${createHash('sha256').update(`${LAB_ROOT}/${hostName}`).digest('hex').slice(0, 10)}`;
+}
+
+/**
+ * weft leaves wireguard-go running when it stops (as it leaves kernel state);
+ * the lab stops it with the host: SIGTERM (it removes its socket), SIGKILL if
+ * it lingers, and the socket file goes in any case.
+ */
+export function stopWireguardGo(runDir: string, ifname: string): void {
+  // only the process the pid file names if it still is that wireguard-go (pids get reused)
+  const pid = recordedPid({ dir: path.join(runDir, 'wireguard'), ifname });
+  if (pid) {
+    killQuiet(pid, 'SIGTERM');
+    const deadline = Date.now() + 2_000;
+    for (let i = 0; i < 200 && Date.now() < deadline; i++) {
+      try {
+        process.kill(pid, 0);
+      } catch {
+        break;
+      }
+      Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 10);
+    }
+    killQuiet(pid, 'SIGKILL');
+  }
+  fs.rmSync(`/var/run/wireguard/${ifname}.sock`, { force: true });
 }
 
 /** POST /<method> on a plugin unix socket, with no Content-Type header (like Docker). */
@@ -135,6 +167,9 @@ export async function startWeft(host: LabHost, opts: StartWeftOptions = {}): Pro
     '--host-name', host.name,
     '--docker-host', host.dockerHost,
     '--log-level', opts.logLevel ?? 'debug',
+    // Encrypted networks: every lab host's WireGuard socket (/var/run/wireguard/<interface>.sock) is
+    // machine-wide, so each gets an interface name of its own; tunnel addresses from a test range.
+    '--wg-interface', labWgInterface(host.name), '--wg-subnet', '198.51.100.0/24',
     ...(opts.args ?? []),
   ];
   const readyTimeoutMs = opts.readyTimeoutMs ?? 20_000;
@@ -237,6 +272,8 @@ export async function startWeft(host: LabHost, opts: StartWeftOptions = {}): Pro
   };
   host.onDestroy(async () => {
     await stop(5_000);
+    const i = argv.lastIndexOf('--wg-interface'); // the test's own, or the lab's
+    stopWireguardGo(runDir, argv[i + 1] ?? labWgInterface(host.name));
     unregister();
   });
   try {
