@@ -15,6 +15,8 @@ import { LineTail, killQuiet, sleep } from './proc';
 
 export const REPO_ROOT = path.resolve(__dirname, '..', '..');
 export const WEFT_CLI = path.join(REPO_ROOT, 'dist', 'cli.js');
+/** The runtime flags weft ships with (package.json "start", config.json's entrypoint). */
+export const WEFT_NODE_FLAGS = ['--max-semi-space-size=1'];
 
 export interface StartWeftOptions {
   /** extra arguments after the lab's own (e.g. ['--store', 'etcd://...', '--advertise-addr', ip]) */
@@ -159,6 +161,8 @@ export async function startWeft(host: LabHost, opts: StartWeftOptions = {}): Pro
   const argv = [
     `--net=${host.netns}`,
     process.execPath,
+    // as weft is shipped (npm start, the managed plugin): a small young generation (README, "Memory")
+    ...WEFT_NODE_FLAGS,
     cli,
     'serve',
     '--socket', socket,
