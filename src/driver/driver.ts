@@ -21,22 +21,13 @@ import { BindingRecord, EndpointRecord, keys, leaf, NetworkRecord } from '../sto
 import { readEndpoint, readNetwork } from '../store/records';
 import { Store } from '../store/store';
 import { faultPoint } from '../util/fault';
-import { LocalNetworks, type EncryptedPath } from '../cluster/local-networks';
+import { LocalNetworks, type LocalNetworksOptions } from '../cluster/local-networks';
 import { CLUSTER_NETWORK_OPTION, isValidUnicastMac, macFromIp, normalizeMac, parseNetworkOptions } from './options';
 
-export interface DriverOptions {
-  host: string;
-  /** Cluster mode (etcd): VXLAN devices, Docker's default IPAM refused. */
-  cluster: boolean;
-  advertiseAddr?: string;
-  runDir: string;
-  defaultMtu: number;
-  vxlanPort: number;
+/** The local networks' settings (cluster mode, VTEP, MTU, encryption...), and the name users type. */
+export interface DriverOptions extends LocalNetworksOptions {
   /** What users type after -d / --ipam-driver, for error messages. */
   driverName: string;
-  logger: Logger;
-  /** [wireguard] Encrypted networks; absent: none (-o encrypted is refused as --encryption off). */
-  encryption?: EncryptedPath;
 }
 
 /** [wireguard] Encrypted networks: what LocalNetworks needs of this host's WireGuard. */
