@@ -212,11 +212,13 @@ export class LocalNetworks {
     }
     await this.mutex.run(`net:${localId}`, async () => {
       const { clusterId, record } = local;
+      // Out of the registry first: a reconcile that still holds it in its list
+      // does not make its kernel objects again (ensureKernel skips it).
+      this.removed.add(localId);
+      this.networks.delete(localId);
       await this.dataplane.deleteNetwork(this.spec(clusterId, record));
       this.forgetKernel(clusterId);
-      this.removed.add(localId);
       await this.store.delete(keys.binding(clusterId, this.opts.host));
-      this.networks.delete(localId);
       for (const [id, ep] of this.endpoints) if (ep.clusterId === clusterId) this.endpoints.delete(id);
       await this.removeFromCluster(clusterId, localId);
       this.opts.logger.info({ network: localId, cluster: clusterId }, 'network deleted');
@@ -376,7 +378,7 @@ export class LocalNetworks {
           if (k?.kind !== 'binding' || k.host !== this.opts.host) continue;
           const clusterId = k.network;
           const { localId } = JSON.parse(kv.value) as BindingRecord;
-          if (this.networks.has(localId)) continue;
+          if (this.networks.has(localId) || this.removed.has(localId)) continue;
           const net = await this.store.get(keys.network(clusterId));
           if (!net) continue;
           // A DeleteNetwork may have finished while this load awaited: do not bring it back.
@@ -416,6 +418,8 @@ export class LocalNetworks {
 
   /** Make sure the network's namespace, bridge and VXLAN exist; once per process lifetime unless forced. */
   async ensureKernel(local: LocalNetwork, force = false): Promise<void> {
+    // A copy removed meanwhile (a reconcile's list taken before DeleteNetwork) is not made again.
+    if (this.removed.has(local.localId)) return;
     let p = this.ensured.get(local.clusterId);
     if (!p || force) {
       const spec = this.spec(local.clusterId, local.record);

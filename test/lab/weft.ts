@@ -173,7 +173,8 @@ export async function startWeft(host: LabHost, opts: StartWeftOptions = {}): Pro
     '--log-level', opts.logLevel ?? 'debug',
     // Encrypted networks: every lab host's WireGuard socket (/var/run/wireguard/<interface>.sock) is
     // machine-wide, so each gets an interface name of its own; tunnel addresses from a test range.
-    '--wg-interface', labWgInterface(host.name), '--wg-subnet', '198.51.100.0/24',
+    // (not for another build: a weft older than encrypted networks refuses these flags)
+    ...(opts.cli ? [] : ['--wg-interface', labWgInterface(host.name), '--wg-subnet', '198.51.100.0/24']),
     ...(opts.args ?? []),
   ];
   const readyTimeoutMs = opts.readyTimeoutMs ?? 20_000;
