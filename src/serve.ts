@@ -88,7 +88,7 @@ export async function serve(cfg: Config): Promise<void> {
     },
   });
   // DNS for container names across hosts (--dns-addr): fed by the agent's mirror, so set up before it starts.
-  const dns = startDns({ cfg, store, agent, networks, logger: log.child({ part: 'dns' }) });
+  const dns = startDns({ cfg, store, agent, view: agent.view, networks, logger: log.child({ part: 'dns' }) });
   ops.observeDns(() => (dns?.server ? { ...dns.server.stats } : undefined));
   agent.start();
   await ops.start(agent, log);

@@ -26,7 +26,7 @@ import { contains, parseSubnet, Subnet } from '../ipam/cidr';
 import { INSTANCE } from '../instance';
 import { Ask, checkHostName, DuplicateHostError } from './identity';
 import { Liveness } from './liveness';
-import { ClusterView, type MirrorListener, type ViewChange } from '../cluster/view';
+import { ClusterView, type ViewChange } from '../cluster/view';
 import { VERSION } from '../version';
 import { DockerClient, DockerError } from './docker';
 import { collectGarbage } from './gc';
@@ -110,11 +110,6 @@ export class Agent {
   /** Whether this host's registration is in the store, as the mirror sees it. */
   registered(): boolean {
     return this.lease !== undefined && this.view.hosts.has(this.me);
-  }
-
-  /** `l` is told of every record the mirror sees, and of every re-list (reset first). Add it before start(). */
-  addMirrorListener(l: MirrorListener): void {
-    this.view.addListener(l);
   }
 
   /** Records of the store skipped as not valid (from the view). */

@@ -12,6 +12,7 @@ import { DockerClient } from '../agent/docker';
 import { Config, isClusterStore, parseDnsAddr } from '../config';
 import { openRtnetlink, Rtnl } from '../dataplane/netlink';
 import type { LocalNetworks } from '../cluster/local-networks';
+import type { ClusterView } from '../cluster/view';
 import type { Store } from '../store/store';
 import { Forwarder } from './forward';
 import { NameLearner } from './learner';
@@ -28,7 +29,10 @@ export interface Dns {
 export interface DnsDeps {
   cfg: Config;
   store: Store;
-  agent: Pick<Agent, 'addMirrorListener' | 'onRegistered' | 'stats'>;
+  /** The cluster view: DNS mirrors its raw events, and is ready when it is synced. */
+  view: Pick<ClusterView, 'addListener' | 'synced'>;
+  /** Tells DNS each (new) lease its names go under. */
+  agent: Pick<Agent, 'onRegistered'>;
   networks: Pick<LocalNetworks, 'list'>;
   logger: Logger;
 }
@@ -45,11 +49,11 @@ export function startDns(d: DnsDeps): Dns | undefined {
   if (!addr) return undefined;
   const log = d.logger;
   const table = new NameTable(d.cfg.hostName);
-  d.agent.addMirrorListener(table);
+  d.view.addListener(table);
   const learner = new NameLearner({
     store: d.store, localNetworks: () => d.networks.list(), docker: new DockerClient(d.cfg.dockerHost, 10_000),
     host: d.cfg.hostName, cluster: isClusterStore(d.cfg.store), table, logger: log,
-    ready: () => d.agent.stats.synced,
+    ready: () => d.view.synced,
   });
   d.agent.onRegistered((lease) => learner.setLease(lease));
   const forwarder = d.cfg.dnsForward === 'on'
