@@ -96,6 +96,7 @@ export class Agent {
       ask: (address, timeoutMs) => (d.ask ? d.ask(address, timeoutMs) : Promise.resolve(undefined)),
       peerTimeoutMs: (d.cfg.peerTimeout ?? 5) * 1000,
       onGone: () => {
+        this.wgDirty = true;
         for (const cid of this.view.networks.keys()) this.dirty.add(cid);
         this.scheduleFlush();
       },
@@ -110,6 +111,20 @@ export class Agent {
   /** Whether this host's registration is in the store, as the mirror sees it. */
   registered(): boolean {
     return this.lease !== undefined && this.view.hosts.has(this.me);
+  }
+
+  /**
+   * [wireguard] The hosts to keep WireGuard peers with: the registered ones,
+   * and those whose lease expired but that still answer probes over the
+   * underlay (the same rule as the forwarding tables: a host cut off from
+   * the store only keeps its encrypted path too), with their last record.
+   */
+  private wireGuardHosts(): Map<string, HostRecord> {
+    const out = new Map(this.view.hosts);
+    for (const [host, rec] of this.view.lastHostRecord) {
+      if (!out.has(host) && host !== this.me && this.liveness.keeps(host)) out.set(host, rec);
+    }
+    return out;
   }
 
   /** Records of the store skipped as not valid (from the view). */
@@ -296,7 +311,7 @@ export class Agent {
     if (this.wgDirty && this.d.wireguard) {
       // [wireguard] Peers first: an encrypted network's VTEPs are reachable only through them.
       this.wgDirty = false;
-      await this.d.wireguard.setHosts(this.view.hosts);
+      await this.d.wireguard.setHosts(this.wireGuardHosts());
     }
     if (this.cluster && this.stats.synced) this.refreshLiveness();
     const cids = [...this.dirty];
@@ -354,7 +369,7 @@ export class Agent {
       }
       // The host's current address: it may have come back with another --advertise-addr.
       // [wireguard] Encrypted: its tunnel address, reached only through WireGuard; none, no peer.
-      const vtep = encrypted ? registered?.wg?.tunnel : registered?.address || this.view.lastAddress.get(ep.host) || ep.vtep;
+      const vtep = encrypted ? (registered ?? this.view.lastHostRecord.get(ep.host))?.wg?.tunnel : registered?.address || this.view.lastAddress.get(ep.host) || ep.vtep;
       if (!vtep) continue;
       out.endpoints.push({ ip: ep.ip, mac: ep.mac, vtep });
       vteps.add(vtep);
@@ -545,7 +560,7 @@ export class Agent {
     const wanted = new Set<string>();
     // [wireguard] Peers drifted (a peer removed by hand, a device restarted), or the interface
     // lost its address or state: put back. A WireGuard that cannot come up is logged by its manager.
-    if (this.d.wireguard && this.stats.synced) corrections += await this.d.wireguard.setHosts(this.view.hosts);
+    if (this.d.wireguard && this.stats.synced) corrections += await this.d.wireguard.setHosts(this.wireGuardHosts());
     if (this.d.wireguard) corrections += await this.d.wireguard.ensure().catch(() => 0);
     for (const local of locals) {
       wanted.add(this.d.networks.spec(local.clusterId, local.record).id);

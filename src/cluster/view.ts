@@ -36,6 +36,8 @@ export class ClusterView {
   readonly hosts = new Map<string, HostRecord>();
   /** Last address each host registered with, kept after its registration is gone (to probe it). */
   readonly lastAddress = new Map<string, string>();
+  /** Last record of each host, kept after its registration is gone (a host cut off from the store keeps its WireGuard peer). */
+  readonly lastHostRecord = new Map<string, HostRecord>();
   /** Valid network records, by cluster id. */
   readonly networks = new Map<string, NetworkRecord>();
   /** Networks whose record is not valid: left as they are, never taken for removed. */
@@ -147,6 +149,7 @@ export class ClusterView {
           if (h?.ok) {
             this.hosts.set(k.host, h.value);
             this.lastAddress.set(k.host, h.value.address);
+            this.lastHostRecord.set(k.host, h.value);
             this.invalid.clear(ev.key);
             return { ...k, gone: false };
           }
