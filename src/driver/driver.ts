@@ -10,19 +10,17 @@
 //     is never replayed) still knows every network; kernel objects are
 //     recreated lazily on first use and by the agent's reconcile.
 
-import type { Logger } from 'pino';
 import { Label, Options } from './labels';
-import { endpointNames, networkNames } from '../dataplane/names';
-import { DataPlaneApi, EndpointSpec, NetworkSpec } from '../dataplane/types';
+import { endpointNames } from '../dataplane/names';
+import { DataPlaneApi } from '../dataplane/types';
 import { errors, WeftError } from '../errors';
-import { contains, isIPv4, parseSubnet, poolKey } from '../ipam/cidr';
+import { contains, isIPv4, parseSubnet } from '../ipam/cidr';
 import { ADDRESS_SPACE, Ipam } from '../ipam/ipam';
-import { BindingRecord, EndpointRecord, keys, leaf, NetworkRecord } from '../store/keys';
-import { readEndpoint, readNetwork } from '../store/records';
+import { EndpointRecord, keys } from '../store/keys';
 import { Store } from '../store/store';
 import { faultPoint } from '../util/fault';
 import { LocalNetworks, type LocalNetworksOptions } from '../cluster/local-networks';
-import { CLUSTER_NETWORK_OPTION, isValidUnicastMac, macFromIp, normalizeMac, parseNetworkOptions } from './options';
+import { isValidUnicastMac, macFromIp, normalizeMac, parseNetworkOptions } from './options';
 
 /** The local networks' settings (cluster mode, VTEP, MTU, encryption...), and the name users type. */
 export interface DriverOptions extends LocalNetworksOptions {
