@@ -2,7 +2,7 @@
 // revision, so the view is consistent), for `weft hosts`, `weft networks`
 // and `weft endpoints`.
 import {
-  AddressRecord, BindingRecord, EndpointRecord, HostRecord, NameRecord, NetworkRecord, PoolRecord, parseKey, ROOT,
+  AddressRecord, BindingRecord, EndpointRecord, HostRecord, NameRecord, NetworkRecord, PoolRecord, parseKey,
 } from '../store/keys';
 import { naturalCompare, shortId } from './format';
 

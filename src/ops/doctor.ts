@@ -22,7 +22,7 @@ import type { Config } from '../config';
 import { errorCode } from '../dataplane/netlink';
 import type { Rtnl } from '../dataplane/netlink';
 import { isClusterStore } from '../config';
-import { HostRecord, NetworkRecord, parseKey, ROOT } from '../store/keys';
+import { HostRecord, NetworkRecord, parseKey } from '../store/keys';
 import { VERSION } from '../version';
 import { STATUS_PATH } from './admin';
 import type { OpsContext, ParsedArgs } from './context';

@@ -9,7 +9,6 @@ import { Config, isClusterStore } from '../config';
 import { peerRequestCounts } from '../dataplane/netlink';
 import type { DataPlaneApi } from '../dataplane/types';
 import type { LocalNetworks } from '../cluster/local-networks';
-import { keys } from '../store/keys';
 import type { Store } from '../store/store';
 import { VERSION } from '../version';
 import { INSTANCE, STARTED_AT } from '../instance';
