@@ -105,6 +105,30 @@ describe('lab', () => {
     expect(ul!.ports.has(bare.name)).toBe(false);
   });
 
+  it('keeps every host\'s path to the bridge address (etcd\'s) when another host plugs in', async () => {
+    const target = ul!.bridgeAddress.split('/')[0];
+    // Both hosts reach the bridge address first, so each caches its MAC.
+    for (const h of [h1!, h2!]) {
+      const r = await h.exec(['ping', '-c', '1', '-W', '2', target]);
+      expect(r.code, `${h.name}: ${r.stdout}${r.stderr}`).toBe(0);
+    }
+    const ns = `${PREFIX}lowmac`;
+    const add = await run('ip', ['netns', 'add', ns]);
+    expect(add.code, add.stderr).toBe(0);
+    try {
+      // A port with a MAC lower than any random one: a bridge with no MAC of
+      // its own would take it, and the hosts' cached MAC would go dead.
+      await ul!.addHost(ns, { portMac: '02:00:00:00:00:01' });
+      for (const h of [h1!, h2!]) {
+        const r = await h.exec(['ping', '-c', '2', '-W', '2', target]);
+        expect(r.code, `${h.name}: ${r.stdout}${r.stderr}`).toBe(0);
+      }
+    } finally {
+      await ul!.removeHost(ns);
+      await run('ip', ['netns', 'del', ns]);
+    }
+  });
+
   it('runs busybox:local containers on the default bridge', async () => {
     let t = Date.now();
     await ensureBusyboxImage(h1!);

@@ -44,6 +44,8 @@ export interface AddHostOptions {
   mtu?: number;
   /** interface name inside the host namespace; default eth0 (eth1... when taken) */
   ifname?: string;
+  /** MAC of the port's bridge-side end; default random (tests use it to join with a low one) */
+  portMac?: string;
 }
 
 export interface UnderlayPort {
@@ -142,7 +144,7 @@ export async function createUnderlay(name: string, cidr: string, opts: UnderlayO
       const linkMtu = String(o.mtu ?? mtu);
       used.add(n);
       try {
-        await ns(['link', 'add', port, 'mtu', linkMtu, 'type', 'veth', 'peer', 'name', ifname, 'mtu', linkMtu, 'netns', hostNs]);
+        await ns(['link', 'add', port, ...(o.portMac ? ['address', o.portMac] : []), 'mtu', linkMtu, 'type', 'veth', 'peer', 'name', ifname, 'mtu', linkMtu, 'netns', hostNs]);
         await ns(['link', 'set', port, 'master', bridge, 'up']);
         await runOk('ip', ['-n', hostNs, 'addr', 'add', full, 'dev', ifname]);
         await runOk('ip', ['-n', hostNs, 'link', 'set', ifname, 'up']);
@@ -178,7 +180,15 @@ export async function createUnderlay(name: string, cidr: string, opts: UnderlayO
   try {
     await runOk('ip', ['netns', 'add', name]);
     await ns(['link', 'set', 'lo', 'up']);
-    await ns(['link', 'add', bridge, 'mtu', String(mtu), 'type', 'bridge', 'stp_state', '0', 'forward_delay', '0']);
+    // A bridge with no address of its own takes the lowest MAC among its ports,
+    // so a host plugged in later (with a lower random MAC) would change the
+    // MAC behind the bridge address (etcd's, usually) under the hosts that
+    // already cached it: the kernel drops their frames to the old MAC, and
+    // a host that only waits for etcd's answers (no lease, no watch yet)
+    // stays cut off until its neighbour entry expires. A fixed, locally
+    // administered MAC from the bridge address, as Docker does for docker0.
+    const mac = `02:42:${intToIp(p.network + 1).split('.').map((b) => Number(b).toString(16).padStart(2, '0')).join(':')}`;
+    await ns(['link', 'add', bridge, 'address', mac, 'mtu', String(mtu), 'type', 'bridge', 'stp_state', '0', 'forward_delay', '0']);
     await ns(['addr', 'add', bridgeAddress, 'dev', bridge]);
     await ns(['link', 'set', bridge, 'up']);
   } catch (e) {
