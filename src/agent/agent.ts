@@ -28,7 +28,7 @@ import { Ask, checkHostName, DuplicateHostError } from './identity';
 import { Liveness } from './liveness';
 import { ClusterView, type ViewChange } from '../cluster/view';
 import { VERSION } from '../version';
-import { DockerClient, DockerError } from './docker';
+import { DockerClient, DockerError, type EventStream } from './docker';
 import { collectGarbage } from './gc';
 import type { Ipam } from '../ipam/ipam';
 import type { WireGuard } from '../wireguard';
@@ -83,6 +83,8 @@ export class Agent {
   private readonly cluster: boolean;
   private readonly me: string;
   private readonly docker: DockerClient;
+  private events?: EventStream;
+  private eventsAttempt = 0;
   private readonly registeredListeners: ((lease: LeaseId) => void)[] = [];
   readonly stats: AgentStats = { corrections: 0, peersProgrammed: 0, storeErrors: 0, synced: false, invalidRecords: 0 };
 
@@ -141,6 +143,7 @@ export class Agent {
     this.stopped = true;
     if (this.timer) clearInterval(this.timer);
     this.liveness.stop();
+    this.events?.close();
     await this.view.close();
     // The lease is not revoked: a stopped weft and a crashed one look alike to
     // the cluster, and a quick restart keeps the host's peers in place.
@@ -159,6 +162,7 @@ export class Agent {
     await this.retry('initial reconcile', async () => { await this.reconcile(); });
     if (this.cluster) await this.retry('registering this host', () => this.register());
     await this.retry('watching the store', () => this.sync());
+    if (this.cluster) this.followNetworkCreates();
     this.timer = setInterval(() => void this.periodic(), this.d.cfg.reconcileInterval * 1000);
     this.timer.unref();
   }
@@ -469,6 +473,32 @@ export class Agent {
         setTimeout(() => { this.dirty.add(cid); this.scheduleFlush(); }, wait).unref();
       },
     ).finally(() => this.inflight.delete(cid));
+  }
+
+  /**
+   * Docker reports a network's creation once it has saved it, i.e. as soon as
+   * its name can be read: learn it then rather than on the next retry (the
+   * first attempt, right after CreateNetwork, comes before Docker saved it).
+   */
+  private followNetworkCreates(): void {
+    if (this.stopped) return;
+    const driver = driverName(this.d.cfg);
+    this.events = this.docker.streamEvents({ type: ['network'], event: ['create'] }, (ev) => {
+      this.eventsAttempt = 0;
+      const localId = ev.Actor?.ID;
+      if (!localId || ev.Actor?.Attributes?.type !== driver) return;
+      for (const [cid, hosts] of this.view.bindings) {
+        if (hosts.get(this.me) !== localId) continue;
+        this.retryAt.delete(cid);
+        this.propagate(cid);
+      }
+    }, (err) => {
+      if (this.stopped) return;
+      // Only a shortcut: the retries of propagate() learn the name without it.
+      const wait = Math.min(5000, 100 * 2 ** this.eventsAttempt++);
+      this.d.logger.debug({ err: err.message, retryInMs: wait }, 'Docker events stream (network creates) ended; reconnecting');
+      setTimeout(() => this.followNetworkCreates(), wait).unref();
+    });
   }
 
   /** CreateNetwork carries no name: ask this host's Docker engine for it, after the create finished. */

@@ -11,6 +11,14 @@
 // Sources: the events stream (network connect/disconnect, container
 // start/die/destroy/rename), a full resync from GET /containers/json plus
 // inspects at start, on every reconnect of the stream and every resyncMs.
+// A container's name is written early, before its start finishes: Docker
+// reports `network connect` right after the driver's Join, while it still
+// holds the container (an inspect would wait for the start to end), and
+// GET /networks/ID already lists the container with its endpoint, address
+// and endpoint name, which is the container's name. That record (no aliases
+// yet) is written at once; the inspect after the start completes it with the
+// aliases and the asker addresses, or deletes it if the container did not
+// come up.
 // Never inside a driver call: this runs on its own, in the background, with
 // retries. In cluster mode the records are attached to the host's lease (so a
 // dead host's names vanish with it) and rewritten under each new lease.
@@ -63,9 +71,16 @@ export class NameLearner {
   private streamAttempt = 0;
   private stopped = false;
   private lastRefresh = 0;
+  /**
+   * Records written early (on network connect), outside the queue. Each waits
+   * for an inspect of its container issued after it was written (`decided`),
+   * then the next write() checks it against what Docker says.
+   */
+  private readonly early = new Map<string, { value: string; container: string; seq: number; decided: boolean }>();
+  private earlySeq = 0;
   private fullPending = false;
   private failures = 0;
-  readonly stats = { resyncs: 0, events: 0, writes: 0, errors: 0 };
+  readonly stats = { resyncs: 0, events: 0, writes: 0, errors: 0, early: 0 };
 
   constructor(private readonly d: LearnerDeps) {}
 
@@ -113,11 +128,8 @@ export class NameLearner {
       const id = ev.Type === 'network' ? ev.Actor?.Attributes?.container : ev.Actor?.ID;
       if (!id) return;
       if (this.streamAttempt) this.streamAttempt = 0;
-      this.dirty.add(id);
-      this.batchTimer ??= setTimeout(() => {
-        this.batchTimer = undefined;
-        this.enqueue(() => this.processDirty());
-      }, 50);
+      if (ev.Type === 'network' && ev.Action === 'connect' && ev.Actor?.ID) this.writeEarly(ev.Actor.ID, id);
+      this.markDirty(id);
     }, (err) => {
       if (this.stopped) return;
       const wait = Math.min(5000, 100 * 2 ** this.streamAttempt++);
@@ -127,6 +139,52 @@ export class NameLearner {
     });
     // Events before this point were not seen: resync (also the first sync).
     this.requestFull();
+  }
+
+  private markDirty(id: string): void {
+    this.dirty.add(id);
+    this.batchTimer ??= setTimeout(() => {
+      this.batchTimer = undefined;
+      this.enqueue(() => this.processDirty());
+    }, 50);
+  }
+
+  /** Inspects of `ids` issued when the early sequence was at `seq` have been read: early records written before are decided. */
+  private settleEarly(ids: Iterable<string>, seq: number): void {
+    if (!this.early.size) return;
+    const seen = new Set(ids);
+    for (const e of this.early.values()) if (!e.decided && e.seq <= seq && seen.has(e.container)) e.decided = true;
+  }
+
+  /**
+   * Container `containerId` was just connected to Docker network `networkId`:
+   * if that is a weft network, write its name record now, from the network's
+   * own listing (which needs no lock on the container, unlike an inspect).
+   */
+  private writeEarly(networkId: string, containerId: string): void {
+    if (this.stopped) return;
+    const cid = this.weftNetworks().get(networkId);
+    if (!cid || (this.d.cluster && !this.lease) || (this.d.ready && !this.d.ready())) return;
+    const lease = this.d.cluster ? this.lease : undefined;
+    void (async () => {
+      const net = await this.d.docker.inspectNetwork(networkId);
+      const ep = net.Containers?.[containerId];
+      const name = ep?.Name;
+      const ip = ep?.IPv4Address?.split('/')[0];
+      if (!ep?.EndpointID || !name || !ip || !isIPv4(ip)) return; // gone already, or not listed yet: the inspect after the start writes it
+      const key = keys.name(cid, ep.EndpointID);
+      if (this.written.has(key)) return; // the regular path was quicker
+      const rec: NameRecord = { name, aliases: [], ip, host: this.d.host, network: net.Name, container: containerId };
+      const value = JSON.stringify(rec);
+      this.early.set(key, { value, container: containerId, seq: ++this.earlySeq, decided: false });
+      await this.d.store.put(key, value, lease);
+      this.stats.early++;
+      this.stats.writes++;
+      // An inspect issued from now on (it returns once the start is over) completes or removes it.
+      this.markDirty(containerId);
+    })().catch((err: Error) => {
+      this.d.logger.debug({ err: err.message, network: networkId.slice(0, 12), container: containerId.slice(0, 12) }, 'writing a name early failed; the regular pass writes it');
+    });
   }
 
   private requestFull(): void {
@@ -188,7 +246,9 @@ export class NameLearner {
     const ids = [...this.dirty];
     this.dirty.clear();
     if (!ids.length) return;
+    const seq = this.earlySeq;
     const [gw, containers] = await Promise.all([this.gwbridge(), Promise.all(ids.map((id) => this.inspect(id)))]);
+    this.settleEarly(ids, seq);
     const nets = this.weftNetworks();
     ids.forEach((id, i) => {
       const recs = recordsOf(containers[i], gw.get(id), nets, this.d.host);
@@ -201,6 +261,7 @@ export class NameLearner {
 
   private async fullResync(): Promise<void> {
     if (this.stopped) return;
+    const seq = this.earlySeq;
     const list = await this.d.docker.listContainers();
     const gw = await this.gwbridge();
     const nets = this.weftNetworks();
@@ -215,6 +276,10 @@ export class NameLearner {
       });
     }
     this.byContainer = next;
+    // containers gone before the list: nothing of theirs is wanted any more
+    const listed = new Set(ids);
+    this.settleEarly([...this.early.values()].map((e) => e.container).filter((c) => !listed.has(c)), seq);
+    this.settleEarly(ids, seq);
     this.publishAskers();
     // Docker is read in full every time; the store only when this host's records
     // there may differ from what was written (at start, after registering again):
@@ -273,7 +338,20 @@ export class NameLearner {
         else have.set(kv.key, '');
       }
       for (const kv of askers.kvs) have.set(kv.key, !lease || kv.lease === lease ? kv.value : '');
-    } else have = this.written;
+    } else have = new Map(this.written);
+    // Written early, outside the queue: once Docker has been asked about the
+    // container since, as written (kept, completed or deleted below); until
+    // then left alone, neither wanted nor deleted.
+    const early = new Map<string, string>();
+    for (const [k, e] of this.early) {
+      if (e.decided) {
+        early.set(k, e.value);
+        have.set(k, e.value);
+      } else {
+        have.delete(k);
+        want.delete(k);
+      }
+    }
     const puts = [...want].filter(([k, v]) => have.get(k) !== v);
     const dels = [...have.keys()].filter((k) => !want.has(k));
     for (const [k, v] of puts) {
@@ -284,6 +362,7 @@ export class NameLearner {
       await this.d.store.delete(k);
       this.stats.writes++;
     }
+    for (const [k, v] of early) if (this.early.get(k)?.value === v) this.early.delete(k);
     if (puts.length || dels.length) this.d.logger.debug({ put: puts.length, deleted: dels.length, full }, 'container names written to the store');
     this.written = want;
   }
