@@ -90,6 +90,8 @@ export async function serve(cfg: Config): Promise<void> {
   // DNS for container names across hosts (--dns-addr): fed by the agent's mirror, so set up before it starts.
   const dns = startDns({ cfg, store, agent, view: agent.view, networks, logger: log.child({ part: 'dns' }) });
   ops.observeDns(() => (dns?.server ? { ...dns.server.stats } : undefined));
+  // A container's name goes to the store right after its Join, before its start ends.
+  if (dns) driver.onJoined((localId, endpointId) => dns.learner.endpointJoined(localId, endpointId));
   agent.start();
   await ops.start(agent, log);
 

@@ -77,10 +77,14 @@ export function registerRoutes(app: FastifyInstance, b: Backend): void {
     Value: await b.driver.endpointInfo(r.NetworkID, r.EndpointID),
   }));
   route<JoinRequest, JoinResponse>('/NetworkDriver.Join', schemas.Join, async (r) => {
-    const { SrcName } = await b.driver.join(r.NetworkID, r.EndpointID);
+    const { SrcName, routes } = await b.driver.join(r.NetworkID, r.EndpointID, r.SandboxKey);
     // No Gateway: Docker then attaches docker_gwbridge, which gives the
     // container outbound NAT and -p publishing (design.md, fact 2).
-    return { InterfaceName: { SrcName, DstPrefix: 'eth' }, DisableGatewayService: false };
+    // RouteType 1: connected, on the interface itself.
+    return {
+      InterfaceName: { SrcName, DstPrefix: 'eth' }, DisableGatewayService: false,
+      ...(routes.length ? { StaticRoutes: routes.map((Destination) => ({ Destination, RouteType: 1 })) } : {}),
+    };
   });
   route<EndpointRequest, object>('/NetworkDriver.Leave', schemas.Endpoint, async (r) => {
     await b.driver.leave(r.NetworkID, r.EndpointID);

@@ -24,7 +24,7 @@
 // dead host's names vanish with it) and rewritten under each new lease.
 
 import type { Logger } from 'pino';
-import type { DockerClient, DockerContainer, EventStream } from '../agent/docker';
+import type { DockerClient, DockerContainer, DockerNetwork, EventStream } from '../agent/docker';
 import { DockerError } from '../agent/docker';
 import type { LocalNetwork } from '../cluster/local-networks';
 import { AskerRecord, keys, NameRecord } from '../store/keys';
@@ -52,6 +52,9 @@ export interface LearnerDeps {
 }
 
 const GWBRIDGE = 'docker_gwbridge';
+/** After a Join, GET /networks/ID until it lists the endpoint: waits before each attempt (ms). */
+const JOINED_RETRIES_MS = [0, 5, 10, 20, 40, 80, 160] as const;
+type NetworkEndpoint = NonNullable<DockerNetwork['Containers']>[string];
 const EVENTS = ['start', 'die', 'destroy', 'rename', 'connect', 'disconnect'];
 
 export class NameLearner {
@@ -128,7 +131,7 @@ export class NameLearner {
       const id = ev.Type === 'network' ? ev.Actor?.Attributes?.container : ev.Actor?.ID;
       if (!id) return;
       if (this.streamAttempt) this.streamAttempt = 0;
-      if (ev.Type === 'network' && ev.Action === 'connect' && ev.Actor?.ID) this.writeEarly(ev.Actor.ID, id);
+      if (ev.Type === 'network' && ev.Action === 'connect' && ev.Actor?.ID) this.connected(ev.Actor.ID, id);
       this.markDirty(id);
     }, (err) => {
       if (this.stopped) return;
@@ -157,33 +160,56 @@ export class NameLearner {
   }
 
   /**
-   * Container `containerId` was just connected to Docker network `networkId`:
-   * if that is a weft network, write its name record now, from the network's
-   * own listing (which needs no lock on the container, unlike an inspect).
+   * Endpoint `endpointId` of this host just joined Docker network
+   * `networkId` (the driver's Join answered): write its container's name now,
+   * well before the start ends. Docker lists the endpoint in GET /networks/ID
+   * (with its container, address and name, the container's) shortly after
+   * Join; asking there needs no lock on the container, unlike an inspect.
    */
-  private writeEarly(networkId: string, containerId: string): void {
+  endpointJoined(networkId: string, endpointId: string): void {
+    this.writeEarly(networkId, (id, ep) => ep.EndpointID === endpointId, JOINED_RETRIES_MS);
+  }
+
+  /** Container `containerId` was just connected to Docker network `networkId` (the event): the same, if the Join's attempt did not do it. */
+  private connected(networkId: string, containerId: string): void {
+    this.writeEarly(networkId, (id) => id === containerId, [0]);
+  }
+
+  private writeEarly(networkId: string, match: (containerId: string, ep: NetworkEndpoint) => boolean, retriesMs: readonly number[]): void {
     if (this.stopped) return;
     const cid = this.weftNetworks().get(networkId);
     if (!cid || (this.d.cluster && !this.lease) || (this.d.ready && !this.d.ready())) return;
     const lease = this.d.cluster ? this.lease : undefined;
+    const t0 = Date.now();
     void (async () => {
-      const net = await this.d.docker.inspectNetwork(networkId);
-      const ep = net.Containers?.[containerId];
-      const name = ep?.Name;
-      const ip = ep?.IPv4Address?.split('/')[0];
-      if (!ep?.EndpointID || !name || !ip || !isIPv4(ip)) return; // gone already, or not listed yet: the inspect after the start writes it
+      let found: [string, NetworkEndpoint] | undefined;
+      let netName = '';
+      for (const wait of retriesMs) {
+        if (wait) await new Promise((r) => setTimeout(r, wait));
+        if (this.stopped) return;
+        const net = await this.d.docker.inspectNetwork(networkId);
+        netName = net.Name;
+        found = Object.entries(net.Containers ?? {}).find(([id, ep]) => match(id, ep));
+        if (found) break;
+      }
+      if (!found) return; // not listed (yet, or any more): the inspect after the start writes it
+      const [containerId, ep] = found;
+      const name = ep.Name;
+      const ip = ep.IPv4Address?.split('/')[0];
+      if (!ep.EndpointID || !name || !ip || !isIPv4(ip)) return;
       const key = keys.name(cid, ep.EndpointID);
-      if (this.written.has(key)) return; // the regular path was quicker
-      const rec: NameRecord = { name, aliases: [], ip, host: this.d.host, network: net.Name, container: containerId };
+      if (this.written.has(key) || this.early.has(key)) return; // written already
+      const rec: NameRecord = { name, aliases: [], ip, host: this.d.host, network: netName, container: containerId };
       const value = JSON.stringify(rec);
       this.early.set(key, { value, container: containerId, seq: ++this.earlySeq, decided: false });
       await this.d.store.put(key, value, lease);
       this.stats.early++;
       this.stats.writes++;
+      this.d.logger.debug({ name, network: netName, ms: Date.now() - t0 }, 'container name written before its start ended');
       // An inspect issued from now on (it returns once the start is over) completes or removes it.
       this.markDirty(containerId);
     })().catch((err: Error) => {
-      this.d.logger.debug({ err: err.message, network: networkId.slice(0, 12), container: containerId.slice(0, 12) }, 'writing a name early failed; the regular pass writes it');
+      this.d.logger.debug({ err: err.message, network: networkId.slice(0, 12) }, 'writing a name early failed; the regular pass writes it');
     });
   }
 

@@ -20,6 +20,7 @@ import { EndpointRecord, keys } from '../store/keys';
 import { Store } from '../store/store';
 import { faultPoint } from '../util/fault';
 import { LocalNetworks, type LocalNetworksOptions } from '../cluster/local-networks';
+import { MulticastRoutes } from './multicast';
 import { isValidUnicastMac, macFromIp, normalizeMac, parseNetworkOptions } from './options';
 
 /** The local networks' settings (cluster mode, VTEP, MTU, encryption...), and the name users type. */
@@ -31,9 +32,21 @@ export interface DriverOptions extends LocalNetworksOptions {
 /** [wireguard] Encrypted networks: what LocalNetworks needs of this host's WireGuard. */
 export type { EncryptedPath } from '../cluster/local-networks';
 
+/** Multicast: a container's first weft network carries it (Join returns it as a connected route). */
+export const MULTICAST_ROUTE = '224.0.0.0/4';
+
+export interface JoinResult {
+  SrcName: string;
+  /** Routes on the container's weft interface (connected: no next hop). */
+  routes: string[];
+}
+
 export class Driver {
   /** This host's copies of cluster networks: the driver's state lives there. */
   readonly networks: LocalNetworks;
+  /** Which endpoint's interface carries each sandbox's multicast route. */
+  private readonly multicast: MulticastRoutes;
+  private readonly joinedListeners: ((localId: string, endpointId: string) => void)[] = [];
 
   constructor(
     store: Store,
@@ -43,6 +56,7 @@ export class Driver {
     networks?: LocalNetworks,
   ) {
     this.networks = networks ?? new LocalNetworks(store, ipam, dataplane, opts);
+    this.multicast = new MulticastRoutes(opts.runDir, opts.logger);
   }
 
   // ------------------------------------------------------------ networks
@@ -92,7 +106,12 @@ export class Driver {
     return iface?.MacAddress ? null : { MacAddress: mac };
   }
 
-  async join(localId: string, endpointId: string): Promise<{ SrcName: string }> {
+  /** `cb` learns of each Join answered (after the answer; it must not throw). DNS writes the container's name from there. */
+  onJoined(cb: (localId: string, endpointId: string) => void): void {
+    this.joinedListeners.push(cb);
+  }
+
+  async join(localId: string, endpointId: string, sandboxKey?: string): Promise<JoinResult> {
     const local = await this.networks.lookupNetwork(localId);
     if (!local) throw errors.unknownNetwork(localId);
     const ep = await this.networks.lookupEndpoint(local, endpointId);
@@ -109,17 +128,23 @@ export class Driver {
     // Best effort: a lost announcement only delays peers that cached an old MAC.
     await this.dataplane.announce(this.networks.spec(local.clusterId, local.record), ep.record.ip, ep.record.mac).catch((err: Error) =>
       this.opts.logger.warn({ endpoint: endpointId.slice(0, 12), err: err.message }, 'gratuitous ARP failed'));
-    return { SrcName: spec.hostIf };
+    // Multicast: an application that sends to or joins a group without naming
+    // an interface then uses the weft network, not the default route (docker_gwbridge).
+    const routes = this.multicast.claim(sandboxKey, endpointId) ? [MULTICAST_ROUTE] : [];
+    if (this.joinedListeners.length) setImmediate(() => { for (const cb of this.joinedListeners) cb(localId, endpointId); });
+    return { SrcName: spec.hostIf, routes };
   }
 
   async leave(localId: string, endpointId: string): Promise<void> {
     // Docker moves the interface back to the host namespace after Leave and
     // calls DeleteEndpoint, where it is removed. Nothing to undo here.
     faultPoint('leave');
+    this.multicast.release(endpointId);
     this.opts.logger.debug({ network: localId, endpoint: endpointId }, 'leave');
   }
 
   async deleteEndpoint(localId: string, endpointId: string): Promise<void> {
+    this.multicast.release(endpointId);
     await this.networks.removeEndpoint(localId, endpointId);
   }
 
