@@ -64,7 +64,7 @@ export function buildServer(backend: Backend, opts: ServerOptions): FastifyInsta
     const ms = reply.elapsedTime;
     const outcome = reply.statusCode === 200 ? 'ok' : 'error';
     opts.onCall?.(methodOf(req.url), outcome, ms);
-    log.debug({ body: process.env.WEFT_DEBUG_BODIES ? req.body : undefined, call: methodOf(req.url), status: reply.statusCode, ms: Math.round(ms * 100) / 100 }, 'plugin call');
+    log.debug({ call: methodOf(req.url), status: reply.statusCode, ms: Math.round(ms * 100) / 100 }, 'plugin call');
   });
 
   app.setErrorHandler((err: FastifyError | WeftError | Error, req, reply) => {
