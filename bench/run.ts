@@ -16,6 +16,7 @@ import { goalText, table } from './lib/stats';
 import { apiLatency } from './phases/api';
 import { convergence, dockerRun, propagation } from './phases/docker';
 import { dataPath } from './phases/datapath';
+import { modes } from './phases/modes';
 import { encryptedPath } from './phases/encrypted';
 import { ipamContention } from './phases/ipam';
 import { scale } from './phases/scale';
@@ -30,6 +31,7 @@ const PHASE_FNS: Record<(typeof PHASES)[number], (b: Bench) => Promise<void>> = 
   conv: convergence,
   prop: propagation,
   data: dataPath,
+  modes,
   crypt: encryptedPath, // [wireguard]
   ipam: ipamContention,
   scale,

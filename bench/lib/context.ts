@@ -31,7 +31,7 @@ export interface BenchConfig {
   clusterProbes: number;
   /** cluster phase: length of the at-rest window per size, seconds; best a multiple of weft's reconcile interval, 10 s (WEFT_BENCH_CLUSTER_REST_SECONDS) */
   clusterRestSeconds: number;
-  /** only these phases (WEFT_BENCH_ONLY=api,run,conv,prop,data,crypt,ipam,scale,scrape,cluster, or --only) */
+  /** only these phases (WEFT_BENCH_ONLY=api,run,conv,prop,data,modes,crypt,ipam,scale,scrape,cluster, or --only) */
   only?: Set<string>;
 }
 
@@ -75,7 +75,7 @@ function envInt(name: string, dflt: number, min: number, max: number): number {
   return n;
 }
 
-export const PHASES = ['api', 'run', 'conv', 'prop', 'data', 'crypt', 'ipam', 'scale', 'scrape', 'cluster'] as const;
+export const PHASES = ['api', 'run', 'conv', 'prop', 'data', 'modes', 'crypt', 'ipam', 'scale', 'scrape', 'cluster'] as const;
 
 /** Phases that build (and remove) a lab of their own: they run after the shared lab is gone, so that its processes do not share the CPUs. */
 export const OWN_LAB_PHASES: ReadonlySet<string> = new Set(['cluster']);

@@ -195,7 +195,7 @@ export async function propagation(b: Bench): Promise<void> {
 }
 
 /** Polls `cond` back to back (each poll is one Docker API request, about a millisecond) until it holds; returns when (epoch ms). */
-async function pollUntil(cond: () => Promise<boolean>, timeoutMs: number): Promise<number | undefined> {
+export async function pollUntil(cond: () => Promise<boolean>, timeoutMs: number): Promise<number | undefined> {
   const deadline = nowMs() + timeoutMs;
   for (let i = 0; i < 1_000_000 && nowMs() < deadline; i++) {
     try {
