@@ -292,19 +292,19 @@ function sideBySide(rows: Map<string, Row>, list: Mode[]): string {
   const med = (v?: number[]) => (v && v.length ? median(v.filter(Number.isFinite)) : NaN);
   const rat = (v?: number[], base?: number[]) => (v && base && v.length ? median(ratio(v, base).filter(Number.isFinite)) : NaN);
   const f = (v: number, unit = '') => (Number.isFinite(v) ? `${fmt(v)}${unit}` : '');
-  const head = ['path', 'TCP Gbit/s', 'x underlay', 'RTT ms', 'x underlay', 'docker run -d ms', 'x default bridge', 'listed on host 2 after create, ms', 'name resolves on host 2, ms after run returns', 'resolved before run returned'];
+  const head = ['path', 'TCP Gbit/s', 'x underlay', 'RTT ms', 'x underlay', 'docker run -d ms', 'x default bridge', 'listed on host 2 after create, ms', 'name resolves on host 2, ms after run returns', 'resolved before run returned', 'note'];
   const out: string[][] = [head];
   const line = (key: string, r?: Row) => {
     if (!r) return;
     if (!r.available) {
-      out.push([r.label, 'not available', '', '', '', '', '', '', '', r.why ?? '']);
+      out.push([r.label, 'not available', '', '', '', '', '', '', '', '', r.why ?? '']);
       return;
     }
     const names = r.nameMs ?? [];
     out.push([
       r.label, f(med(r.tput)), key === 'underlay' ? '1' : f(rat(r.tput, ul?.tput)), f(med(r.rtt)), key === 'underlay' ? '1' : f(rat(r.rtt, ul?.rtt)),
       f(med(r.run)), key === 'bridge' ? '1' : f(rat(r.run, br?.run)), f(med(r.listed)), f(med(names)),
-      names.length ? `${names.filter((x) => x < 0).length} of ${names.length}` : '',
+      names.length ? `${names.filter((x) => x < 0).length} of ${names.length}` : '', '',
     ]);
   };
   line('underlay', ul);
