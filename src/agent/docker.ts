@@ -23,7 +23,8 @@ export interface DockerContainer {
   Id: string;
   /** With Docker's leading '/'. */
   Name: string;
-  State?: { Running?: boolean };
+  /** Status: created (also while its start is under way), running, exited...; Error: why its start failed. */
+  State?: { Running?: boolean; Status?: string; Error?: string; ExitCode?: number };
   NetworkSettings?: {
     Networks?: Record<string, { NetworkID?: string; EndpointID?: string; IPAddress?: string; Aliases?: string[] | null }>;
   };

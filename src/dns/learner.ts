@@ -55,6 +55,8 @@ const GWBRIDGE = 'docker_gwbridge';
 /** After a Join, GET /networks/ID until it lists the endpoint: waits before each attempt (ms). */
 const JOINED_RETRIES_MS = [0, 5, 10, 20, 40, 80, 160] as const;
 type NetworkEndpoint = NonNullable<DockerNetwork['Containers']>[string];
+/** An early record whose container's start has not ended after this long is checked like any other. */
+const EARLY_MAX_MS = 60_000;
 const EVENTS = ['start', 'die', 'destroy', 'rename', 'connect', 'disconnect'];
 
 export class NameLearner {
@@ -79,7 +81,7 @@ export class NameLearner {
    * for an inspect of its container issued after it was written (`decided`),
    * then the next write() checks it against what Docker says.
    */
-  private readonly early = new Map<string, { value: string; container: string; seq: number; decided: boolean }>();
+  private readonly early = new Map<string, { value: string; container: string; seq: number; at: number; decided: boolean }>();
   private earlySeq = 0;
   private fullPending = false;
   private failures = 0;
@@ -152,11 +154,21 @@ export class NameLearner {
     }, 50);
   }
 
-  /** Inspects of `ids` issued when the early sequence was at `seq` have been read: early records written before are decided. */
-  private settleEarly(ids: Iterable<string>, seq: number): void {
+  /**
+   * Inspects issued when the early sequence was at `seq` have been read
+   * (`seen`: container id -> what Docker said, undefined if it is gone): an
+   * early record written before is decided once Docker has the last word on
+   * its container (running, ended, failed to start, gone), or after
+   * EARLY_MAX_MS whatever it says. While the start is under way (Docker 28
+   * answers inspects then, as "created") it stays as written.
+   */
+  private settleEarly(seen: Map<string, DockerContainer | undefined>, seq: number): void {
     if (!this.early.size) return;
-    const seen = new Set(ids);
-    for (const e of this.early.values()) if (!e.decided && e.seq <= seq && seen.has(e.container)) e.decided = true;
+    const now = Date.now();
+    for (const e of this.early.values()) {
+      if (e.decided || e.seq > seq || !seen.has(e.container)) continue;
+      if (startOver(seen.get(e.container)) || now - e.at > EARLY_MAX_MS) e.decided = true;
+    }
   }
 
   /**
@@ -201,7 +213,7 @@ export class NameLearner {
       if (this.written.has(key) || this.early.has(key)) return; // written already
       const rec: NameRecord = { name, aliases: [], ip, host: this.d.host, network: netName, container: containerId };
       const value = JSON.stringify(rec);
-      this.early.set(key, { value, container: containerId, seq: ++this.earlySeq, decided: false });
+      this.early.set(key, { value, container: containerId, seq: ++this.earlySeq, at: Date.now(), decided: false });
       await this.d.store.put(key, value, lease);
       this.stats.early++;
       this.stats.writes++;
@@ -274,7 +286,7 @@ export class NameLearner {
     if (!ids.length) return;
     const seq = this.earlySeq;
     const [gw, containers] = await Promise.all([this.gwbridge(), Promise.all(ids.map((id) => this.inspect(id)))]);
-    this.settleEarly(ids, seq);
+    this.settleEarly(new Map(ids.map((id, i) => [id, containers[i]])), seq);
     const nets = this.weftNetworks();
     ids.forEach((id, i) => {
       const recs = recordsOf(containers[i], gw.get(id), nets, this.d.host);
@@ -293,19 +305,20 @@ export class NameLearner {
     const nets = this.weftNetworks();
     const next = new Map<string, Map<string, string>>();
     const ids = list.map((c) => c.Id);
+    const seen = new Map<string, DockerContainer | undefined>();
     for (let i = 0; i < ids.length; i += 8) {
       const batch = ids.slice(i, i + 8);
       const got = await Promise.all(batch.map((id) => this.inspect(id)));
       batch.forEach((id, j) => {
+        seen.set(id, got[j]);
         const recs = recordsOf(got[j], gw.get(id), nets, this.d.host);
         if (recs.size) next.set(id, recs);
       });
     }
     this.byContainer = next;
-    // containers gone before the list: nothing of theirs is wanted any more
-    const listed = new Set(ids);
-    this.settleEarly([...this.early.values()].map((e) => e.container).filter((c) => !listed.has(c)), seq);
-    this.settleEarly(ids, seq);
+    // The list holds running containers only: ask about the others with an early record (starting, or gone).
+    for (const c of new Set([...this.early.values()].map((e) => e.container))) if (!seen.has(c)) seen.set(c, await this.inspect(c));
+    this.settleEarly(seen, seq);
     this.publishAskers();
     // Docker is read in full every time; the store only when this host's records
     // there may differ from what was written (at start, after registering again):
@@ -392,6 +405,13 @@ export class NameLearner {
     if (puts.length || dels.length) this.d.logger.debug({ put: puts.length, deleted: dels.length, full }, 'container names written to the store');
     this.written = want;
   }
+}
+
+/** Whether Docker has the last word on a container's start: it runs, ended, failed to start, or is gone. */
+export function startOver(c: DockerContainer | undefined): boolean {
+  const s = c?.State;
+  if (!c || !s || s.Running) return true;
+  return s.Status !== 'created' || !!s.Error || (s.ExitCode ?? 0) !== 0;
 }
 
 /** The store records of one container (none unless it runs and is on a weft network). */
