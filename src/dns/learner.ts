@@ -11,14 +11,14 @@
 // Sources: the events stream (network connect/disconnect, container
 // start/die/destroy/rename), a full resync from GET /containers/json plus
 // inspects at start, on every reconnect of the stream and every resyncMs.
-// A container's name is written early, before its start finishes: Docker
-// reports `network connect` right after the driver's Join, while it still
-// holds the container (an inspect would wait for the start to end), and
-// GET /networks/ID already lists the container with its endpoint, address
-// and endpoint name, which is the container's name. That record (no aliases
-// yet) is written at once; the inspect after the start completes it with the
-// aliases and the asker addresses, or deletes it if the container did not
-// come up.
+// A container's name is written early, before its start finishes: right
+// after the driver answers Join (endpointJoined), GET /networks/ID lists the
+// new endpoint with its container, address and endpoint name, which is the
+// container's name; an inspect would wait for the start to end (Docker 20.10)
+// or say "created" (Docker 28). That record (no aliases yet) is written at
+// once; the inspect once the start is over completes it with the aliases and
+// the asker addresses, or deletes it if the container did not come up. The
+// `network connect` event, a little later, is a second chance.
 // Never inside a driver call: this runs on its own, in the background, with
 // retries. In cluster mode the records are attached to the host's lease (so a
 // dead host's names vanish with it) and rewritten under each new lease.
