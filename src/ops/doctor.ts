@@ -352,7 +352,7 @@ async function checkVxlan(cfg: Config, sb: Sandbox | undefined, address: string 
       return {
         name, state: 'fail',
         detail: `${who} answered, but the VXLAN packet it sent to ${hostPort(address, cfg.vxlanPort)} did not arrive${r.reply.error ? ` (${r.reply.error})` : ''}`,
-        fix: `a firewall drops UDP ${cfg.vxlanPort} from ${d.address} to this host: allow it on this host (for example iptables -I INPUT -p udp -s ${d.address} --dport ${cfg.vxlanPort} -j ACCEPT) and on any firewall between the hosts`,
+        fix: `a firewall drops UDP ${cfg.vxlanPort} from ${d.address} to this host: allow it on this host (for example ${d.address.includes(':') ? 'ip6tables' : 'iptables'} -I INPUT -p udp -s ${d.address} --dport ${cfg.vxlanPort} -j ACCEPT) and on any firewall between the hosts`,
       };
     }
     return { name, state: 'ok', detail: `${who} reaches this host on UDP ${cfg.vxlanPort} (VXLAN)` };
