@@ -16,7 +16,7 @@ const AF_INET = 2;
 const AF_INET6 = 10;
 
 /** struct sockaddr_in for IPv4:port, struct sockaddr_in6 for [IPv6]:port (an IPv6 underlay). */
-function sockaddrIn(endpoint: string): Buffer {
+export function sockaddrIn(endpoint: string): Buffer {
   const hp = splitHostPort(endpoint);
   const addr = hp && ipBytes(hp.host);
   if (!hp || !addr) throw new Error(`invalid WireGuard endpoint "${endpoint}" (IPv4:port or [IPv6]:port)`);
@@ -34,7 +34,7 @@ function sockaddrIn(endpoint: string): Buffer {
   return b;
 }
 
-function endpointOf(b: Buffer | undefined): string | undefined {
+export function endpointOf(b: Buffer | undefined): string | undefined {
   if (!b || b.length < 8) return undefined;
   const family = b.readUInt16LE(0);
   if (family === AF_INET) return `${[...b.subarray(4, 8)].join('.')}:${b.readUInt16BE(2)}`;

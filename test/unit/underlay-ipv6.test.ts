@@ -11,6 +11,7 @@ import { checkUnderlayFamily, sameFamily, UnderlayFamilyError } from '../../src/
 import { mtuCheck } from '../../src/ops/doctor';
 import { recordProblem } from '../../src/wireguard/peers';
 import { wireguardLinkMtu } from '../../src/wireguard/serve-hooks';
+import { endpointOf, sockaddrIn } from '../../src/wireguard/kernel';
 import { parseStoreUrl } from '../../src/store';
 import { FileStore } from '../../src/store/file-store';
 import * as fs from 'node:fs';
@@ -111,6 +112,15 @@ describe('records and peers over an IPv6 underlay', () => {
     const wg = { publicKey: Buffer.alloc(32, 1).toString('base64'), tunnel: '198.51.100.3', implementation: 'userspace' };
     expect(recordProblem({ address: '2001:db8::b', version: '', startedAt: '', wg: { ...wg, endpoint: '[2001:db8::b]:51820' } })).toBeUndefined();
     expect(recordProblem({ address: '2001:db8::b', version: '', startedAt: '', wg: { ...wg, endpoint: '2001:db8::b:51820' } })).toMatch(/invalid WireGuard endpoint/);
+    // the kernel's WireGuard takes a struct sockaddr_in6 for an IPv6 endpoint
+    const sa = sockaddrIn('[2001:db8::b]:51820');
+    expect(sa.length).toBe(28);
+    expect(sa.readUInt16LE(0)).toBe(10); // AF_INET6
+    expect(sa.readUInt16BE(2)).toBe(51820);
+    expect(sa.subarray(8, 24).toString('hex')).toBe('20010db800000000000000000000000b');
+    expect(endpointOf(sa)).toBe('[2001:db8::b]:51820');
+    expect(endpointOf(sockaddrIn('192.0.2.11:51820'))).toBe('192.0.2.11:51820');
+    expect(() => sockaddrIn('2001:db8::b:51820')).toThrow(/IPv4:port or \[IPv6\]:port/);
     // --mtu 1430 over IPv6: WireGuard's link 1420, whose packets (+80) are 1500 on the underlay
     expect(wireguardLinkMtu({ mtu: 1430, advertiseAddr: '2001:db8::b' })).toBe(1420);
     expect(wireguardLinkMtu({ mtu: 1450, advertiseAddr: '192.0.2.11' })).toBe(1440);
