@@ -104,8 +104,9 @@ export function splitHostPort(s: string): { host: string; port: number } | undef
 
 /**
  * Why `s` cannot be a host's underlay address (the VXLAN endpoint other hosts
- * send to), or undefined when it can. The address is used as it is written
- * nowhere: callers keep canonicalIp(s).
+ * send to), or undefined when it can. Loopback (127.0.0.1, ::1) is allowed in
+ * both families, as for several wefts on one machine. Callers keep
+ * canonicalIp(s), not the text as typed.
  */
 export function underlayAddressProblem(s: string): string | undefined {
   if (/%/.test(s)) {
@@ -120,7 +121,6 @@ export function underlayAddressProblem(s: string): string | undefined {
     return undefined;
   }
   if (b.every((x) => x === 0)) return ':: is not a host address: give this host\'s own IPv6 address';
-  if (b.subarray(0, 15).every((x) => x === 0) && b[15] === 1) return '::1 is loopback: other hosts cannot reach it';
   if (b.subarray(0, 10).every((x) => x === 0) && b[10] === 0xff && b[11] === 0xff) {
     return `an IPv4-mapped IPv6 address: give the IPv4 address itself (${[...b.subarray(12)].join('.')})`;
   }
