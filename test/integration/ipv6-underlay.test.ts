@@ -197,6 +197,31 @@ describe('VXLAN over an IPv6 underlay', () => {
     expect(peers.map((p) => p.endpoint).sort()).toEqual(hosts.slice(1).map((h) => `[${ipOf(h)}]:51820`).sort());
   });
 
+  it('host 3 cut off from etcd: the others keep it while it answers liveness probes over IPv6; it registers again after', async () => {
+    const etcdIp = ul.bridgeAddress.split('/')[0]!;
+    const alive = async (): Promise<Record<string, boolean>> => {
+      const r = await weft(0, ['hosts', '--json']);
+      expect(r.code, r.stderr).toBe(0);
+      return Object.fromEntries((JSON.parse(r.stdout) as { name: string; alive: boolean }[]).map((x) => [x.name, x.alive]));
+    };
+    const answered = () => fs.readFileSync(wefts[0]!.logFile, 'utf8').split('\n')
+      .some((l) => l.includes('answers over the underlay: its entries stay') && l.includes(hosts[2]!.name));
+    expect(answered()).toBe(false);
+    await hosts[2]!.execOk(['ip', '-6', 'route', 'add', 'blackhole', `${etcdIp}/128`]);
+    try {
+      await waitFor(async () => (await alive())[hosts[2]!.name] === false || undefined, { timeoutMs: 30_000, intervalMs: 500, what: `${hosts[2]!.name}'s lease to expire` });
+      // host 1 asked host 3 over the IPv6 underlay (--probe-port) and got its answer
+      await waitFor(answered, { timeoutMs: 20_000, intervalMs: 250, what: `host 1 to probe ${hosts[2]!.name} over IPv6` });
+      const ip3 = await containerIp(hosts[2]!, 'c3', 'app');
+      const r = await hosts[0]!.docker(['exec', 'c1', 'ping', '-c', '1', '-W', '3', ip3]);
+      expect(r.code, r.stdout + r.stderr).toBe(0);
+      expect((await vxlanState(0, cid)).fdb).toMatch(new RegExp(`^00:00:00:00:00:00 dst ${ipOf(hosts[2]!)} `, 'm'));
+    } finally {
+      await hosts[2]!.exec(['ip', '-6', 'route', 'del', 'blackhole', `${etcdIp}/128`]);
+    }
+    await waitFor(async () => (await alive())[hosts[2]!.name] === true || undefined, { timeoutMs: 30_000, intervalMs: 500, what: `${hosts[2]!.name} to register again` });
+  });
+
   it('a weft with an IPv4 --advertise-addr is refused in this IPv6 cluster, and says why', async () => {
     const h = hosts[2]!;
     const dir = fs.mkdtempSync(`/tmp/${PREFIX}mixed-`);
