@@ -189,12 +189,17 @@ describe('VXLAN over an IPv6 underlay', () => {
     for (let i = 0; i < 3; i++) await waitFor(async () => (await status(i)).wireguard?.ready || undefined, { timeoutMs: 30_000, what: `WireGuard on ${hosts[i]!.name}` });
     const s = await status(0);
     expect(s.wireguard?.endpoint).toBe(`[${ipOf(hosts[0]!)}]:51820`);
+    // WireGuard adds 80 bytes over IPv6: its interface takes 1430 - 10 = 1420, and its packets fill the 1500-byte underlay
+    expect(s.wireguard?.linkMtu).toBe(1420);
     await createNetwork('sec', ['--opt', 'encrypted', '--subnet', SEC]);
     for (let i = 0; i < 3; i++) await hosts[i]!.dockerOk(['run', '-d', '--name', `s${i + 1}`, '--network', 'sec', 'busybox:local', 'sleep', '3600']);
     await fullMesh(['s1', 's2', 's3'], 'sec');
     // The peers of host 1's WireGuard are the other hosts at their IPv6 addresses.
     const peers = (await status(0)).wireguard?.peers ?? [];
     expect(peers.map((p) => p.endpoint).sort()).toEqual(hosts.slice(1).map((h) => `[${ipOf(h)}]:51820`).sort());
+    const doctor = await weft(0, ['doctor']);
+    expect(doctor.stdout).toMatch(/^ok\s+wg mtu\s+encrypted networks: default MTU 1370 .*WireGuard interface MTU 1420; underlay packets up to 1500 bytes over IPv6/m);
+    for (const h of hosts.slice(1)) expect(doctor.stdout).toMatch(new RegExp(`^ok\\s+wg peer\\s+${h.name} \\(\\[${ipOf(h)}\\]:51820\\): handshake`, 'm'));
   });
 
   it('host 3 cut off from etcd: the others keep it while it answers liveness probes over IPv6; it registers again after', async () => {
