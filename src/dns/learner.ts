@@ -52,9 +52,14 @@ export interface LearnerDeps {
 }
 
 const GWBRIDGE = 'docker_gwbridge';
-/** After a Join, GET /networks/ID until it lists the endpoint: waits before each attempt (ms). */
-const JOINED_RETRIES_MS = [0, 5, 10, 20, 40, 80, 160] as const;
+/**
+ * After a Join, GET /networks/ID until it lists the endpoint under its
+ * container: waits before each attempt (ms), about half a second in all
+ * (Docker 28 ties them together some 80 ms after the Join).
+ */
+const JOINED_RETRIES_MS = [0, 10, ...Array.from({ length: 24 }, () => 20)] as const;
 type NetworkEndpoint = NonNullable<DockerNetwork['Containers']>[string];
+const CONTAINER_ID = /^[0-9a-f]{64}$/;
 /** An early record whose container's start has not ended after this long is checked like any other. */
 const EARLY_MAX_MS = 60_000;
 const EVENTS = ['start', 'die', 'destroy', 'rename', 'connect', 'disconnect'];
@@ -81,7 +86,7 @@ export class NameLearner {
    * for an inspect of its container issued after it was written (`decided`),
    * then the next write() checks it against what Docker says.
    */
-  private readonly early = new Map<string, { value: string; container: string; seq: number; at: number; decided: boolean }>();
+  private readonly early = new Map<string, { value: string; container: string; endpoint: string; seq: number; at: number; decided: boolean }>();
   private earlySeq = 0;
   private fullPending = false;
   private failures = 0;
@@ -158,16 +163,17 @@ export class NameLearner {
    * Inspects issued when the early sequence was at `seq` have been read
    * (`seen`: container id -> what Docker said, undefined if it is gone): an
    * early record written before is decided once Docker has the last word on
-   * its container (running, ended, failed to start, gone), or after
-   * EARLY_MAX_MS whatever it says. While the start is under way (Docker 28
-   * answers inspects then, as "created") it stays as written.
+   * its container and endpoint (see settles()), or after EARLY_MAX_MS
+   * whatever it says; until then it stays as written. (A name whose endpoint
+   * is gone resolves nowhere meanwhile: the name table counts a name only
+   * while its endpoint exists.)
    */
   private settleEarly(seen: Map<string, DockerContainer | undefined>, seq: number): void {
     if (!this.early.size) return;
     const now = Date.now();
     for (const e of this.early.values()) {
       if (e.decided || e.seq > seq || !seen.has(e.container)) continue;
-      if (startOver(seen.get(e.container)) || now - e.at > EARLY_MAX_MS) e.decided = true;
+      if (settles(seen.get(e.container), e.endpoint) || now - e.at > EARLY_MAX_MS) e.decided = true;
     }
   }
 
@@ -201,7 +207,8 @@ export class NameLearner {
         if (this.stopped) return;
         const net = await this.d.docker.inspectNetwork(networkId);
         netName = net.Name;
-        found = Object.entries(net.Containers ?? {}).find(([id, ep]) => match(id, ep));
+        // Until Docker has tied the endpoint to its container, it lists it under "ep-<endpoint id>": wait for the container's id.
+        found = Object.entries(net.Containers ?? {}).find(([id, ep]) => CONTAINER_ID.test(id) && match(id, ep));
         if (found) break;
       }
       if (!found) return; // not listed (yet, or any more): the inspect after the start writes it
@@ -213,7 +220,7 @@ export class NameLearner {
       if (this.written.has(key) || this.early.has(key)) return; // written already
       const rec: NameRecord = { name, aliases: [], ip, host: this.d.host, network: netName, container: containerId };
       const value = JSON.stringify(rec);
-      this.early.set(key, { value, container: containerId, seq: ++this.earlySeq, at: Date.now(), decided: false });
+      this.early.set(key, { value, container: containerId, endpoint: ep.EndpointID, seq: ++this.earlySeq, at: Date.now(), decided: false });
       await this.d.store.put(key, value, lease);
       this.stats.early++;
       this.stats.writes++;
@@ -412,6 +419,20 @@ export function startOver(c: DockerContainer | undefined): boolean {
   const s = c?.State;
   if (!c || !s || s.Running) return true;
   return s.Status !== 'created' || !!s.Error || (s.ExitCode ?? 0) !== 0;
+}
+
+/**
+ * Whether an inspect is Docker's last word on an early record: the container
+ * is gone, or its start is over and failed or ended (startOver), or it runs
+ * and lists the record's endpoint with its address. A running container
+ * whose inspect lacks them is not (Docker 28 reports a container running a
+ * moment before its network settings are complete).
+ */
+export function settles(c: DockerContainer | undefined, endpointId: string): boolean {
+  if (!startOver(c)) return false;
+  if (!c?.State?.Running) return true;
+  // as recordsOf() needs it: the endpoint with its address (Docker 28 fills them in one after the other)
+  return Object.values(c.NetworkSettings?.Networks ?? {}).some((n) => n.EndpointID === endpointId && !!n.IPAddress && isIPv4(n.IPAddress));
 }
 
 /** The store records of one container (none unless it runs and is on a weft network). */

@@ -6,7 +6,7 @@ import * as path from 'path';
 import pino from 'pino';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { MulticastRoutes } from '../../src/driver/multicast';
-import { startOver } from '../../src/dns/learner';
+import { settles, startOver } from '../../src/dns/learner';
 
 const logger = pino({ level: 'silent' });
 let dir: string;
@@ -51,5 +51,21 @@ describe('startOver: Docker has the last word on a container', () => {
     expect(startOver({ Id: 'c', Name: '/c', State: { Running: false, Status: 'exited', ExitCode: 0 } })).toBe(true);
     expect(startOver({ Id: 'c', Name: '/c', State: { Running: false, Status: 'created', Error: 'exec: "/no/such/binary": not found', ExitCode: 127 } })).toBe(true);
     expect(startOver({ Id: 'c', Name: '/c', State: { Running: false, Status: 'created', Error: '', ExitCode: 0 } })).toBe(false);
+  });
+});
+
+describe('settles: an early name record waits for Docker\'s full answer', () => {
+  const running = (eps: string[]) => ({
+    Id: 'c', Name: '/c', State: { Running: true, Status: 'running' },
+    NetworkSettings: { Networks: Object.fromEntries(eps.map((e, i) => [`n${i}`, { EndpointID: e, IPAddress: '10.0.0.2' }])) },
+  });
+  it('gone, failed, or running with the endpoint: settled; running without it yet, or still starting: not', () => {
+    expect(settles(undefined, 'ep1')).toBe(true);
+    expect(settles({ Id: 'c', Name: '/c', State: { Running: false, Status: 'created', Error: 'failed', ExitCode: 127 } }, 'ep1')).toBe(true);
+    expect(settles(running(['ep1']), 'ep1')).toBe(true);
+    expect(settles({ ...running(['ep1']), NetworkSettings: { Networks: { n0: { EndpointID: 'ep1', IPAddress: '' } } } }, 'ep1')).toBe(false);
+    expect(settles(running(['']), 'ep1')).toBe(false);
+    expect(settles(running([]), 'ep1')).toBe(false);
+    expect(settles({ Id: 'c', Name: '/c', State: { Running: false, Status: 'created', Error: '', ExitCode: 0 } }, 'ep1')).toBe(false);
   });
 });
