@@ -38,7 +38,7 @@ beforeAll(async () => {
     const h = await startHost({ name: `${PREFIX}h${i}`, underlay: ul });
     hosts.push(h);
     await ensureBusyboxImage(h);
-    wefts.push(await startWeft(h, { args: ['--store', etcdUrl, '--advertise-addr', ipOf(h), '--lease-ttl', '3', '--reconcile-interval', '2', '--gc-grace', '5'] }));
+    wefts.push(await startWeft(h, { args: ['--store', etcdUrl, '--advertise-addr', ipOf(h), '--lease-ttl', '3', '--reconcile-interval', '2', '--gc-grace', '5'], logLevel: 'debug' }));
   }
   await hosts[0].dockerOk(['network', 'create', '-d', 'weft', '--ipam-driver', 'weft', '--subnet', SUBNET, 'app']);
   await waitFor(async () => (await hosts[1].docker(['network', 'inspect', 'app'])).code === 0, { timeoutMs: 15_000, what: 'network app on host 2' });
