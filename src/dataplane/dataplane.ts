@@ -14,8 +14,8 @@
 //     to the underlay address while the device sits on the private bridge.
 import * as fs from 'fs';
 import * as path from 'path';
-import type { NetworkSpec, EndpointSpec, PeerState, PeerDiff, RemoteEndpoint, DataPlaneApi } from './types';
-import { Rtnl, LinkInfo, errorCode } from './netlink';
+import type { NetworkSpec, EndpointSpec, PeerState, PeerDiff, RemoteEndpoint, DataPlaneApi, UnderlayInfo, RoutedPeers } from './types';
+import { Rtnl, LinkInfo, errorCode, WEFT_ROUTE_PROTOCOL } from './netlink';
 import { socketIn, forgetSocket, ensureNetns, removeNetns, isPinnedNetns, withNsFd, setSysctlIn, withNetns } from './netns';
 import { native } from '../native';
 import { MAX_IFNAME, networkIdFromNetnsName } from './names';
@@ -44,6 +44,22 @@ interface PeerTables {
   fdb: Set<string>;
   neigh: Map<string, string>;
 }
+
+/** A routed network's tables: /32 routes ip -> next hop, and next hops (permanent neighbours on the routed link) ip -> mac. */
+interface RoutedTables {
+  routes: Map<string, string>;
+  hops: Map<string, string>;
+}
+
+function routedTablesOf(p: PeerState): RoutedTables {
+  return {
+    routes: new Map((p.routed?.routes ?? []).map((r) => [r.ip, r.via])),
+    hops: new Map((p.routed?.nexthops ?? []).map((h) => [h.ip, h.mac.toLowerCase()])),
+  };
+}
+
+const NO_DIFF: PeerDiff = { added: 0, removed: 0 };
+const addDiffs = (a: PeerDiff, b: PeerDiff): PeerDiff => ({ added: a.added + b.added, removed: a.removed + b.removed });
 
 function tablesOf(p: PeerState): PeerTables {
   const fdb = new Set<string>();
@@ -90,7 +106,7 @@ export class DataPlane implements DataPlaneApi {
   private readonly used = new Set<string>();
   private closed = false;
   private warnedReadOnlySysctl = false;
-  private readonly ops = { fdb: 0, neighbour: 0 };
+  private readonly ops = { fdb: 0, neighbour: 0, route: 0 };
 
   constructor(opts: DataPlaneOptions) {
     this.runDir = opts.runDir;
@@ -156,6 +172,22 @@ export class DataPlane implements DataPlaneApi {
       ['net.ipv6.conf.default.disable_ipv6', '1'], ['net.ipv6.conf.all.disable_ipv6', '1'],
       ['net.bridge.bridge-nf-call-iptables', '0'], ['net.bridge.bridge-nf-call-ip6tables', '0'], ['net.bridge.bridge-nf-call-arptables', '0'],
     ];
+    // [routed] The namespace routes: to and from the routed link (macvlan) on the
+    // underlay. No redirects (a container's packet to an address that moved to
+    // the VXLAN path goes back out the bridge it came from), and proxy ARP
+    // answers at once (the default delays answers to broadcast requests).
+    const routedSysctls: [string, string][] = spec.routed ? [
+      ['net.ipv4.ip_forward', '1'], ['net.ipv4.conf.all.send_redirects', '0'], ['net.ipv4.conf.default.send_redirects', '0'],
+      ['net.ipv4.neigh.default.proxy_delay', '0'],
+    ] : [];
+    for (const [key, value] of routedSysctls) {
+      try {
+        setSysctlIn(spec.nsPath, key, value);
+      } catch (e) {
+        throw new Error(`a routed network needs ${key}=${value} in its namespace: ${(e as Error).message}` +
+          (((e as Error).cause as NodeJS.ErrnoException | undefined)?.code === 'EROFS' ? ' (/proc/sys is read-only: run weft as a plain service, not a managed plugin, for routed networks)' : ''), { cause: e });
+      }
+    }
     for (const [key, value] of sysctls) {
       try {
         setSysctlIn(spec.nsPath, key, value);
@@ -195,8 +227,16 @@ export class DataPlane implements DataPlaneApi {
         this.log.warn({ network: spec.id, link: l.name }, 'removing a VXLAN device not in the spec');
         await ns.delLink(l.index);
       }
+      // [routed] Likewise a routed link not in the spec: its MAC stays claimed on the underlay.
+      if (l.kind === 'macvlan' && l.name !== spec.routed?.name) {
+        this.log.warn({ network: spec.id, link: l.name }, 'removing a routed link not in the spec');
+        await ns.delLink(l.index);
+      }
     }
-    if (!vx) return;
+    if (!vx) {
+      if (spec.routed) await this.ensureRouted(spec, ns, br, links);
+      return;
+    }
     let v = links.get(vx.name);
     if (v) {
       const got = v.vxlan;
@@ -221,6 +261,63 @@ export class DataPlane implements DataPlaneApi {
       this.log.info({ network: spec.id, vxlan: vx.name, vni: vx.vni, local: vx.local }, 'VXLAN device created');
     }
     await this.fixLink(ns, v, { mtu: vx.mtu, master: br.index, up: true });
+    if (spec.routed) await this.ensureRouted(spec, ns, br, links);
+  }
+
+  /**
+   * [routed] The gateway address on the bridge (the connected route to local
+   * containers, and proxy ARP: the bridge answers containers' ARP requests for
+   * addresses routed out of the routed link, with its own MAC), and the routed
+   * link: a private-mode macvlan on the host's underlay link, moved into the
+   * network's namespace. Frames between the routed links of two hosts never
+   * enter either host namespace, so Docker's FORWARD policy and the host's
+   * routing table play no part and nothing there is opened.
+   */
+  private async ensureRouted(spec: NetworkSpec, ns: Rtnl, br: LinkInfo, links: Map<string, LinkInfo>): Promise<void> {
+    const r = spec.routed!;
+    checkName('routed link', r.name);
+    if (!IPV4.test(r.gateway) || !(r.prefixLen >= 1 && r.prefixLen <= 30)) throw new Error(`routed mode needs a gateway address and a prefix length (got ${r.gateway}/${r.prefixLen})`);
+    if (await ns.addAddress(br.index, r.gateway, r.prefixLen)) this.log.info({ network: spec.id, address: `${r.gateway}/${r.prefixLen}` }, 'gateway address put on the bridge (routed)');
+    let mv = links.get(r.name);
+    if (mv && mv.kind !== 'macvlan') {
+      this.log.warn({ network: spec.id, link: mv.name, kind: mv.kind }, 'replacing a link that is not a macvlan');
+      await ns.delLink(mv.index);
+      mv = undefined;
+    }
+    if (!mv) {
+      const under = await this.findUnderlay(r.local);
+      if (!under) {
+        // This host then reaches every peer through VXLAN (the agent finds no segment either): say so, do not fail the network.
+        this.log.warn({ network: spec.id, address: r.local }, 'routed network: no link in the host namespace holds the advertise address; every peer goes through VXLAN');
+        return;
+      }
+      await withNsFd(spec.nsPath, (nsFd) => this.host().createMacvlan({ name: r.name, lower: under.index, mac: r.mac, mtu: under.mtu, nsFd }));
+      mv = await this.mustGet(ns, r.name);
+      this.log.info({ network: spec.id, link: r.name, lower: under.link, mac: r.mac }, 'routed link created');
+    }
+    await this.fixLink(ns, mv, { mac: r.mac, up: true });
+    setSysctlIn(spec.nsPath, `net.ipv4.conf.${spec.bridge}.proxy_arp`, '1');
+    setSysctlIn(spec.nsPath, `net.ipv4.neigh.${spec.bridge}.proxy_delay`, '0');
+    // The routed link has no address: it never answers ARP from the underlay.
+    setSysctlIn(spec.nsPath, `net.ipv4.conf.${r.name}.arp_ignore`, '8');
+  }
+
+  private async findUnderlay(address: string): Promise<(UnderlayInfo & { index: number }) | undefined> {
+    const h = this.host();
+    const a = (await h.listAddresses()).find((x) => x.ip === address);
+    if (!a) return undefined;
+    const link = (await h.listLinks()).find((l) => l.index === a.index);
+    if (!link) return undefined;
+    const mask = a.prefixLen === 0 ? 0 : (0xffffffff << (32 - a.prefixLen)) >>> 0;
+    const n = (address.split('.').reduce((acc, o) => (acc << 8) + Number(o), 0) & mask) >>> 0;
+    const net = [n >>> 24, (n >>> 16) & 255, (n >>> 8) & 255, n & 255].join('.');
+    return { link: link.name, index: link.index, cidr: `${net}/${a.prefixLen}`, mtu: link.mtu ?? 1500 };
+  }
+
+  async underlayOf(address: string): Promise<UnderlayInfo | undefined> {
+    if (!IPV4.test(address)) return undefined;
+    const u = await this.findUnderlay(address);
+    return u ? { link: u.link, cidr: u.cidr, mtu: u.mtu } : undefined;
   }
 
   private async mustGet(ns: Rtnl, name: string): Promise<LinkInfo> {
@@ -252,7 +349,7 @@ export class DataPlane implements DataPlaneApi {
           // veths and the VXLAN device now frees their host ends and the VNI at
           // once, so the same network can be created again straight away.
           for (const l of await ns.listLinks()) {
-            if (l.kind === 'veth' || l.kind === 'vxlan') await ns.delLink(l.index);
+            if (l.kind === 'veth' || l.kind === 'vxlan' || l.kind === 'macvlan') await ns.delLink(l.index);
           }
         }
         this.used.delete(spec.nsPath);
@@ -374,6 +471,20 @@ export class DataPlane implements DataPlaneApi {
         return ok;
       }),
     };
+    if (wanted.routed) {
+      out.routed = {
+        routes: wanted.routed.routes.filter((r) => {
+          const ok = typeof r.ip === 'string' && typeof r.via === 'string' && IPV4.test(r.ip) && IPV4.test(r.via);
+          if (!ok) bad.push(r);
+          return ok;
+        }),
+        nexthops: wanted.routed.nexthops.filter((h) => {
+          const ok = typeof h.ip === 'string' && typeof h.mac === 'string' && IPV4.test(h.ip) && MAC.test(h.mac.toLowerCase());
+          if (!ok) bad.push(h);
+          return ok;
+        }),
+      };
+    }
     if (bad.length) this.log.warn({ network: net.id, skipped: bad.slice(0, 5), count: bad.length }, 'left out peer entries that cannot be programmed');
     return out;
   }
@@ -385,11 +496,18 @@ export class DataPlane implements DataPlaneApi {
       if (desired.endpoints.length || desired.floodVteps.length) throw new Error(`programPeers ${net.id}: the network has no VXLAN device`);
       return { added: 0, removed: 0 };
     }
+    this.checkRouted(net, desired, 'programPeers');
     const vxName = net.vxlan.name;
     return this.serial(net.nsPath, async () => {
       try {
         const { ns, vx, fdb, neigh } = await this.readKernelPeers(net, vxName);
-        return await this.applyTables(net, ns, vx, { fdb, neigh }, tablesOf(desired));
+        const d = await this.applyTables(net, ns, vx, { fdb, neigh }, tablesOf(desired));
+        if (!net.routed) return d;
+        const want = routedTablesOf(desired);
+        const link = await ns.getLink(net.routed.name);
+        if (!link && want.routes.size === 0 && want.hops.size === 0) return d;
+        const { mv, tables } = await this.readKernelRouted(net, ns);
+        return addDiffs(d, await this.applyRouted(net, ns, mv, tables, want));
       } catch (e) {
         throw wrap(`programPeers ${net.id} (netns ${net.nsPath})`, e);
       }
@@ -402,21 +520,72 @@ export class DataPlane implements DataPlaneApi {
       if (desired.endpoints.length || desired.floodVteps.length) throw new Error(`changePeers ${net.id}: the network has no VXLAN device`);
       return { added: 0, removed: 0 };
     }
+    this.checkRouted(net, desired, 'changePeers');
     const vxName = net.vxlan.name;
     return this.serial(net.nsPath, async () => {
       try {
         const ns = this.netSocket(net);
         const vx = await ns.getLink(vxName);
         if (!vx) throw new Error(`VXLAN device ${vxName} is missing`);
-        return await this.applyTables(net, ns, vx.index, tablesOf(this.programmable(net, from)), tablesOf(desired));
+        const before = this.programmable(net, from);
+        const d = await this.applyTables(net, ns, vx.index, tablesOf(before), tablesOf(desired));
+        if (!net.routed) return d;
+        const have = routedTablesOf(before);
+        const want = routedTablesOf(desired);
+        if (have.routes.size + have.hops.size + want.routes.size + want.hops.size === 0) return d;
+        const mv = await ns.getLink(net.routed.name);
+        if (!mv) throw new Error(`routed link ${net.routed.name} is missing`);
+        return addDiffs(d, await this.applyRouted(net, ns, mv.index, have, want));
       } catch (e) {
         throw wrap(`changePeers ${net.id} (netns ${net.nsPath})`, e);
       }
     });
   }
 
-  peerOps(): { fdb: number; neighbour: number } {
+  peerOps(): { fdb: number; neighbour: number; route: number } {
     return { ...this.ops };
+  }
+
+  private checkRouted(net: NetworkSpec, desired: PeerState, what: string): void {
+    const n = (desired.routed?.routes.length ?? 0) + (desired.routed?.nexthops.length ?? 0);
+    if (n && !net.routed) throw new Error(`${what} ${net.id}: routed entries for a network that is not routed`);
+  }
+
+  /** [routed] weft's /32 routes and permanent next hops on the network's routed link. */
+  private async readKernelRouted(net: NetworkSpec, ns: Rtnl): Promise<{ mv: number; tables: RoutedTables }> {
+    const name = net.routed!.name;
+    const link = await ns.getLink(name);
+    if (!link) throw new Error(`routed link ${name} is missing (ensureNetwork first)`);
+    const mv = link.index;
+    const routes = new Map<string, string>();
+    for (const r of await ns.listRoutes()) {
+      if (r.oif === mv && r.protocol === WEFT_ROUTE_PROTOCOL && r.dstLen === 32 && r.via) routes.set(r.dst, r.via);
+    }
+    const hops = new Map<string, string>();
+    for (const e of await ns.listNeighbours()) if (e.ifindex === mv && e.permanent && e.ip && e.mac) hops.set(e.ip, e.mac);
+    return { mv, tables: { routes, hops } };
+  }
+
+  /**
+   * [routed] Moves the routes and next hops from `have` to `want`: one route
+   * operation per endpoint that changed (a moved endpoint is one replace), one
+   * neighbour operation per next hop that changed. Removals first.
+   */
+  private async applyRouted(net: NetworkSpec, ns: Rtnl, mv: number, have: RoutedTables, want: RoutedTables): Promise<PeerDiff> {
+    const routeDel = [...have.routes.keys()].filter((ip) => !want.routes.has(ip));
+    const routeSet = [...want.routes].filter(([ip, via]) => have.routes.get(ip) !== via);
+    const hopDel = [...have.hops.keys()].filter((ip) => !want.hops.has(ip));
+    const hopSet = [...want.hops].filter(([ip, m]) => have.hops.get(ip) !== m);
+    const gone = (e: unknown) => { const c = errorCode(e); if (c !== 'ENOENT' && c !== 'ESRCH') throw e; };
+    this.ops.route += routeDel.length + routeSet.length;
+    this.ops.neighbour += hopDel.length + hopSet.length;
+    await settle(routeDel.map((ip) => ns.delRoute(ip, mv).catch(gone)));
+    await settle(hopDel.map((ip) => ns.delNeighbour(mv, ip).catch(gone)));
+    await settle(hopSet.map(([ip, m]) => ns.addNeighbour(mv, ip, m)));
+    await settle(routeSet.map(([ip, via]) => ns.replaceRoute(ip, via, mv)));
+    const diff = { added: routeSet.length + hopSet.length, removed: routeDel.length + hopDel.length };
+    if (diff.added || diff.removed) this.log.info({ network: net.id, ...diff }, 'routes programmed');
+    return diff;
   }
 
   /** Moves the tables from `have` to `want`: removals first, so a MAC that moved never has two destinations at once. */
@@ -462,7 +631,16 @@ export class DataPlane implements DataPlaneApi {
         const withIp = new Set(neigh.values());
         for (const [m, d] of macToVtep) if (!withIp.has(m)) endpoints.push({ ip: '', mac: m, vtep: d });
         endpoints.sort((a, b) => (a.ip + a.mac).localeCompare(b.ip + b.mac));
-        return { endpoints, floodVteps: floodVteps.sort() };
+        const out: PeerState = { endpoints, floodVteps: floodVteps.sort() };
+        if (net.routed && await this.netSocket(net).getLink(net.routed.name)) {
+          const { tables } = await this.readKernelRouted(net, this.netSocket(net));
+          const routed: RoutedPeers = {
+            routes: [...tables.routes].map(([ip, via]) => ({ ip, via })).sort((a, b) => a.ip.localeCompare(b.ip)),
+            nexthops: [...tables.hops].map(([ip, mac]) => ({ ip, mac })).sort((a, b) => a.ip.localeCompare(b.ip)),
+          };
+          out.routed = routed;
+        }
+        return out;
       } catch (e) {
         throw wrap(`readPeers ${net.id} (netns ${net.nsPath})`, e);
       }

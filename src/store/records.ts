@@ -43,6 +43,7 @@ export function readHost(text: string | undefined): Read<HostRecord> {
   const r = o.value;
   if (!str(r, 'address') || !isIPv4(r.address as string)) return { ok: false, why: `address ${JSON.stringify(r.address)} is not an IPv4 address` };
   if (!optStr(r, 'version') || !optStr(r, 'startedAt') || !optStr(r, 'instance')) return { ok: false, why: 'version, startedAt and instance must be strings' };
+  if (r.underlay !== undefined && (typeof r.underlay !== 'string' || !/^\d{1,3}(\.\d{1,3}){3}\/\d{1,2}$/.test(r.underlay))) return { ok: false, why: `underlay ${JSON.stringify(r.underlay)} is not IPv4 CIDR` };
   return { ok: true, value: r as unknown as HostRecord };
 }
 
