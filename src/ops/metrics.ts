@@ -179,7 +179,7 @@ export class WeftMetrics {
   readonly peersProgrammed = this.registry.counter('weft_peer_entries_programmed_total', 'FDB and neighbour entries the agent added to VXLAN devices since weft started.');
   readonly peers = this.registry.gauge('weft_peer_entries', 'Remote endpoints and flood entries of each local network: state="programmed" (in the kernel) or "expected" (from the store).', ['network', 'state']);
   readonly drift = this.registry.gauge('weft_peer_drift', 'Entries missing from or extra in the kernel, per local network; the reconcile repairs them.', ['network']);
-  readonly peerOps = this.registry.counter('weft_peer_operations_total', 'Kernel operations on the forwarding tables of VXLAN devices since weft started, by table ("fdb" or "neighbour"): what changes cost, counted.', ['table']);
+  readonly peerOps = this.registry.counter('weft_peer_operations_total', 'Kernel operations on the forwarding tables of VXLAN devices and routed links since weft started, by table ("fdb", "neighbour" or "route"): what changes cost, counted.', ['table']);
   readonly corrections = this.registry.counter('weft_reconcile_corrections_total', 'Corrections made by the reconcile: missing kernel objects recreated, drifted entries fixed, leftovers removed.');
   readonly lastReconcile = this.registry.gauge('weft_reconcile_last_timestamp_seconds', 'Unix time when the last reconcile finished.');
   readonly reconcileSeconds = this.registry.gauge('weft_reconcile_duration_seconds', 'How long the last reconcile took.');

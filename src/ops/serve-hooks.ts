@@ -73,6 +73,7 @@ export function createOps(cfg: Config, store: Store): Ops {
     if (!ops) return;
     metrics.peerOps.setTotal({ table: 'fdb' }, ops.fdb);
     metrics.peerOps.setTotal({ table: 'neighbour' }, ops.neighbour);
+    metrics.peerOps.setTotal({ table: 'route' }, ops.route ?? 0);
   });
   // The kernel's forwarding tables are read on a timer of their own (every
   // --reconcile-interval), never by a scrape: a dump of them waits in the
