@@ -272,6 +272,16 @@ export class Agent {
     }
   }
 
+  /** [routed] The path to each other host with endpoints on a network (`weft status`, `weft doctor`). */
+  routedPaths(cid: string): { host: string; address: string; path: 'routed' | 'vxlan'; underlay?: string }[] {
+    const hosts = new Set<string>();
+    for (const ep of this.view.endpoints.get(cid)?.values() ?? []) if (ep.host !== this.me) hosts.add(ep.host);
+    return [...hosts].sort().map((host) => {
+      const rec = this.view.hosts.get(host) ?? this.view.lastHostRecord.get(host);
+      return { host, address: rec?.address ?? this.view.lastAddress.get(host) ?? '', path: this.pathTo(host, rec), ...(rec?.underlay ? { underlay: rec.underlay } : {}) };
+    });
+  }
+
   /** [routed] This host's underlay segment, as published. */
   underlaySegment(): string | undefined {
     return this.underlay;

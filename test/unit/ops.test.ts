@@ -214,6 +214,21 @@ describe('status', () => {
     expect(text).toContain('peers      DRIFT on 1 network: 1 missing, 0 extra');
     expect(text).toMatch(/^app\s+missing\s+FDB entry of 10\.80\.0\.4 02:42:0a:50:00:04 via 192\.0\.2\.13$/m);
   });
+  it('a routed network: its mode, the path to each peer, and drifted routes', () => {
+    const r = report(false);
+    r.networks[0] = {
+      ...r.networks[0], mode: 'routed',
+      paths: [{ host: 'h2', address: '192.0.2.12', path: 'routed', underlay: '192.0.2.0/24' }, { host: 'h3', address: '198.51.100.13', path: 'vxlan', underlay: '198.51.100.0/24' }],
+      peers: { ...r.networks[0].peers, missing: [{ kind: 'route', ip: '10.80.0.3', vtep: '192.0.2.12' }], drift: 1 },
+    };
+    const text = renderStatus(r, now);
+    expect(text).toMatch(/^NETWORK\s+ID\s+MODE\s+VNI/m);
+    expect(text).toMatch(/^app\s+a1b2c3d4e5f6\s+routed\s+5000\s/m);
+    expect(text).toMatch(/^app\s+h2\s+192\.0\.2\.12\s+192\.0\.2\.0\/24\s+routed \(unencapsulated\)$/m);
+    expect(text).toMatch(/^app\s+h3\s+198\.51\.100\.13\s+198\.51\.100\.0\/24\s+vxlan$/m);
+    expect(text).toContain('broadcast and multicast stay on each host');
+    expect(text).toMatch(/^app\s+missing\s+route 10\.80\.0\.3\/32 via 192\.0\.2\.12 \(routed\)$/m);
+  });
   it('says when the store or the lease is gone', () => {
     const r = report(false);
     r.store = { description: 'etcd://192.0.2.1:2379', reachable: false, error: 'etcd store unavailable: ...' };
