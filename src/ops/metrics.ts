@@ -188,8 +188,8 @@ export class WeftMetrics {
   readonly storeErrors = this.registry.counter('weft_store_errors_total', 'Store requests that failed, by operation (etcd unreachable, timeouts).', ['op']);
   readonly agentStoreErrors = this.registry.counter('weft_agent_retries_total', 'Agent operations (registration, watch, reconcile) that failed and were retried.');
   readonly storeResponseBytes = this.registry.counter('weft_store_response_bytes_total', 'Bytes of keys and values in store answers (get and list), by operation and key area (the first part of the key after /weft/v1/: endpoints, addrs, ...; "all" for the whole tree).', ['op', 'area']);
-  readonly netlinkRequests = this.registry.counter('weft_netlink_requests_total', 'FDB and neighbour requests sent to the kernel, by table (fdb, neigh) and kind (add, del, dump); a scrape of /metrics itself dumps each local network\'s tables once.', ['table', 'op']);
-  readonly netlinkDumpEntries = this.registry.counter('weft_netlink_dump_entries_total', 'Entries read back by FDB and neighbour dumps, by table.', ['table']);
+  readonly netlinkRequests = this.registry.counter('weft_netlink_requests_total', 'FDB, neighbour and (routed networks) route requests sent to the kernel, by table (fdb, neigh, route) and kind (add, del, dump); a scrape of /metrics itself dumps each local network\'s tables once.', ['table', 'op']);
+  readonly netlinkDumpEntries = this.registry.counter('weft_netlink_dump_entries_total', 'Entries read back by FDB, neighbour and route dumps, by table.', ['table']);
   readonly storeLastSuccess = this.registry.gauge('weft_store_last_success_timestamp_seconds', 'Unix time of the last store request that succeeded.');
   readonly dns = this.registry.counter('weft_dns_events_total', 'DNS server events: queries, answered, nxdomain, forwarded, refused, servfail, malformed, truncated, dropped, parked (held while weft learns the asker), tcpConnections.', ['event']);
   readonly invalidRecords = this.registry.counter('weft_store_invalid_records_total', 'Records in the store that weft skipped because they are not valid, by kind (endpoint, host, network, binding); each value counted once.', ['kind']);

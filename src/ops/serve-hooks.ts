@@ -48,7 +48,7 @@ export function createOps(cfg: Config, store: Store): Ops {
   metrics.info.set({ version: VERSION, host: cfg.hostName }, 1);
   // First and synchronous: the counts are taken before this scrape's own dumps (networkPeers below).
   metrics.registry.onCollect(() => {
-    for (const table of ['fdb', 'neigh'] as const) {
+    for (const table of ['fdb', 'neigh', 'route'] as const) {
       const c = peerRequestCounts[table];
       for (const op of ['add', 'del', 'dump'] as const) metrics.netlinkRequests.setTotal({ table, op }, c[op]);
       metrics.netlinkDumpEntries.setTotal({ table }, c.dumpEntries);

@@ -12,10 +12,11 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startEtcd } from '../lab/etcd';
 import { keepLogs } from '../lab/logs';
 import {
-  cleanupLabLeftovers, createUnderlay, ensureBusyboxImage, LAB_ROOT, run, runOk, startHost, startWeft, waitFor,
+  cleanupLabLeftovers, createUnderlay, ensureBusyboxImage, hostHttpGet, LAB_ROOT, run, runOk, startHost, startWeft, waitFor,
   type LabHost, type Underlay, type WeftProcess,
 } from '../lab/host';
 import { WEFT_CLI } from '../lab/weft';
+import { parsePromText, promSum } from '../unit/prom-text';
 import type { StatusReport } from '../../src/ops/types';
 
 const PREFIX = 'w15r-';
@@ -32,8 +33,21 @@ const ips: string[] = [];
 
 const ipOf = (h: LabHost) => h.ip!;
 
-function weftArgs(h: LabHost): string[] {
-  return ['--store', etcdUrl, '--advertise-addr', ipOf(h), '--lease-ttl', '3', '--reconcile-interval', '2', '--gc-grace', '5'];
+const METRICS_PORT = 9477;
+
+function weftArgs(h: LabHost, i: number): string[] {
+  return ['--store', etcdUrl, '--advertise-addr', ipOf(h), '--lease-ttl', '3', '--reconcile-interval', '2', '--gc-grace', '5',
+    ...(i === 0 ? ['--metrics-addr', `${ipOf(h)}:${METRICS_PORT}`] : [])];
+}
+
+/** Host 1's kernel operations on forwarding tables so far, by table. */
+async function peerOps(): Promise<Record<string, number>> {
+  const r = await hostHttpGet(hosts[0], `http://${ipOf(hosts[0])}:${METRICS_PORT}/metrics`);
+  expect(r.code, r.stderr).toBe(0);
+  const p = parsePromText(r.stdout);
+  const out: Record<string, number> = {};
+  for (const table of ['fdb', 'neighbour', 'route']) out[table] = promSum(p, 'weft_peer_operations_total', { table });
+  return out;
 }
 
 beforeAll(async () => {
@@ -56,7 +70,7 @@ beforeAll(async () => {
     hosts.push(h);
   }
   await Promise.all(hosts.map((h) => ensureBusyboxImage(h)));
-  for (const h of hosts) wefts.push(await startWeft(h, { args: weftArgs(h) }));
+  for (const [i, h] of hosts.entries()) wefts.push(await startWeft(h, { args: weftArgs(h, i) }));
 }, 300_000);
 
 afterAll(async () => {
@@ -178,6 +192,21 @@ describe('routed mode', () => {
       { host: hosts[2].name, address: ipOf(hosts[2]), path: 'vxlan', underlay: '198.51.100.0/24' },
     ]);
     expect(n.peers.drift).toBe(0);
+  });
+
+  it('a new container on host 2 costs host 1 one route operation, and no FDB or neighbour operation', async () => {
+    const before = await peerOps();
+    await hosts[1].dockerOk(['run', '-d', '--name', 'c4', '--network', 'rnet', 'busybox:local', 'sleep', '3600']);
+    const ip4 = await containerIp(hosts[1], 'c4');
+    await waitFor(async () => (await routes(0)).includes(`${ip4} via ${ipOf(hosts[1])}`), { timeoutMs: 15_000, what: 'host 1: a route to c4' });
+    const after = await peerOps();
+    expect(after.route - before.route).toBe(1);
+    expect(after.neighbour - before.neighbour).toBe(0);
+    expect(after.fdb - before.fdb).toBe(0);
+    expect((await ping(0, ip4)).code).toBe(0);
+    await hosts[1].dockerOk(['rm', '-f', 'c4']);
+    await waitFor(async () => !(await routes(0)).includes(ip4), { timeoutMs: 15_000, what: 'host 1: c4\'s route gone' });
+    expect((await peerOps()).route - after.route).toBe(1);
   });
 
   it('a container on another Docker network of the same host cannot reach the routed containers', async () => {
