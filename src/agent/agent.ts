@@ -496,6 +496,14 @@ export class Agent {
       await this.d.dataplane.announce(spec, ep.ip, ep.mac).catch((err: Error) =>
         this.d.logger.debug({ ip: ep.ip, err: err.message }, 'gratuitous ARP failed'));
     }
+    // [routed] Routed addresses are at the bridge's MAC for local containers (proxy ARP): announced when one was reached through VXLAN before.
+    for (const r of desired.routed?.routes ?? []) {
+      next.set(r.ip, { mac: ROUTED });
+      const before = seen?.get(r.ip);
+      if (!before || before.mac === ROUTED) continue;
+      await this.d.dataplane.announceRouted(spec, r.ip).catch((err: Error) =>
+        this.d.logger.debug({ ip: r.ip, err: err.message }, 'gratuitous ARP failed'));
+    }
     for (const [ip, e] of seen ?? []) {
       if (next.has(ip)) continue;
       const gone = e.gone ?? now;
@@ -661,6 +669,9 @@ export class Agent {
     return corrections;
   }
 }
+
+/** [routed] What announceChanges remembers for a routed address: not a MAC of its own (the bridge's, through proxy ARP). */
+const ROUTED = 'routed';
 
 function sleep(ms: number): Promise<void> {
   return new Promise((r) => setTimeout(r, ms).unref());

@@ -428,10 +428,34 @@ export class DataPlane implements DataPlaneApi {
    */
   async announce(net: NetworkSpec, ip: string, mac: string): Promise<void> {
     if (!IPV4.test(ip) || !MAC.test(mac.toLowerCase())) throw new Error(`announce: invalid address ${ip} / ${mac}`);
+    return this.sendGarp(net, ip, mac);
+  }
+
+  /**
+   * [routed] "ip is at the bridge's MAC", to this host's containers: a remote
+   * endpoint that moved from the VXLAN path to a route. Containers that cached
+   * its own MAC would otherwise send to a MAC that no table knows any more
+   * until their neighbour entry expired.
+   */
+  async announceRouted(net: NetworkSpec, ip: string): Promise<void> {
+    if (!IPV4.test(ip)) throw new Error(`announceRouted: invalid address ${ip}`);
+    return this.sendGarp(net, ip);
+  }
+
+  private sendGarp(net: NetworkSpec, ip: string, mac?: string): Promise<void> {
     return this.serial(net.nsPath, async () => {
       const br = await this.netSocket(net).getLink(net.bridge);
       if (!br) throw new Error(`announce on network ${net.id}: bridge ${net.bridge} is missing`);
-      const frame = garp(ip, mac);
+      const from = mac ?? br.mac;
+      if (!from) throw new Error(`announce on network ${net.id}: bridge ${net.bridge} has no MAC`);
+      // [routed] The namespace itself routes to the containers of this host (it has the gateway address): an
+      // entry it cached for this address (a container before a restart, with another MAC) would take it
+      // until it expired (up to a minute). The bridge does not hear its own announcement, so drop the entry:
+      // the next packet asks again.
+      if (net.routed && mac) {
+        await this.netSocket(net).delNeighbour(br.index, ip).catch((e: unknown) => { if (errorCode(e) !== 'ENOENT') throw e; });
+      }
+      const frame = garp(ip, from);
       let fd = this.packetSockets.get(net.nsPath);
       if (fd === undefined) {
         fd = withNetns(net.nsPath, () => native().packetSocket());

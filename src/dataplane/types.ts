@@ -150,6 +150,8 @@ export interface DataPlaneApi {
   peerOps(): PeerOpCounts;
   /** Gratuitous ARP for ip at mac on the network's bridge (reaches every host's containers through the flood entries). */
   announce(net: NetworkSpec, ip: string, mac: string): Promise<void>;
+  /** [routed] Gratuitous ARP for ip at the bridge's own MAC: a remote address that is now routed (was reached through VXLAN). */
+  announceRouted(net: NetworkSpec, ip: string): Promise<void>;
   readPeers(net: NetworkSpec): Promise<PeerState>;
   /** The host-namespace link that holds `address` and its on-link prefix; undefined when no link holds it. */
   underlayOf(address: string): Promise<UnderlayInfo | undefined>;

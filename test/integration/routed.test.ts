@@ -181,6 +181,13 @@ describe('routed mode', () => {
     expect(await count(cap.file, `udp port 4789 and host ${a1} and host ${a3}`)).toBeGreaterThanOrEqual(12);
     expect(await count(cap.file, `udp port 4789 and host ${a2} and host ${a3}`)).toBeGreaterThanOrEqual(12);
     expect(await count(cap.file, `icmp and host ${ips[2]}`)).toBe(0);
+    // Routed through weft's namespaces only: the hosts' own namespaces kept Docker's FORWARD policy (DROP), got no
+    // rule of weft's, and have no route to the network.
+    for (const h of hosts) {
+      expect((await h.execOk(['iptables', '-S', 'FORWARD'])).stdout).toContain('-P FORWARD DROP');
+      expect((await h.execOk(['iptables-save'])).stdout).not.toMatch(/weft|10\.77\./);
+      expect((await h.execOk(['ip', '-4', 'route', 'show'])).stdout).not.toContain('10.77.');
+    }
   });
 
   it('weft status shows the mode and the path to each peer, in sync', async () => {
@@ -253,11 +260,26 @@ describe('routed mode', () => {
     expect((await hosts[1].docker(['exec', 'c2', 'ping', '-c', '1', '-W', '2', ips[2]])).code).toBe(0);
   });
 
-  it('removing the network removes its namespace (with the routed link) on every host', async () => {
-    for (let i = 0; i < 3; i++) await hosts[i].dockerOk(['rm', '-f', `c${i + 1}`]);
-    await hosts[0].dockerOk(['network', 'rm', 'rnet']);
+  it('a routed network removed: its namespace and routed link go on every host', async () => {
+    await hosts[0].dockerOk(['network', 'create', '-d', 'weft', '--ipam-driver', 'weft', '--subnet', '10.79.0.0/24', '-o', 'mode=routed', 'rnet2']);
+    const id2 = (await hosts[0].dockerOk(['network', 'inspect', '-f', '{{.Id}}', 'rnet2'])).stdout.trim().slice(0, 10);
+    const ns = (i: number) => `${wefts[i].runDir}/netns/weft-${id2}`;
     for (let i = 0; i < 3; i++) {
-      await waitFor(async () => !fs.existsSync(`${wefts[i].runDir}/netns/weft-${cid.slice(0, 10)}`), { timeoutMs: 20_000, what: `network gone on ${hosts[i].name}` });
+      await waitFor(async () => (await run('nsenter', [`--net=${ns(i)}`, 'ip', '-d', 'link', 'show', `rt-${id2}`])).stdout.includes('macvlan mode private'),
+        { timeoutMs: 20_000, what: `routed link of rnet2 on ${hosts[i].name}` });
     }
+    await hosts[0].dockerOk(['network', 'rm', 'rnet2']);
+    for (let i = 0; i < 3; i++) {
+      await waitFor(async () => !fs.existsSync(ns(i)), { timeoutMs: 20_000, what: `rnet2 gone on ${hosts[i].name}` });
+    }
+  });
+
+  it('host 2 dies (unplugged): its routes leave host 1, its VXLAN entries leave host 3, the others still talk', async () => {
+    const ip2 = await containerIp(hosts[1], 'c2');
+    await ulA.removeHost(hosts[1].name);
+    await waitFor(async () => !(await routes(0)).includes(ip2) && !(await vxNeigh(2)).includes(ip2),
+      { timeoutMs: 30_000, what: 'c2 out of host 1\'s routes and host 3\'s neighbours' });
+    expect((await ping(0, ips[2])).code).toBe(0);
+    expect((await ping(2, ips[0])).code).toBe(0);
   });
 });

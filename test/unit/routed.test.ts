@@ -28,7 +28,9 @@ class RecordingDataPlane implements DataPlaneApi {
   async programPeers(net: NetworkSpec, desired: PeerState) { this.programmed.set(net.id, desired); return { added: 0, removed: 0 }; }
   async changePeers(net: NetworkSpec, _from: PeerState, to: PeerState) { this.programmed.set(net.id, to); return { added: 0, removed: 0 }; }
   peerOps() { return { fdb: 0, neighbour: 0, route: 0 }; }
-  async announce() {}
+  announced: string[] = [];
+  async announce(_n: NetworkSpec, ip: string, mac: string) { this.announced.push(`${ip} at ${mac}`); }
+  async announceRouted(_n: NetworkSpec, ip: string) { this.announced.push(`${ip} at the bridge`); }
   async readPeers(): Promise<PeerState> { return { endpoints: [], floodVteps: [] }; }
   async underlayOf(address: string) { return address === '192.0.2.1' ? { link: 'eth0', cidr: '192.0.2.0/24', mtu: 1500 } : undefined; }
   async listNetworkIds() { return []; }
@@ -163,5 +165,35 @@ describe('routed mode: the path to each peer', () => {
     expect(want.routed).toBeUndefined();
     expect(want.endpoints.map((e) => e.ip)).toEqual(['10.40.0.2']);
     expect(want.floodVteps).toEqual(['192.0.2.2']);
+  });
+
+  it('a peer that moves from VXLAN to a route is announced at the bridge\'s MAC to local containers, and back at its own', async () => {
+    await new Ipam(store, { host: 'h1', defaultPool: '10.213.0.0/16', defaultPoolSize: 24 }).requestPool({ pool: '10.40.0.0/24' });
+    await driver.createNetwork(NET, routedOpts, pool, []);
+    // h2 first without a segment (an older weft): VXLAN.
+    await store.put(keys.host('h2'), JSON.stringify({ address: '192.0.2.2', version: 'x', startedAt: 'x' }));
+    await store.put(keys.endpoint(NET, ep(2)), JSON.stringify({ host: 'h2', vtep: '192.0.2.2', ip: '10.40.0.2', mac: '02:42:0a:28:00:02', localNetwork: 'l' }));
+    const cfg = loadConfig(['--store', 'etcd://127.0.0.1:1', '--host-name', 'h1', '--advertise-addr', '192.0.2.1',
+      '--docker-host', 'unix:///nonexistent/docker.sock', '--run-dir', path.join(dir, 'run')], {});
+    const a = new Agent({ store, networks: driver.networks, ipam: new Ipam(store, { host: 'h1', defaultPool: '10.213.0.0/16', defaultPoolSize: 24 }), dataplane: dp, cfg, logger: log });
+    agent = a;
+    await (a as unknown as { findUnderlay(): Promise<void> }).findUnderlay();
+    await (a as unknown as { sync(): Promise<void> }).sync();
+    const id = NET.slice(0, 10);
+    const until = async (what: string, ok: () => boolean) => {
+      for (let i = 0; i < 300 && !ok(); i++) await new Promise((r) => setTimeout(r, 10));
+      expect(ok(), what).toBe(true);
+    };
+    await until('c2 on VXLAN', () => dp.programmed.get(id)?.endpoints.some((e) => e.ip === '10.40.0.2') === true);
+    expect(dp.announced).toEqual([]);
+    // h2 upgraded: it publishes this host's segment, so c2 is routed now.
+    await store.put(keys.host('h2'), JSON.stringify({ address: '192.0.2.2', version: 'x', startedAt: 'x', underlay: '192.0.2.0/24' }));
+    await until('c2 routed', () => dp.programmed.get(id)?.routed?.routes.some((r) => r.ip === '10.40.0.2') === true);
+    expect(dp.programmed.get(id)!.endpoints).toEqual([]);
+    expect(dp.announced).toEqual(['10.40.0.2 at the bridge']);
+    // And back (h2 moved to another segment): its own MAC again.
+    await store.put(keys.host('h2'), JSON.stringify({ address: '192.0.2.2', version: 'x', startedAt: 'x', underlay: '192.0.2.0/25' }));
+    await until('c2 on VXLAN again', () => dp.programmed.get(id)?.endpoints.some((e) => e.ip === '10.40.0.2') === true);
+    expect(dp.announced).toEqual(['10.40.0.2 at the bridge', '10.40.0.2 at 02:42:0a:28:00:02']);
   });
 });
