@@ -70,7 +70,7 @@ beforeAll(async () => {
     hosts.push(h);
   }
   await Promise.all(hosts.map((h) => ensureBusyboxImage(h)));
-  for (const [i, h] of hosts.entries()) wefts.push(await startWeft(h, { args: weftArgs(h, i) }));
+  wefts.push(...await Promise.all(hosts.map((h, i) => startWeft(h, { args: weftArgs(h, i) }))));
 }, 300_000);
 
 afterAll(async () => {
@@ -148,7 +148,8 @@ describe('routed mode', () => {
         { timeoutMs: 15_000, what: `network rnet on ${h.name}` });
     }
     for (let i = 0; i < 3; i++) {
-      await hosts[i].dockerOk(['run', '-d', '--name', `c${i + 1}`, '--network', 'rnet', '--restart', 'always', 'busybox:local', 'sleep', '3600']);
+      // --stop-timeout 1: sleep ignores SIGTERM, and the dockerd restart below need not wait 10 s for it.
+      await hosts[i].dockerOk(['run', '-d', '--name', `c${i + 1}`, '--network', 'rnet', '--restart', 'always', '--stop-timeout', '1', 'busybox:local', 'sleep', '3600']);
       ips.push(await containerIp(hosts[i], `c${i + 1}`));
     }
     expect(new Set(ips).size).toBe(3);
@@ -166,7 +167,7 @@ describe('routed mode', () => {
       for (let i = 0; i < 3; i++) {
         for (let j = 0; j < 3; j++) {
           if (i === j) continue;
-          const r = await ping(i, ips[j], 3);
+          const r = await ping(i, ips[j], 2);
           expect(r.code, `c${i + 1} -> c${j + 1} (${ips[j]}): ${r.out}`).toBe(0);
         }
       }
@@ -175,11 +176,11 @@ describe('routed mode', () => {
     }
     const [a1, a2, a3] = hosts.map(ipOf);
     // Hosts 1 and 2: the containers' own packets on the wire, no VXLAN between the two hosts.
-    expect(await count(cap.file, `icmp and host ${ips[0]} and host ${ips[1]}`)).toBeGreaterThanOrEqual(12);
+    expect(await count(cap.file, `icmp and host ${ips[0]} and host ${ips[1]}`)).toBeGreaterThanOrEqual(8);
     expect(await count(cap.file, `udp port 4789 and host ${a1} and host ${a2}`)).toBe(0);
     // Hosts 1 and 2 to host 3: VXLAN to and from its address, never a container's packet in the clear.
-    expect(await count(cap.file, `udp port 4789 and host ${a1} and host ${a3}`)).toBeGreaterThanOrEqual(12);
-    expect(await count(cap.file, `udp port 4789 and host ${a2} and host ${a3}`)).toBeGreaterThanOrEqual(12);
+    expect(await count(cap.file, `udp port 4789 and host ${a1} and host ${a3}`)).toBeGreaterThanOrEqual(8);
+    expect(await count(cap.file, `udp port 4789 and host ${a2} and host ${a3}`)).toBeGreaterThanOrEqual(8);
     expect(await count(cap.file, `icmp and host ${ips[2]}`)).toBe(0);
     // Routed through weft's namespaces only: the hosts' own namespaces kept Docker's FORWARD policy (DROP), got no
     // rule of weft's, and have no route to the network.
@@ -220,7 +221,7 @@ describe('routed mode', () => {
     await hosts[0].dockerOk(['network', 'create', 'w15r-other']);
     await hosts[0].dockerOk(['run', '-d', '--name', 'o1', '--network', 'w15r-other', 'busybox:local', 'sleep', '3600']);
     for (const ip of ips) {
-      const r = await hosts[0].docker(['exec', 'o1', 'ping', '-c', '2', '-W', '1', ip]);
+      const r = await hosts[0].docker(['exec', 'o1', 'ping', '-c', '1', '-W', '1', ip]);
       expect(r.code, `o1 -> ${ip}: ${r.stdout}`).not.toBe(0);
     }
     // ...while c1 still reaches them all (the failure above is isolation, not a broken network).
