@@ -525,13 +525,13 @@ export class DataPlane implements DataPlaneApi {
     return this.serial(net.nsPath, async () => {
       try {
         const { ns, vx, fdb, neigh } = await this.readKernelPeers(net, vxName);
-        const d = await this.applyTables(net, ns, vx, { fdb, neigh }, tablesOf(desired));
+        const d = { ...(await this.applyTables(net, ns, vx, { fdb, neigh }, tablesOf(desired))), compared: true };
         if (!net.routed) return d;
         const want = routedTablesOf(desired);
         const link = await ns.getLink(net.routed.name);
         if (!link && want.routes.size === 0 && want.hops.size === 0) return d;
         const { mv, tables } = await this.readKernelRouted(net, ns);
-        return addDiffs(d, await this.applyRouted(net, ns, mv, tables, want));
+        return { ...addDiffs(d, await this.applyRouted(net, ns, mv, tables, want)), compared: true };
       } catch (e) {
         throw wrap(`programPeers ${net.id} (netns ${net.nsPath})`, e);
       }

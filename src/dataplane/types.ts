@@ -111,6 +111,8 @@ export interface RoutedPeers {
 export interface PeerDiff {
   added: number;
   removed: number;
+  /** Set when the kernel's tables were read and compared (programPeers), not only changed from a remembered state. */
+  compared?: boolean;
 }
 
 /**
