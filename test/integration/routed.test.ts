@@ -248,6 +248,10 @@ describe('routed mode', () => {
       (await inNet(0, ['ip', 'neigh', 'show', 'dev', `rt-${cid.slice(0, 10)}`])).stdout.includes(`${ipOf(hosts[1])} lladdr`),
     { timeoutMs: 20_000, what: 'route and next hop repaired by the reconcile' });
     expect((await ping(0, ips[1], 2)).code).toBe(0);
+    // The routed link itself deleted (its routes and next hops go with it): made again, with its routes.
+    await inNet(0, ['ip', 'link', 'del', `rt-${cid.slice(0, 10)}`]);
+    await waitFor(async () => (await routes(0)).includes(`${ips[1]} via ${ipOf(hosts[1])}`), { timeoutMs: 20_000, what: 'routed link and its routes made again' });
+    await waitFor(async () => (await ping(0, ips[1])).code === 0, { timeoutMs: 10_000, what: 'c1 -> c2 over the new routed link' });
   });
 
   it('a dockerd restart on host 2: its container comes back and is reached by route again', async () => {
