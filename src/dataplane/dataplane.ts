@@ -143,21 +143,26 @@ export class DataPlane implements DataPlaneApi {
 
   // ---- networks
 
-  async ensureNetwork(spec: NetworkSpec): Promise<void> {
+  async ensureNetwork(spec: NetworkSpec): Promise<boolean> {
     checkName('bridge', spec.bridge);
     if (spec.vxlan) checkName('vxlan', spec.vxlan.name);
     return this.serial(spec.nsPath, async () => {
       try {
-        await this.ensureNetworkLocked(spec);
+        return await this.ensureNetworkLocked(spec);
       } catch (e) {
         throw wrap(`ensureNetwork ${spec.id} (netns ${spec.nsPath})`, e);
       }
     });
   }
 
-  private async ensureNetworkLocked(spec: NetworkSpec): Promise<void> {
+  /** True when the namespace or the VXLAN device was made anew (its forwarding tables are then empty). */
+  private async ensureNetworkLocked(spec: NetworkSpec): Promise<boolean> {
     fs.mkdirSync(path.dirname(spec.nsPath), { recursive: true, mode: 0o755 });
-    if (ensureNetns(spec.nsPath)) this.log.info({ network: spec.id, netns: spec.nsPath }, 'network namespace created');
+    let made = false;
+    if (ensureNetns(spec.nsPath)) {
+      made = true;
+      this.log.info({ network: spec.id, netns: spec.nsPath }, 'network namespace created');
+    }
     // The namespace only switches frames:
     //  - with IPv6 on, every port would get a link-local address and send DAD,
     //    router solicitations and MLD reports that the VXLAN floods to every
@@ -234,8 +239,8 @@ export class DataPlane implements DataPlaneApi {
       }
     }
     if (!vx) {
-      if (spec.routed) await this.ensureRouted(spec, ns, br, links);
-      return;
+      if (spec.routed && await this.ensureRouted(spec, ns, br, links)) made = true;
+      return made;
     }
     let v = links.get(vx.name);
     if (v) {
@@ -259,9 +264,11 @@ export class DataPlane implements DataPlaneApi {
       await withNsFd(spec.nsPath, (nsFd) => hostSock.createVxlan({ ...dev, nsFd }));
       v = await this.mustGet(ns, vx.name);
       this.log.info({ network: spec.id, vxlan: vx.name, vni: vx.vni, local: vx.local }, 'VXLAN device created');
+      made = true;
     }
     await this.fixLink(ns, v, { mtu: vx.mtu, master: br.index, up: true });
-    if (spec.routed) await this.ensureRouted(spec, ns, br, links);
+    if (spec.routed && await this.ensureRouted(spec, ns, br, links)) made = true;
+    return made;
   }
 
   /**
@@ -273,12 +280,14 @@ export class DataPlane implements DataPlaneApi {
    * enter either host namespace, so Docker's FORWARD policy and the host's
    * routing table play no part and nothing there is opened.
    */
-  private async ensureRouted(spec: NetworkSpec, ns: Rtnl, br: LinkInfo, links: Map<string, LinkInfo>): Promise<void> {
+  /** True when the routed link was made anew (its routes and next hops are then gone). */
+  private async ensureRouted(spec: NetworkSpec, ns: Rtnl, br: LinkInfo, links: Map<string, LinkInfo>): Promise<boolean> {
     const r = spec.routed!;
     checkName('routed link', r.name);
     if (!IPV4.test(r.gateway) || !(r.prefixLen >= 1 && r.prefixLen <= 30)) throw new Error(`routed mode needs a gateway address and a prefix length (got ${r.gateway}/${r.prefixLen})`);
     if (await ns.addAddress(br.index, r.gateway, r.prefixLen)) this.log.info({ network: spec.id, address: `${r.gateway}/${r.prefixLen}` }, 'gateway address put on the bridge (routed)');
     let mv = links.get(r.name);
+    let made = false;
     if (mv && mv.kind !== 'macvlan') {
       this.log.warn({ network: spec.id, link: mv.name, kind: mv.kind }, 'replacing a link that is not a macvlan');
       await ns.delLink(mv.index);
@@ -289,17 +298,19 @@ export class DataPlane implements DataPlaneApi {
       if (!under) {
         // This host then reaches every peer through VXLAN (the agent finds no segment either): say so, do not fail the network.
         this.log.warn({ network: spec.id, address: r.local }, 'routed network: no link in the host namespace holds the advertise address; every peer goes through VXLAN');
-        return;
+        return false;
       }
       await withNsFd(spec.nsPath, (nsFd) => this.host().createMacvlan({ name: r.name, lower: under.index, mac: r.mac, mtu: under.mtu, nsFd }));
       mv = await this.mustGet(ns, r.name);
       this.log.info({ network: spec.id, link: r.name, lower: under.link, mac: r.mac }, 'routed link created');
+      made = true;
     }
     await this.fixLink(ns, mv, { mac: r.mac, up: true });
     setSysctlIn(spec.nsPath, `net.ipv4.conf.${spec.bridge}.proxy_arp`, '1');
     setSysctlIn(spec.nsPath, `net.ipv4.neigh.${spec.bridge}.proxy_delay`, '0');
     // The routed link has no address: it never answers ARP from the underlay.
     setSysctlIn(spec.nsPath, `net.ipv4.conf.${r.name}.arp_ignore`, '8');
+    return made;
   }
 
   private async findUnderlay(address: string): Promise<(UnderlayInfo & { index: number }) | undefined> {
@@ -525,13 +536,13 @@ export class DataPlane implements DataPlaneApi {
     return this.serial(net.nsPath, async () => {
       try {
         const { ns, vx, fdb, neigh } = await this.readKernelPeers(net, vxName);
-        const d = { ...(await this.applyTables(net, ns, vx, { fdb, neigh }, tablesOf(desired))), compared: true };
+        const d = await this.applyTables(net, ns, vx, { fdb, neigh }, tablesOf(desired));
         if (!net.routed) return d;
         const want = routedTablesOf(desired);
         const link = await ns.getLink(net.routed.name);
         if (!link && want.routes.size === 0 && want.hops.size === 0) return d;
         const { mv, tables } = await this.readKernelRouted(net, ns);
-        return { ...addDiffs(d, await this.applyRouted(net, ns, mv, tables, want)), compared: true };
+        return addDiffs(d, await this.applyRouted(net, ns, mv, tables, want));
       } catch (e) {
         throw wrap(`programPeers ${net.id} (netns ${net.nsPath})`, e);
       }

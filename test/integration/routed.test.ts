@@ -36,7 +36,7 @@ const ipOf = (h: LabHost) => h.ip!;
 const METRICS_PORT = 9477;
 
 function weftArgs(h: LabHost, i: number): string[] {
-  return ['--store', etcdUrl, '--advertise-addr', ipOf(h), '--lease-ttl', '3', '--reconcile-interval', '2', '--gc-grace', '5',
+  return ['--store', etcdUrl, '--advertise-addr', ipOf(h), '--lease-ttl', '3', '--reconcile-interval', '2', '--peer-audit-interval', '2', '--gc-grace', '5',
     ...(i === 0 ? ['--metrics-addr', `${ipOf(h)}:${METRICS_PORT}`] : [])];
 }
 
