@@ -15,7 +15,8 @@
 import * as fs from 'fs';
 import * as path from 'path';
 import type { NetworkSpec, EndpointSpec, PeerState, PeerDiff, RemoteEndpoint, DataPlaneApi, UnderlayInfo, RoutedPeers } from './types';
-import { Rtnl, LinkInfo, errorCode, WEFT_ROUTE_PROTOCOL } from './netlink';
+import { Rtnl, LinkInfo, errorCode } from './netlink';
+import { ensureRoutedLink, findUnderlay, isEmpty, readRoutedTables, routedChanges, routedTablesOf, setRoutedSysctls, type RoutedTables } from './routed';
 import { socketIn, forgetSocket, ensureNetns, removeNetns, isPinnedNetns, withNsFd, setSysctlIn, withNetns } from './netns';
 import { native } from '../native';
 import { MAX_IFNAME, networkIdFromNetnsName } from './names';
@@ -45,20 +46,6 @@ interface PeerTables {
   neigh: Map<string, string>;
 }
 
-/** A routed network's tables: /32 routes ip -> next hop, and next hops (permanent neighbours on the routed link) ip -> mac. */
-interface RoutedTables {
-  routes: Map<string, string>;
-  hops: Map<string, string>;
-}
-
-function routedTablesOf(p: PeerState): RoutedTables {
-  return {
-    routes: new Map((p.routed?.routes ?? []).map((r) => [r.ip, r.via])),
-    hops: new Map((p.routed?.nexthops ?? []).map((h) => [h.ip, h.mac.toLowerCase()])),
-  };
-}
-
-const NO_DIFF: PeerDiff = { added: 0, removed: 0 };
 const addDiffs = (a: PeerDiff, b: PeerDiff): PeerDiff => ({ added: a.added + b.added, removed: a.removed + b.removed });
 
 function tablesOf(p: PeerState): PeerTables {
@@ -177,22 +164,7 @@ export class DataPlane implements DataPlaneApi {
       ['net.ipv6.conf.default.disable_ipv6', '1'], ['net.ipv6.conf.all.disable_ipv6', '1'],
       ['net.bridge.bridge-nf-call-iptables', '0'], ['net.bridge.bridge-nf-call-ip6tables', '0'], ['net.bridge.bridge-nf-call-arptables', '0'],
     ];
-    // [routed] The namespace routes: to and from the routed link (macvlan) on the
-    // underlay. No redirects (a container's packet to an address that moved to
-    // the VXLAN path goes back out the bridge it came from), and proxy ARP
-    // answers at once (the default delays answers to broadcast requests).
-    const routedSysctls: [string, string][] = spec.routed ? [
-      ['net.ipv4.ip_forward', '1'], ['net.ipv4.conf.all.send_redirects', '0'], ['net.ipv4.conf.default.send_redirects', '0'],
-      ['net.ipv4.neigh.default.proxy_delay', '0'],
-    ] : [];
-    for (const [key, value] of routedSysctls) {
-      try {
-        setSysctlIn(spec.nsPath, key, value);
-      } catch (e) {
-        throw new Error(`a routed network needs ${key}=${value} in its namespace: ${(e as Error).message}` +
-          (((e as Error).cause as NodeJS.ErrnoException | undefined)?.code === 'EROFS' ? ' (/proc/sys is read-only: run weft as a plain service, not a managed plugin, for routed networks)' : ''), { cause: e });
-      }
-    }
+    if (spec.routed) setRoutedSysctls(spec.nsPath); // [routed]
     for (const [key, value] of sysctls) {
       try {
         setSysctlIn(spec.nsPath, key, value);
@@ -271,63 +243,18 @@ export class DataPlane implements DataPlaneApi {
     return made;
   }
 
-  /**
-   * [routed] The gateway address on the bridge (the connected route to local
-   * containers, and proxy ARP: the bridge answers containers' ARP requests for
-   * addresses routed out of the routed link, with its own MAC), and the routed
-   * link: a private-mode macvlan on the host's underlay link, moved into the
-   * network's namespace. Frames between the routed links of two hosts never
-   * enter either host namespace, so Docker's FORWARD policy and the host's
-   * routing table play no part and nothing there is opened.
-   */
-  /** True when the routed link was made anew (its routes and next hops are then gone). */
-  private async ensureRouted(spec: NetworkSpec, ns: Rtnl, br: LinkInfo, links: Map<string, LinkInfo>): Promise<boolean> {
-    const r = spec.routed!;
-    checkName('routed link', r.name);
-    if (!IPV4.test(r.gateway) || !(r.prefixLen >= 1 && r.prefixLen <= 30)) throw new Error(`routed mode needs a gateway address and a prefix length (got ${r.gateway}/${r.prefixLen})`);
-    if (await ns.addAddress(br.index, r.gateway, r.prefixLen)) this.log.info({ network: spec.id, address: `${r.gateway}/${r.prefixLen}` }, 'gateway address put on the bridge (routed)');
-    let mv = links.get(r.name);
-    let made = false;
-    if (mv && mv.kind !== 'macvlan') {
-      this.log.warn({ network: spec.id, link: mv.name, kind: mv.kind }, 'replacing a link that is not a macvlan');
-      await ns.delLink(mv.index);
-      mv = undefined;
-    }
-    if (!mv) {
-      const under = await this.findUnderlay(r.local);
-      if (!under) {
-        // This host then reaches every peer through VXLAN (the agent finds no segment either): say so, do not fail the network.
-        this.log.warn({ network: spec.id, address: r.local }, 'routed network: no link in the host namespace holds the advertise address; every peer goes through VXLAN');
-        return false;
-      }
-      await withNsFd(spec.nsPath, (nsFd) => this.host().createMacvlan({ name: r.name, lower: under.index, mac: r.mac, mtu: under.mtu, nsFd }));
-      mv = await this.mustGet(ns, r.name);
-      this.log.info({ network: spec.id, link: r.name, lower: under.link, mac: r.mac }, 'routed link created');
-      made = true;
-    }
-    await this.fixLink(ns, mv, { mac: r.mac, up: true });
-    setSysctlIn(spec.nsPath, `net.ipv4.conf.${spec.bridge}.proxy_arp`, '1');
-    setSysctlIn(spec.nsPath, `net.ipv4.neigh.${spec.bridge}.proxy_delay`, '0');
-    // The routed link has no address: it never answers ARP from the underlay.
-    setSysctlIn(spec.nsPath, `net.ipv4.conf.${r.name}.arp_ignore`, '8');
-    return made;
-  }
-
-  private async findUnderlay(address: string): Promise<(UnderlayInfo & { index: number }) | undefined> {
-    const h = this.host();
-    const a = (await h.listAddresses()).find((x) => x.ip === address);
-    if (!a) return undefined;
-    const link = (await h.listLinks()).find((l) => l.index === a.index);
-    if (!link) return undefined;
-    const mask = a.prefixLen === 0 ? 0 : (0xffffffff << (32 - a.prefixLen)) >>> 0;
-    const n = (address.split('.').reduce((acc, o) => (acc << 8) + Number(o), 0) & mask) >>> 0;
-    const net = [n >>> 24, (n >>> 16) & 255, (n >>> 8) & 255, n & 255].join('.');
-    return { link: link.name, index: link.index, cidr: `${net}/${a.prefixLen}`, mtu: link.mtu ?? 1500 };
+  /** [routed] See routed.ts. */
+  private ensureRouted(spec: NetworkSpec, ns: Rtnl, br: LinkInfo, links: Map<string, LinkInfo>): Promise<boolean> {
+    checkName('routed link', spec.routed!.name);
+    return ensureRoutedLink({
+      spec, ns, br, links, host: this.host(), log: this.log,
+      mustGet: (n, name) => this.mustGet(n, name), fixLink: (n, l, want) => this.fixLink(n, l, want),
+    });
   }
 
   async underlayOf(address: string): Promise<UnderlayInfo | undefined> {
     if (!IPV4.test(address)) return undefined;
-    const u = await this.findUnderlay(address);
+    const u = await findUnderlay(this.host(), address);
     return u ? { link: u.link, cidr: u.cidr, mtu: u.mtu } : undefined;
   }
 
@@ -540,7 +467,7 @@ export class DataPlane implements DataPlaneApi {
         if (!net.routed) return d;
         const want = routedTablesOf(desired);
         const link = await ns.getLink(net.routed.name);
-        if (!link && want.routes.size === 0 && want.hops.size === 0) return d;
+        if (!link && isEmpty(want)) return d;
         const { mv, tables } = await this.readKernelRouted(net, ns);
         return addDiffs(d, await this.applyRouted(net, ns, mv, tables, want));
       } catch (e) {
@@ -567,7 +494,7 @@ export class DataPlane implements DataPlaneApi {
         if (!net.routed) return d;
         const have = routedTablesOf(before);
         const want = routedTablesOf(desired);
-        if (have.routes.size + have.hops.size + want.routes.size + want.hops.size === 0) return d;
+        if (isEmpty(have) && isEmpty(want)) return d;
         const mv = await ns.getLink(net.routed.name);
         if (!mv) throw new Error(`routed link ${net.routed.name} is missing`);
         return addDiffs(d, await this.applyRouted(net, ns, mv.index, have, want));
@@ -591,26 +518,12 @@ export class DataPlane implements DataPlaneApi {
     const name = net.routed!.name;
     const link = await ns.getLink(name);
     if (!link) throw new Error(`routed link ${name} is missing (ensureNetwork first)`);
-    const mv = link.index;
-    const routes = new Map<string, string>();
-    for (const r of await ns.listRoutes()) {
-      if (r.oif === mv && r.protocol === WEFT_ROUTE_PROTOCOL && r.dstLen === 32 && r.via) routes.set(r.dst, r.via);
-    }
-    const hops = new Map<string, string>();
-    for (const e of await ns.listNeighbours()) if (e.ifindex === mv && e.permanent && e.ip && e.mac) hops.set(e.ip, e.mac);
-    return { mv, tables: { routes, hops } };
+    return { mv: link.index, tables: await readRoutedTables(ns, link.index) };
   }
 
-  /**
-   * [routed] Moves the routes and next hops from `have` to `want`: one route
-   * operation per endpoint that changed (a moved endpoint is one replace), one
-   * neighbour operation per next hop that changed. Removals first.
-   */
+  /** [routed] Moves the routes and next hops from `have` to `want`, removals first (see routedChanges). */
   private async applyRouted(net: NetworkSpec, ns: Rtnl, mv: number, have: RoutedTables, want: RoutedTables): Promise<PeerDiff> {
-    const routeDel = [...have.routes.keys()].filter((ip) => !want.routes.has(ip));
-    const routeSet = [...want.routes].filter(([ip, via]) => have.routes.get(ip) !== via);
-    const hopDel = [...have.hops.keys()].filter((ip) => !want.hops.has(ip));
-    const hopSet = [...want.hops].filter(([ip, m]) => have.hops.get(ip) !== m);
+    const { routeDel, routeSet, hopDel, hopSet } = routedChanges(have, want);
     const gone = (e: unknown) => { const c = errorCode(e); if (c !== 'ENOENT' && c !== 'ESRCH') throw e; };
     this.ops.route += routeDel.length + routeSet.length;
     this.ops.neighbour += hopDel.length + hopSet.length;
