@@ -70,7 +70,15 @@ export class Driver {
     const ours = v4?.AddressSpace === ADDRESS_SPACE;
     if (this.opts.cluster && !ours) throw errors.foreignIpam(this.opts.driverName);
 
-    if (!o.clusterId) this.networks.wantEncryption(o.encrypted); // [wireguard] refuse before anything is claimed
+    if (!o.clusterId) {
+      const encrypted = this.networks.wantEncryption(o.encrypted); // [wireguard] refuse before anything is claimed
+      if (o.mode === 'routed') {
+        // [routed] Refused before anything is claimed.
+        if (encrypted) throw errors.routedEncrypted();
+        if (!this.opts.cluster || !this.opts.advertiseAddr) throw errors.routedNeedsCluster();
+        if (!v4.Gateway) throw errors.routedNeedsGateway();
+      }
+    }
     await this.networks.create(localId, o, v4, ours);
   }
 
