@@ -49,8 +49,6 @@ export class Driver {
 
   async createNetwork(localId: string, options: Options | null | undefined, ipv4: { AddressSpace?: string; Pool: string; Gateway?: string }[] | null | undefined, ipv6: unknown[] | null | undefined): Promise<void> {
     const o = parseNetworkOptions(options);
-    if (!o.ipv4) throw errors.ipv6OnlyUnsupported();
-    if (o.ipv6 || (ipv6 && ipv6.length > 0)) throw errors.ipv6Unsupported();
     const v4 = ipv4?.[0];
     if (!v4) throw errors.badRequest('NetworkDriver.CreateNetwork', 'no IPv4 pool (IPv4Data is empty)');
     const ours = v4?.AddressSpace === ADDRESS_SPACE;
@@ -70,7 +68,6 @@ export class Driver {
   async createEndpoint(localId: string, endpointId: string, iface: { Address?: string; AddressIPv6?: string; MacAddress?: string } | null | undefined, options: Options | null | undefined): Promise<{ MacAddress?: string } | null> {
     const local = await this.networks.lookupNetwork(localId);
     if (!local) throw errors.unknownNetwork(localId);
-    if (iface?.AddressIPv6) throw errors.ipv6Unsupported();
     const address = iface?.Address ?? '';
     if (!address) throw errors.badRequest('CreateEndpoint', 'Interface.Address is empty: the network needs an IPv4 subnet');
     const ip = address.split('/')[0];
