@@ -115,7 +115,7 @@ export class DockerClient {
 
   createNetwork(spec: {
     Name: string; Driver: string; Options: Record<string, string>; Internal?: boolean;
-    Attachable?: boolean; Labels?: Record<string, string>;
+    Attachable?: boolean; EnableIPv6?: boolean; Labels?: Record<string, string>;
     IPAM: { Driver: string; Options?: Record<string, string>; Config: { Subnet: string; Gateway?: string; IPRange?: string }[] };
   }): Promise<{ Id: string }> {
     return this.request<{ Id: string }>('POST', '/networks/create', { ...spec, CheckDuplicate: true });

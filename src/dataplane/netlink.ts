@@ -5,8 +5,10 @@
 // an 'error' listener that retires the socket so the next call opens a new one.
 // Errors become NetlinkError with an errno-style code and the operation named.
 import { createRtNetlink, RtNetlinkSocket, AttrStream, StreamData, FlagsNew, rt, ifla } from 'netlink';
+import { formatIPv6, toNumber } from '../ipam/cidr';
 
 const AF_INET = 2;
+const AF_INET6 = 10;
 const AF_BRIDGE = 7;
 const RECV_BUFFER = 4 << 20;
 
@@ -48,6 +50,13 @@ const be16 = (n: number): Buffer => { const b = Buffer.alloc(2); b.writeUInt16BE
 const linkinfo = (kind: string, data?: Buffer): Buffer => enc(ifla.formatInfo(data ? { kind, data } : { kind }));
 export const macString = (b: Buffer): string => [...b].map((x) => x.toString(16).padStart(2, '0')).join(':');
 export const ip4String = (b: Buffer): string => [...b].join('.');
+/** 16 bytes of an IPv6 address from its text (any valid spelling). */
+const ip6 = (s: string): Buffer => {
+  const hex = toNumber(s).toString(16).padStart(32, '0');
+  return Buffer.from(hex, 'hex');
+};
+const ip6String = (b: Buffer): string => formatIPv6(BigInt(`0x${b.toString('hex')}`));
+const isV6 = (s: string) => s.includes(':');
 const UP = { change: { up: true as const }, flags: { up: true as const } };
 const CREATE_EXCL = { flags: FlagsNew.CREATE | FlagsNew.EXCL };
 
@@ -93,6 +102,7 @@ function parseLink(m: rt.LinkMessage): LinkInfo {
 function parseNeigh(m: rt.NeighborMessage): NeighEntry {
   const e: NeighEntry = { ifindex: m.data.ifindex ?? 0, permanent: !!m.data.state?.permanent, self: !!m.data.flags?.self };
   if (m.attrs.dst && m.attrs.dst.length === 4) e.ip = ip4String(m.attrs.dst);
+  if (m.attrs.dst && m.attrs.dst.length === 16) e.ip = ip6String(m.attrs.dst);
   if (m.attrs.lladdr && m.attrs.lladdr.length === 6) e.mac = macString(m.attrs.lladdr);
   return e;
 }
@@ -348,25 +358,28 @@ export class Rtnl {
     }
   }
 
-  // ---- IPv4 neighbours (ip neigh … nud permanent)
+  // ---- IPv4 and IPv6 neighbours (ip [-6] neigh … nud permanent); the family follows the address
 
   async listNeighbours(): Promise<NeighEntry[]> {
     peerRequestCounts.neigh.dump++;
     const r = await this.call('dump neighbours', (s, o) => s.getNeighbors({ family: AF_INET }, {}, o), true);
-    peerRequestCounts.neigh.dumpEntries += r.length;
-    return r.map(parseNeigh);
+    const r6 = await this.call('dump IPv6 neighbours', (s, o) => s.getNeighbors({ family: AF_INET6 }, {}, o), true);
+    peerRequestCounts.neigh.dumpEntries += r.length + r6.length;
+    return [...r, ...r6].map(parseNeigh);
   }
 
   async addNeighbour(ifindex: number, ip: string, lladdr: string): Promise<void> {
     peerRequestCounts.neigh.add++;
+    const family = isV6(ip) ? AF_INET6 : AF_INET;
     await this.call(`add neighbour ${ip} -> ${lladdr} on ${ifindex}`, (s, o) =>
-      s.newNeighbor({ family: AF_INET, ifindex, state: { permanent: true } }, { dst: ip4(ip), lladdr: mac(lladdr) },
+      s.newNeighbor({ family, ifindex, state: { permanent: true } }, { dst: isV6(ip) ? ip6(ip) : ip4(ip), lladdr: mac(lladdr) },
         { flags: FlagsNew.CREATE | FlagsNew.REPLACE, ...o }));
   }
 
   async delNeighbour(ifindex: number, ip: string): Promise<void> {
     peerRequestCounts.neigh.del++;
-    await this.call(`delete neighbour ${ip} on ${ifindex}`, (s, o) => s.delNeighbor({ family: AF_INET, ifindex }, { dst: ip4(ip) }, o));
+    const family = isV6(ip) ? AF_INET6 : AF_INET;
+    await this.call(`delete neighbour ${ip} on ${ifindex}`, (s, o) => s.delNeighbor({ family, ifindex }, { dst: isV6(ip) ? ip6(ip) : ip4(ip) }, o));
   }
 
   // ---- bridge FDB (bridge fdb append … dst … self permanent)
