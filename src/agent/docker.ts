@@ -25,7 +25,7 @@ export interface DockerContainer {
   Name: string;
   State?: { Running?: boolean };
   NetworkSettings?: {
-    Networks?: Record<string, { NetworkID?: string; EndpointID?: string; IPAddress?: string; Aliases?: string[] | null }>;
+    Networks?: Record<string, { NetworkID?: string; EndpointID?: string; IPAddress?: string; GlobalIPv6Address?: string; Aliases?: string[] | null }>;
   };
 }
 
