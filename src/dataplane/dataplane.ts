@@ -227,7 +227,27 @@ export class DataPlane implements DataPlaneApi {
       v = await this.mustGet(ns, vx.name);
       this.log.info({ network: spec.id, vxlan: vx.name, vni: vx.vni, local: vx.local }, 'VXLAN device created');
     }
+    this.enableIPv6Neighbours(spec, vx.name);
     await this.fixLink(ns, v, { mtu: vx.mtu, master: br.index, up: true });
+  }
+
+  /**
+   * The namespace has IPv6 off (see ensureNetworkLocked), and the kernel keeps
+   * no IPv6 neighbour on a device with IPv6 off. The VXLAN device holds the
+   * IPv6 neighbours of remote endpoints (proxy mode answers neighbour
+   * solicitations from them), so IPv6 is on there, with no address of its own
+   * (addr_gen_mode none: no link-local address, hence no DAD and no router
+   * solicitation). Frames it receives go to the bridge, never to IPv6.
+   */
+  private enableIPv6Neighbours(spec: NetworkSpec, vxName: string): void {
+    for (const [key, value] of [[`net.ipv6.conf.${vxName}.addr_gen_mode`, '1'], [`net.ipv6.conf.${vxName}.disable_ipv6`, '0']]) {
+      try {
+        setSysctlIn(spec.nsPath, key, value);
+      } catch (e) {
+        // read-only /proc/sys (managed plugin): IPv6 is on everywhere there already
+        if (((e as Error).cause as NodeJS.ErrnoException | undefined)?.code !== 'EROFS') throw e;
+      }
+    }
   }
 
   private async mustGet(ns: Rtnl, name: string): Promise<LinkInfo> {

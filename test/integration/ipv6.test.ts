@@ -47,8 +47,8 @@ afterAll(async () => {
 }, 180_000);
 
 async function addrs(h: LabHost, name: string, network: string): Promise<{ v4: string; v6: string }> {
-  const f = `{{with index .NetworkSettings.Networks "${network}"}}{{.IPAddress}} {{.GlobalIPv6Address}}{{end}}`;
-  const [v4, v6] = (await h.dockerOk(['inspect', '-f', f, name])).stdout.trim().split(' ');
+  const f = `{{with index .NetworkSettings.Networks "${network}"}}{{.IPAddress}}|{{.GlobalIPv6Address}}{{end}}`;
+  const [v4, v6] = (await h.dockerOk(['inspect', '-f', f, name])).stdout.trim().split('|');
   return { v4: v4 ?? '', v6: v6 ?? '' };
 }
 
