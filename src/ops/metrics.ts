@@ -194,6 +194,7 @@ export class WeftMetrics {
   readonly dns = this.registry.counter('weft_dns_events_total', 'DNS server events: queries, answered, nxdomain, forwarded, refused, servfail, malformed, truncated, dropped, parked (held while weft learns the asker), tcpConnections.', ['event']);
   readonly invalidRecords = this.registry.counter('weft_store_invalid_records_total', 'Records in the store that weft skipped because they are not valid, by kind (endpoint, host, network, binding); each value counted once.', ['kind']);
   readonly suspects = this.registry.gauge('weft_hosts_unregistered_kept', 'Hosts whose lease expired that are kept in the forwarding tables while they answer probes over the underlay.');
+  readonly endpointAddresses = this.registry.gauge('weft_endpoint_addresses', 'Addresses of endpoints in the cluster (every host), by network and family ("ipv4" or "ipv6"), from the agent\'s mirror of the store.', ['network', 'family']);
   readonly leaseAlive = this.registry.gauge('weft_lease_alive', '1 when this host\'s registration (under its lease) is in the store, 0 when not; absent with the embedded store.');
 
   /** For the API server's onCall hook. Admin routes (GET /weft/...) are not plugin calls. */

@@ -7,6 +7,8 @@ export interface PeerEntry {
   /** "endpoint": a remote container (FDB + neighbour entry); "flood": a host that gets broadcasts. */
   kind: 'endpoint' | 'flood';
   ip?: string;
+  /** Its IPv6 address (an IPv6 neighbour entry), on a network with IPv6. */
+  ip6?: string;
   mac?: string;
   vtep: string;
   /** Only this half of an endpoint's entries is missing (the other is in the kernel). */
@@ -31,6 +33,7 @@ export interface LocalEndpointReport {
   /** Container name from this host's Docker engine, when it answered. */
   container?: string;
   ip: string;
+  ip6?: string;
   mac: string;
 }
 
@@ -41,6 +44,8 @@ export interface NetworkReport {
   vni: number;
   subnet?: string;
   gateway?: string;
+  subnet6?: string;
+  gateway6?: string;
   mtu: number;
   deleting?: boolean;
   /** [wireguard] traffic between hosts goes through WireGuard */
