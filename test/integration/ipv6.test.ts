@@ -22,7 +22,7 @@ const wefts: WeftProcess[] = [];
 let etcdUrl = '';
 
 const ipOf = (h: LabHost) => h.underlay!.ports.get(h.name)!.address.split('/')[0];
-const weftArgs = (h: LabHost) => ['--store', etcdUrl, '--advertise-addr', ipOf(h), '--lease-ttl', '3', '--reconcile-interval', '2', '--gc-grace', '5'];
+const weftArgs = (h: LabHost) => ['--store', etcdUrl, '--advertise-addr', ipOf(h), '--lease-ttl', '3', '--reconcile-interval', '2', '--gc-grace', '5', '--dns-forward', 'off'];
 
 beforeAll(async () => {
   await cleanupLabLeftovers(PREFIX);
@@ -31,7 +31,8 @@ beforeAll(async () => {
   etcd = await startEtcd({ name: 'w14', netns: ul.name, clientHost: etcdIp });
   etcdUrl = `etcd://${etcdIp}:${new URL(etcd.endpoint).port}`;
   for (let i = 1; i <= 3; i++) {
-    const h = await startHost({ name: `${PREFIX}h${i}`, underlay: ul });
+    // containers ask weft's DNS (names across hosts: A, AAAA, PTR), the one setting a user adds
+    const h = await startHost({ name: `${PREFIX}h${i}`, underlay: ul, daemonConfig: { dns: ['169.254.53.53'] } });
     hosts.push(h);
     await ensureBusyboxImage(h);
     wefts.push(await startWeft(h, { args: weftArgs(h) }));
