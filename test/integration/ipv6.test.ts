@@ -108,6 +108,11 @@ describe('IPv6 on weft networks', () => {
     expect(r.stdout).toContain(a[2].v6);
     const v4 = await hosts[2].dockerOk(['exec', 'd3', 'ping', '-4', '-c', '1', '-W', '3', 'd1']);
     expect(v4.stdout).toContain(a[0].v4);
+    // PTR, for both families: the other host's container by NAME.NETWORK
+    for (const ip of [a[2].v4, a[2].v6]) {
+      const r = await hosts[0].dockerOk(['exec', 'd1', 'nslookup', ip]);
+      expect(r.stdout, `nslookup ${ip}`).toContain('d3.ds');
+    }
   });
 
   it('a container that comes back with another MAC is reached again at once over IPv6 (unsolicited NA)', async () => {
@@ -121,14 +126,16 @@ describe('IPv6 on weft networks', () => {
     expect(n.stdout).toContain('02:42:0a:3d:00:99');
   });
 
-  it('--ip6 fails at docker with weft\'s message: in use, outside the subnet; a full IPv6 --ip-range says so', async () => {
+  it('--ip6 in use and a full IPv6 --ip-range fail at docker with weft\'s message; --ip6 outside the subnet is refused', async () => {
     const inUse = (await addrs(hosts[0], 'd1', 'ds')).v6;
     const r1 = await hosts[1].docker(['run', '-d', '--name', 'bad1', '--network', 'ds', '--ip6', inUse, 'busybox:local', 'sleep', '60']);
     expect(r1.code).not.toBe(0);
     expect(r1.stderr).toContain(`address ${inUse} in fd00:61::/64 is already in use (held by a container on host ${hosts[0].name}): pick another --ip6`);
     const r2 = await hosts[1].docker(['run', '-d', '--name', 'bad2', '--network', 'ds', '--ip6', 'fd00:62::5', 'busybox:local', 'sleep', '60']);
+    // Docker itself refuses an address outside every pool of the network, before weft sees it (as for --ip)
     expect(r2.code).not.toBe(0);
-    expect(r2.stderr).toMatch(/fd00:62::5|outside/);
+    expect(r2.stderr).toMatch(/fd00:62::5|outside|subnet|pool/i);
+    expect((await hosts[1].docker(['inspect', 'bad2'])).code === 0 ? (await hosts[1].dockerOk(['inspect', '-f', '{{.State.Running}}', 'bad2'])).stdout.trim() : 'false').toBe('false');
     await hosts[0].dockerOk(['network', 'create', ...WEFT, '--ipv6', '--subnet', '10.63.0.0/24', '--subnet', 'fd00:63::/64', '--ip-range', 'fd00:63::/126', 'small']);
     // fd00:63:: is the subnet-router anycast address, ::1 the gateway: two addresses for containers
     await hosts[0].dockerOk(['run', '-d', '--name', 's1', '--network', 'small', 'busybox:local', 'sleep', '3600']);
@@ -136,7 +143,8 @@ describe('IPv6 on weft networks', () => {
     const r3 = await hosts[0].docker(['run', '-d', '--name', 's3', '--network', 'small', 'busybox:local', 'sleep', '3600']);
     expect(r3.code).not.toBe(0);
     expect(r3.stderr).toContain('no free address left in fd00:63::/126');
-    await hosts[0].docker(['rm', '-f', 's1', 's2', 's3', 'bad1', 'bad2']);
+    await hosts[0].docker(['rm', '-f', 's1', 's2', 's3']);
+    await hosts[1].docker(['rm', '-f', 'bad1', 'bad2']);
     await hosts[0].dockerOk(['network', 'rm', 'small']);
   });
 
@@ -193,6 +201,8 @@ describe('IPv6 on weft networks', () => {
     const [o1, o2] = [await addrs(hosts[0], 'o1', 'v6only'), await addrs(hosts[1], 'o2', 'v6only')];
     expect(o1.v4).toBe('');
     expect(o2.v6).toMatch(/^fd00:65::/);
+    // no IPv4 on the weft network, but docker_gwbridge is attached still (IPv4 egress)
+    expect((await hosts[0].dockerOk(['exec', 'o1', 'ip', 'route'])).stdout).toMatch(/^default via 172\./m);
     await ping(hosts[0], 'o1', [o2.v6]);
     await ping(hosts[1], 'o2', [o1.v6]);
     await waitFor(async () => (await hosts[1].docker(['exec', 'o2', 'ping', '-6', '-c', '1', '-W', '3', 'o1'], { timeoutMs: 30_000 })).code === 0,
