@@ -24,6 +24,8 @@ export interface DockerContainer {
   /** With Docker's leading '/'. */
   Name: string;
   State?: { Running?: boolean };
+  /** --sysctl values (net.ipv6.conf.all.disable_ipv6=1 turns the container's IPv6 off). */
+  HostConfig?: { Sysctls?: Record<string, string> | null };
   NetworkSettings?: {
     Networks?: Record<string, { NetworkID?: string; EndpointID?: string; IPAddress?: string; GlobalIPv6Address?: string; Aliases?: string[] | null }>;
   };

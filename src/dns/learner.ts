@@ -298,6 +298,9 @@ export function recordsOf(c: DockerContainer | undefined, gwIp: string | undefin
   const networks = new Set<string>();
   const askerIps = new Set<string>();
   if (gwIp) askerIps.add(gwIp);
+  // IPv6 off in the container: Docker 28 reserves no IPv6 address for it, 20.10 still does (one nothing answers on).
+  const sysctls = c.HostConfig?.Sysctls ?? {};
+  const ipv6Off = ['net.ipv6.conf.all.disable_ipv6', 'net.ipv6.conf.eth0.disable_ipv6'].some((k) => sysctls[k] === '1');
   for (const [netName, n] of Object.entries(c.NetworkSettings?.Networks ?? {})) {
     const cid = n.NetworkID ? weftNets.get(n.NetworkID) : undefined;
     if (!cid) {
@@ -307,10 +310,10 @@ export function recordsOf(c: DockerContainer | undefined, gwIp: string | undefin
     networks.add(cid);
     // Dual-stack: both addresses; IPv6-only (Docker 28): no IPv4 address.
     const ip4 = n.IPAddress && isIPv4(n.IPAddress) ? n.IPAddress : '';
-    const ip6 = n.GlobalIPv6Address && isIPv6(n.GlobalIPv6Address) ? canonicalIPv6(n.GlobalIPv6Address) : undefined;
+    const ip6 = !ipv6Off && n.GlobalIPv6Address && isIPv6(n.GlobalIPv6Address) ? canonicalIPv6(n.GlobalIPv6Address) : undefined;
     if (!n.EndpointID || (!ip4 && !ip6)) continue;
     const aliases = [...new Set((n.Aliases ?? []).filter((a) => typeof a === 'string' && a && a !== name))].sort();
-    const rec: NameRecord = { name, aliases, ip: ip4, ...(ip6 ? { ip6 } : {}), host, network: netName, container: c.Id };
+    const rec: NameRecord = { name, aliases, ip: ip4, ...(ip6 ? { ip6 } : {}), ...(ipv6Off ? { ipv6Off: true } : {}), host, network: netName, container: c.Id };
     out.set(keys.name(cid, n.EndpointID), JSON.stringify(rec));
   }
   if (!networks.size) return out;

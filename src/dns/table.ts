@@ -196,7 +196,7 @@ export class NameTable implements MirrorListener {
       if (ep === undefined) continue; // endpoint deleted: the container left the network
       // The endpoint record is the truth; the name record (from Docker) fills in for an older weft's endpoint.
       const ip = ep.ip || rec.ip;
-      const raw6 = ep.ip6 ?? rec.ip6;
+      const raw6 = rec.ipv6Off ? undefined : ep.ip6 ?? rec.ip6;
       const ip6 = raw6 && isIPv6(raw6) ? canonicalIPv6(raw6) : undefined;
       const v4 = ip && isIPv4(ip) ? [ip] : [];
       const v6 = ip6 ? [ip6] : [];
@@ -228,7 +228,7 @@ function parseName(value: string): NameRecord {
   const r = JSON.parse(value) as Partial<NameRecord>;
   if (typeof r.name !== 'string' || typeof r.ip !== 'string') throw new Error('name record without name or ip');
   return {
-    name: r.name, ip: r.ip, ...(typeof r.ip6 === 'string' ? { ip6: r.ip6 } : {}), host: String(r.host ?? ''), network: String(r.network ?? ''), container: String(r.container ?? ''),
+    name: r.name, ip: r.ip, ...(typeof r.ip6 === 'string' ? { ip6: r.ip6 } : {}), ...(r.ipv6Off === true ? { ipv6Off: true } : {}), host: String(r.host ?? ''), network: String(r.network ?? ''), container: String(r.container ?? ''),
     aliases: Array.isArray(r.aliases) ? r.aliases.filter((a): a is string => typeof a === 'string') : [],
   };
 }

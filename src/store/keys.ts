@@ -200,6 +200,11 @@ export interface NameRecord {
   ip: string;
   /** IPv6 address, on a network with IPv6: AAAA answers. */
   ip6?: string;
+  /**
+   * The container runs with IPv6 off (--sysctl net.ipv6.conf.all.disable_ipv6=1):
+   * no AAAA for it, whatever address Docker 20.10 still reserved for it.
+   */
+  ipv6Off?: boolean;
   host: string;
   /** Docker name of the network (the same on every host). */
   network: string;

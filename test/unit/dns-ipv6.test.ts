@@ -69,6 +69,21 @@ describe('AAAA and PTR in the name table', () => {
     expect(JSON.parse(out.get(keys.name(A, ep(1)))!)).toMatchObject({ ip: '10.85.0.2', ip6: 'fd00:85::2' });
     expect(JSON.parse(out.get(keys.name(B, ep(2)))!)).toMatchObject({ ip: '', ip6: 'fd00:86::2' });
   });
+
+  it('a container with IPv6 off gets no AAAA, even where Docker 20.10 reserved an IPv6 address for it', () => {
+    const out = recordsOf({
+      Id: 'c9', Name: '/nov6', State: { Running: true }, HostConfig: { Sysctls: { 'net.ipv6.conf.all.disable_ipv6': '1' } },
+      NetworkSettings: { Networks: { ds: { NetworkID: 'L1', EndpointID: ep(9), IPAddress: '10.85.0.9', GlobalIPv6Address: 'fd00:85::9', Aliases: [] } } },
+    } as never, '172.18.0.6', new Map([['L1', A]]), 'h1');
+    const rec = JSON.parse(out.get(keys.name(A, ep(9)))!);
+    expect(rec).toMatchObject({ ip: '10.85.0.9', ipv6Off: true });
+    expect(rec.ip6).toBeUndefined();
+    const t = cluster();
+    t.apply(put(keys.endpoint(A, ep(9)), { ip: '10.85.0.9', ip6: 'fd00:85::9' }));
+    t.apply(put(keys.name(A, ep(9)), rec));
+    expect(t.lookup('172.18.0.2', 'nov6')).toEqual({ kind: 'found', ips: ['10.85.0.9'], ips6: [] });
+    expect(t.reverse('172.18.0.2', `9${'.0'.repeat(23)}.5.8.0.0.0.0.d.f.ip6.arpa`)).toEqual({ kind: 'other' });
+  });
 });
 
 describe('the server answers AAAA and PTR', () => {
