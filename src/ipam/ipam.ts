@@ -494,7 +494,10 @@ function describeHolder(h: AddressRecord): string {
 function pickFree(first: bigint, last: bigint, used: Set<bigint>, gateway: bigint | undefined, random: boolean): bigint | undefined {
   const size = last - first + 1n;
   if (size <= 0n) return undefined;
-  const start = random ? first + randomBelow(size) : first;
+  // Random among the low addresses only: a /64 has 2^64, and an address picked
+  // anywhere in it would be long to type and read (fd00:40::9ca0:43bf:b7ac:8e1b).
+  const window = size < 4096n + 4n * BigInt(used.size) ? size : 4096n + 4n * BigInt(used.size);
+  const start = random ? first + randomBelow(window) : first;
   for (let i = 0n; i < size; i++) {
     let n = start + i;
     if (n > last) n -= size;

@@ -89,7 +89,7 @@ describe('IPv6 on weft networks', () => {
     const a = await Promise.all(hosts.map((h, i) => addrs(h, `d${i + 1}`, 'ds')));
     expect(new Set(a.map((x) => x.v4)).size).toBe(3);
     expect(new Set(a.map((x) => x.v6)).size).toBe(3);
-    for (const x of a) expect(x.v6).toMatch(/^fd00:61::[0-9a-f]+$/);
+    for (const x of a) expect(x.v6).toMatch(/^fd00:61::[0-9a-f:]+$/);
     for (let i = 0; i < 3; i++) {
       for (let j = 0; j < 3; j++) {
         if (i === j) continue;
