@@ -54,6 +54,8 @@ export interface ProcStats {
   /** user + system CPU time, ms */
   cpuMs: number;
   rssMiB: number;
+  /** of which anonymous (private) memory; the rest is mostly the node binary's pages, shared */
+  anonMiB: number;
   /** peak resident memory since the process started */
   hwmMiB: number;
 }
@@ -68,9 +70,9 @@ export function procStats(pid: number): ProcStats {
     const cpuMs = (Number(f[11]) + Number(f[12])) * TICK_MS;
     const status = fs.readFileSync(`/proc/${pid}/status`, 'utf8');
     const kb = (k: string): number => Number(new RegExp(`${k}:\\s+(\\d+) kB`).exec(status)?.[1] ?? NaN);
-    return { cpuMs, rssMiB: kb('VmRSS') / 1024, hwmMiB: kb('VmHWM') / 1024 };
+    return { cpuMs, rssMiB: kb('VmRSS') / 1024, anonMiB: kb('RssAnon') / 1024, hwmMiB: kb('VmHWM') / 1024 };
   } catch {
-    return { cpuMs: NaN, rssMiB: NaN, hwmMiB: NaN };
+    return { cpuMs: NaN, rssMiB: NaN, anonMiB: NaN, hwmMiB: NaN };
   }
 }
 

@@ -124,6 +124,10 @@ interface RestResult {
   linkBytesPerMin: number;
   cpuPercent: number;
   rssMiB: number;
+  /** anonymous (private) resident memory; RSS minus this is mostly the node binary's shared pages */
+  anonMiB: number;
+  /** V8 heap in use, from weft's own /metrics */
+  heapMiB: number;
   hwmMiB: number;
   netlinkDumpsPerMin: number;
   entriesReadPerMin: number;
@@ -282,6 +286,8 @@ async function atRest(lab: ClusterLab, seconds: number): Promise<{ rest: RestRes
       linkBytesPerMin: (l1[i]!.rx - l0[i]!.rx + l1[i]!.tx - l0[i]!.tx) / min,
       cpuPercent: ((p1[i]!.cpuMs - p0[i]!.cpuMs) / (t1 - t0)) * 100,
       rssMiB: p1[i]!.rssMiB,
+      anonMiB: p1[i]!.anonMiB,
+      heapMiB: promSum(b, 'nodejs_heap_size_used_bytes', {}) / 1048576,
       hwmMiB: p1[i]!.hwmMiB,
       netlinkDumpsPerMin: (nl.fdb.dump! + nl.neigh.dump!) / min,
       entriesReadPerMin: nl.entries / min,
@@ -504,7 +510,7 @@ export async function cluster(b: Bench): Promise<void> {
     log(`cluster: ${init.hosts} simulated hosts registered in ${((nowMs() - t0) / 1000).toFixed(1)} s`);
     await sleep(5_000);
     const idle = lab.wefts.map((w) => procStats(w.pid));
-    log(`cluster: idle weft memory ${idle.map((p) => p.rssMiB.toFixed(1)).join(', ')} MiB`);
+    log(`cluster: idle weft memory ${idle.map((p) => `${p.rssMiB.toFixed(1)} (anon ${p.anonMiB.toFixed(1)})`).join(', ')} MiB`);
 
     const results: SizeResult[] = [];
     for (const size of sizes) {
@@ -530,6 +536,7 @@ export async function cluster(b: Bench): Promise<void> {
       await sleep(3_000);
       log(`cluster: at rest for ${cfg.clusterRestSeconds} s`);
       const { rest, etcdPerMin } = await atRest(lab, cfg.clusterRestSeconds);
+      log(`cluster: weft memory at rest ${rest.map((r) => `${r.rssMiB.toFixed(1)} (anon ${r.anonMiB.toFixed(1)}, heap ${r.heapMiB.toFixed(1)})`).join(', ')} MiB`);
       log(`cluster: latency, ${cfg.clusterProbes} endpoints one at a time`);
       const probe = await probes(b, lab, nets, cfg.clusterProbes);
       log(`cluster: cost of one endpoint change`);

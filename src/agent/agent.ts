@@ -74,6 +74,8 @@ export class Agent {
   private readonly announced = new Map<string, Map<string, { mac: string; gone?: number }>>();
   /** Per network, the peers last programmed into the kernel, and the kernel generation they went into. */
   private readonly programmed = new Map<string, { generation: number; state: PeerState }>();
+  /** Per network, the entries the last full compare with the kernel found wrong and repaired. */
+  private readonly lastDrift = new Map<string, number>();
   private flushScheduled = false;
   /** [wireguard] The host records changed since WireGuard's peers were last programmed. */
   private wgDirty = false;
@@ -401,6 +403,7 @@ export class Agent {
     const local = this.d.networks.list().find((n) => n.clusterId === cid);
     if (!local) {
       this.programmed.delete(cid);
+      this.lastDrift.delete(cid);
       return 0;
     }
     await this.d.networks.ensureKernel(local);
@@ -414,11 +417,29 @@ export class Agent {
       ? await this.d.dataplane.changePeers(spec, last.state, desired)
       : await this.d.dataplane.programPeers(spec, desired);
     this.programmed.set(cid, { generation: gen, state: desired });
+    if (diff.compared) this.lastDrift.set(cid, diff.added + diff.removed);
     await this.announceChanges(cid, spec, desired);
     const changed = diff.added + diff.removed;
     this.stats.peersProgrammed += diff.added;
     if (changed) this.d.logger.debug({ network: cid.slice(0, 12), ...diff }, 'peers programmed');
     return changed;
+  }
+
+  /**
+   * Per local network, for /metrics (which reads no kernel table of its
+   * own): the peer entries programmed (as this agent last left them: a
+   * failed programming leaves none counted until it works), the entries the
+   * store asks for, and what the last full compare with the kernel (every
+   * reconcile) found wrong and repaired.
+   */
+  peerReport(): { clusterId: string; programmed: number; expected: number; drift: number }[] {
+    return this.d.networks.list().map((local) => {
+      const cid = local.clusterId;
+      const last = this.programmed.get(cid);
+      const count = (p: PeerState) => p.endpoints.length + p.floodVteps.length;
+      const programmed = last ? count(last.state) : 0;
+      return { clusterId: cid, programmed, expected: last ? programmed : count(this.desiredPeers(cid)), drift: this.lastDrift.get(cid) ?? 0 };
+    });
   }
 
   /**

@@ -420,7 +420,7 @@ export class DataPlane implements DataPlaneApi {
     return this.serial(net.nsPath, async () => {
       try {
         const { ns, vx, fdb, neigh } = await this.readKernelPeers(net, vxName);
-        return await this.applyTables(net, ns, vx, { fdb, neigh }, tablesOf(desired));
+        return { ...(await this.applyTables(net, ns, vx, { fdb, neigh }, tablesOf(desired))), compared: true };
       } catch (e) {
         throw wrap(`programPeers ${net.id} (netns ${net.nsPath})`, e);
       }

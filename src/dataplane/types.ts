@@ -75,6 +75,8 @@ export interface PeerState {
 export interface PeerDiff {
   added: number;
   removed: number;
+  /** Set when the kernel's tables were read and compared (programPeers), not only changed from a remembered state. */
+  compared?: boolean;
 }
 
 /**

@@ -188,13 +188,17 @@ export class WeftMetrics {
   readonly storeErrors = this.registry.counter('weft_store_errors_total', 'Store requests that failed, by operation (etcd unreachable, timeouts).', ['op']);
   readonly agentStoreErrors = this.registry.counter('weft_agent_retries_total', 'Agent operations (registration, watch, reconcile) that failed and were retried.');
   readonly storeResponseBytes = this.registry.counter('weft_store_response_bytes_total', 'Bytes of keys and values in store answers (get and list), by operation and key area (the first part of the key after /weft/v1/: endpoints, addrs, ...; "all" for the whole tree).', ['op', 'area']);
-  readonly netlinkRequests = this.registry.counter('weft_netlink_requests_total', 'FDB and neighbour requests sent to the kernel, by table (fdb, neigh) and kind (add, del, dump); a scrape of /metrics itself dumps each local network\'s tables once.', ['table', 'op']);
+  readonly netlinkRequests = this.registry.counter('weft_netlink_requests_total', 'FDB and neighbour requests sent to the kernel, by table (fdb, neigh) and kind (add, del, dump).', ['table', 'op']);
   readonly netlinkDumpEntries = this.registry.counter('weft_netlink_dump_entries_total', 'Entries read back by FDB and neighbour dumps, by table.', ['table']);
   readonly storeLastSuccess = this.registry.gauge('weft_store_last_success_timestamp_seconds', 'Unix time of the last store request that succeeded.');
   readonly dns = this.registry.counter('weft_dns_events_total', 'DNS server events: queries, answered, nxdomain, forwarded, refused, servfail, malformed, truncated, dropped, parked (held while weft learns the asker), tcpConnections.', ['event']);
   readonly invalidRecords = this.registry.counter('weft_store_invalid_records_total', 'Records in the store that weft skipped because they are not valid, by kind (endpoint, host, network, binding); each value counted once.', ['kind']);
   readonly suspects = this.registry.gauge('weft_hosts_unregistered_kept', 'Hosts whose lease expired that are kept in the forwarding tables while they answer probes over the underlay.');
   readonly endpointAddresses = this.registry.gauge('weft_endpoint_addresses', 'Addresses of endpoints in the cluster (every host), by network and family ("ipv4" or "ipv6"), from the agent\'s mirror of the store.', ['network', 'family']);
+  readonly residentMemory = this.registry.gauge('process_resident_memory_bytes', 'Resident memory of the weft process (VmRSS: its private memory plus the pages of the node binary it touched, which other node processes share).');
+  readonly heapUsed = this.registry.gauge('nodejs_heap_size_used_bytes', 'JavaScript heap in use (V8), after the last garbage collection as far as it ran.');
+  readonly heapTotal = this.registry.gauge('nodejs_heap_size_total_bytes', 'JavaScript heap reserved by V8.');
+  readonly externalMemory = this.registry.gauge('nodejs_external_memory_bytes', 'Memory outside the JavaScript heap held by JavaScript objects (buffers).');
   readonly leaseAlive = this.registry.gauge('weft_lease_alive', '1 when this host\'s registration (under its lease) is in the store, 0 when not; absent with the embedded store.');
 
   /** For the API server's onCall hook. Admin routes (GET /weft/...) are not plugin calls. */

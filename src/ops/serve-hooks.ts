@@ -14,7 +14,7 @@ import { VERSION } from '../version';
 import { INSTANCE, STARTED_AT } from '../instance';
 import type { WireGuard } from '../wireguard';
 import { registerWireGuardMetrics } from '../wireguard/ops';
-import { networkPeers, registerAdminRoutes } from './admin';
+import { registerAdminRoutes } from './admin';
 import { InstrumentedStore } from './instrumented-store';
 import { WeftMetrics } from './metrics';
 import { checkHealth, startMetricsServer } from './metrics-server';
@@ -46,7 +46,7 @@ export function createOps(cfg: Config, store: Store): Ops {
   const cluster = isClusterStore(cfg.store);
 
   metrics.info.set({ version: VERSION, host: cfg.hostName }, 1);
-  // First and synchronous: the counts are taken before this scrape's own dumps (networkPeers below).
+  // FDB and neighbour requests sent to the kernel (a scrape itself sends none).
   metrics.registry.onCollect(() => {
     for (const table of ['fdb', 'neigh'] as const) {
       const c = peerRequestCounts[table];
@@ -74,33 +74,28 @@ export function createOps(cfg: Config, store: Store): Ops {
     metrics.peerOps.setTotal({ table: 'fdb' }, ops.fdb);
     metrics.peerOps.setTotal({ table: 'neighbour' }, ops.neighbour);
   });
-  // The kernel's forwarding tables are read on a timer of their own (every
-  // --reconcile-interval), never by a scrape: a dump of them waits in the
-  // same per-network queue as Join, and a scraper must not slow containers
-  // down. A scrape copies the last reading.
-  let peerReading: Awaited<ReturnType<typeof networkPeers>> = [];
-  let reading = false;
-  let peerTimer: NodeJS.Timeout | undefined;
-  const readPeersNow = async () => {
-    if (reading || !deps || !agent) return;
-    reading = true;
-    try {
-      peerReading = await networkPeers({ ...deps, agent: () => agent });
-    } catch {
-      // next time
-    } finally {
-      reading = false;
-    }
-  };
+  // A scrape reads no kernel table: a dump waits in the same per-network
+  // queue as Join, and at 10,000 endpoints each one is 20,000 entries of
+  // garbage. The agent's own bookkeeping (what it programmed, and what the
+  // reconcile's full compare with the kernel repaired) is the answer.
   metrics.registry.onCollect(() => {
     metrics.peers.reset();
     metrics.drift.reset();
-    for (const n of peerReading) {
-      const network = n.name ?? n.clusterId.slice(0, 12);
-      metrics.peers.set({ network, state: 'programmed' }, n.peers.programmed);
-      metrics.peers.set({ network, state: 'expected' }, n.peers.expected);
-      metrics.drift.set({ network }, n.peers.drift);
+    if (!agent || !deps) return;
+    const names = new Map(deps.networks.list().map((l) => [l.clusterId, l.record.name]));
+    for (const n of agent.peerReport()) {
+      const network = names.get(n.clusterId) ?? n.clusterId.slice(0, 12);
+      metrics.peers.set({ network, state: 'programmed' }, n.programmed);
+      metrics.peers.set({ network, state: 'expected' }, n.expected);
+      metrics.drift.set({ network }, n.drift);
     }
+  });
+  metrics.registry.onCollect(() => {
+    const m = process.memoryUsage();
+    metrics.residentMemory.set({}, m.rss);
+    metrics.heapUsed.set({}, m.heapUsed);
+    metrics.heapTotal.set({}, m.heapTotal);
+    metrics.externalMemory.set({}, m.external);
   });
   metrics.registry.onCollect(() => {
     if (!agent) return;
@@ -135,9 +130,6 @@ export function createOps(cfg: Config, store: Store): Ops {
     },
     async start(a, log) {
       agent = a;
-      peerTimer = setInterval(() => void readPeersNow(), cfg.reconcileInterval * 1000);
-      peerTimer.unref();
-      void readPeersNow();
       if (cfg.metricsAddr) {
         server = await startMetricsServer(cfg.metricsAddr, metrics.registry, () => checkHealth({
           socket: cfg.socket, store: istore, hostName: cfg.hostName,
@@ -158,7 +150,6 @@ export function createOps(cfg: Config, store: Store): Ops {
       }
     },
     async close() {
-      if (peerTimer) clearInterval(peerTimer);
       await responder?.close().catch(() => undefined);
       if (server) {
         const closed = new Promise<void>((resolve) => server!.close(() => resolve()));

@@ -22,6 +22,8 @@ const MAC = /^[0-9a-f]{2}(:[0-9a-f]{2}){5}$/;
 class StrictDataPlane implements DataPlaneApi {
   programmed = new Map<string, PeerState>();
   calls = 0;
+  /** What the next full compare "finds" wrong in the kernel and repairs. */
+  repair = 0;
   async ensureNetwork() {}
   async deleteNetwork() {}
   async createEndpoint(_n: NetworkSpec, _e: EndpointSpec) {}
@@ -32,7 +34,9 @@ class StrictDataPlane implements DataPlaneApi {
       if (!IPV4.test(ep.ip) || !IPV4.test(ep.vtep) || !MAC.test(String(ep.mac).toLowerCase())) throw new Error(`invalid remote endpoint ${JSON.stringify(ep)}`);
     }
     this.programmed.set(net.id, { endpoints: [...desired.endpoints], floodVteps: [...desired.floodVteps] });
-    return { added: 0, removed: 0 };
+    const added = this.repair;
+    this.repair = 0;
+    return { added, removed: 0, compared: true };
   }
   changes = 0;
   ops = { fdb: 0, neighbour: 0 };
@@ -148,6 +152,22 @@ describe('agent: peers programmed per change', () => {
     await a.reconcile().catch(() => undefined);
     expect(dp.calls).toBeGreaterThan(full);
   }, 60_000);
+});
+
+describe('agent: what /metrics reports of the peers', () => {
+  it('programmed and expected from its bookkeeping, drift from what the last full compare repaired', async () => {
+    await store.put(keys.host('h2'), JSON.stringify({ address: '192.0.2.2', version: '0.1.0', startedAt: 'x' }));
+    await store.put(keys.endpoint(NET, ep(7)), JSON.stringify({ host: 'h2', vtep: '192.0.2.2', ip: '10.40.0.7', mac: '02:42:0a:28:00:07', localNetwork: 'l' }));
+    const a = startAgent();
+    await vi.waitFor(() => expect(programmedIps()).toEqual(['10.40.0.7']), { timeout: 10_000 });
+    // one endpoint and one flood entry
+    expect(a.peerReport()).toEqual([{ clusterId: NET, programmed: 2, expected: 2, drift: 0 }]);
+    dp.repair = 3;
+    await a.reconcile().catch(() => undefined);
+    expect(a.peerReport()).toEqual([{ clusterId: NET, programmed: 2, expected: 2, drift: 3 }]);
+    await a.reconcile().catch(() => undefined);
+    expect(a.peerReport()[0]!.drift).toBe(0);
+  }, 30_000);
 });
 
 describe('agent: invalid records', () => {
