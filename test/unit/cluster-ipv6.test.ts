@@ -1,5 +1,7 @@
-// The collector frees IPv6 addresses that no endpoint uses (a container lost
-// to a crash), and keeps those of live endpoints, as it does for IPv4.
+// Dual-stack networks in the cluster layer, against the embedded store: the
+// collector frees IPv6 addresses that no endpoint uses (a container lost to a
+// crash) and keeps those of live endpoints, as it does for IPv4; a network
+// whose IPv6 subnet is taken is refused and leaves nothing bound.
 import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
@@ -60,4 +62,24 @@ it('releases an old IPv6 address no endpoint uses, keeps the live endpoint\'s IP
   expect(await store.get(keys.addr(p6.poolId, 'fd00:72::99'))).toBeUndefined();
   expect(await store.get(keys.addr(p6.poolId, a6.split('/')[0]))).toBeDefined();
   expect(await store.get(keys.addr(p4.poolId, a4.split('/')[0]))).toBeDefined();
+});
+
+it('a second network on a taken IPv6 subnet is refused, naming the owner, and leaves its IPv4 pool unbound (ReleasePool frees it)', async () => {
+  const ipam = new Ipam(store, { host: 'h1', defaultPool: '10.213.0.0/16', defaultPoolSize: 24 });
+  const driver = new Driver(store, ipam, quiet, {
+    host: 'h1', cluster: true, advertiseAddr: '192.0.2.1', runDir: path.join(dir, 'run'), defaultMtu: 1450, vxlanPort: 4789, driverName: 'weft', logger: log,
+  });
+  await ipam.requestPool({ pool: '10.73.0.0/24' });
+  await ipam.requestPool({ pool: 'fd00:73::/64', v6: true });
+  await driver.createNetwork(NET, { 'com.docker.network.enable_ipv6': true },
+    [{ AddressSpace: 'weft', Pool: '10.73.0.0/24' }], [{ AddressSpace: 'weft', Pool: 'fd00:73::/64' }]);
+  const p4 = await ipam.requestPool({ pool: '10.74.0.0/24' });
+  await expect(driver.createNetwork(LIVE, { 'com.docker.network.enable_ipv6': true },
+    [{ AddressSpace: 'weft', Pool: '10.74.0.0/24' }], [{ AddressSpace: 'weft', Pool: 'fd00:73::/64' }])).rejects.toThrow(/subnet fd00:73::\/64 is already used by weft network/);
+  expect(await store.get(keys.network(LIVE))).toBeUndefined();
+  expect(JSON.parse((await store.get(keys.pool(p4.poolId)))!.value).network).toBeUndefined();
+  await ipam.releasePool(p4.poolId);
+  expect(await store.get(keys.pool(p4.poolId))).toBeUndefined();
+  // the first network keeps both pools
+  expect(JSON.parse((await store.get(keys.pool('fd00:73::_64')))!.value).network).toBe(NET);
 });
