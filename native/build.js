@@ -3,7 +3,8 @@
 // do: point it at headers on disk instead, those of the runtime that runs this
 // script (npm puts the pinned Node.js 24 of node_modules/.bin first in PATH,
 // and its package ships include/node), else Debian's (/usr/include/node). The
-// addon uses N-API only, so headers of another Node version build it as well.
+// addon uses N-API, plus one call of V8's own API (releaseMemory) that weft
+// makes only when the addon's NODE_MODULE_VERSION is the runtime's.
 'use strict';
 const { spawnSync } = require('child_process');
 const fs = require('fs');

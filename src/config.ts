@@ -25,6 +25,7 @@ export interface Config {
   leaseTtl: number;
   peerTimeout: number;
   reconcileInterval: number;
+  peerAuditInterval: number;
   storeTimeout: number;
   gcGrace: number;
   bodyLimit: number;
@@ -96,6 +97,8 @@ export const SETTINGS: Setting[] = [
     help: 'seconds a host whose lease expired may fail to answer probes over the underlay (--probe-port) before it leaves the forwarding tables; while it answers it stays' },
   { key: 'reconcileInterval', flag: 'reconcile-interval', env: 'WEFT_RECONCILE_INTERVAL', kind: 'int', default: 10, min: 1, max: 3600,
     help: 'seconds between full comparisons of kernel state with the store (repairs drift)' },
+  { key: 'peerAuditInterval', flag: 'peer-audit-interval', env: 'WEFT_PEER_AUDIT_INTERVAL', kind: 'int', default: 60, min: 1, max: 86400,
+    help: 'seconds between reads of the VXLAN forwarding tables (FDB and neighbours) back from the kernel, at a reconcile, to repair entries changed by hand; between them the reconcile programs peers from what weft remembers' },
   { key: 'storeTimeout', flag: 'store-timeout', env: 'WEFT_STORE_TIMEOUT', kind: 'int', default: 5000, min: 100, max: 600000,
     help: 'milliseconds after which a store request fails (so docker never hangs on an unreachable etcd)' },
   { key: 'gcGrace', flag: 'gc-grace', env: 'WEFT_GC_GRACE', kind: 'int', default: 60, min: 1, max: 86400,

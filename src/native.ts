@@ -23,6 +23,10 @@ export interface NativeAddon {
   readonly LOCK_NB: number;
   readonly LOCK_UN: number;
   readonly CLONE_NEWNET: number;
+  /** A critical memory-pressure notification to V8: full GC, and its pool of freed pages goes back to the system. */
+  releaseMemory?(): void;
+  /** The NODE_MODULE_VERSION of the headers the addon was built with (releaseMemory is V8 API, not N-API). */
+  readonly NODE_MODULE_VERSION?: number;
 }
 
 const ADDON = path.join('native', 'build', 'Release', 'weft_native.node');

@@ -21,6 +21,7 @@ import { Ipam } from './ipam/ipam';
 import { createLogger } from './log';
 import { startDns } from './dns';
 import { createOps } from './ops/serve-hooks';
+import { MemoryReturner } from './util/memory';
 import { openStore } from './store';
 import { RUNTIME, runtimeWarning, VERSION } from './version';
 import { checkHostName, DuplicateHostError, IDENTITY_PROBE_MS } from './agent/identity';
@@ -92,6 +93,10 @@ export async function serve(cfg: Config): Promise<void> {
   ops.observeDns(() => (dns?.server ? { ...dns.server.stats } : undefined));
   agent.start();
   await ops.start(agent, log);
+  // V8 keeps freed heap pages resident: give them back after a burst (a big list or fill).
+  const memory = new MemoryReturner({ logger: log.child({ part: 'memory' }) });
+  ops.observeMemory(() => memory.stats);
+  memory.start();
 
   let stopping = false;
   const stop = async (signal: string, code = 0) => {
@@ -101,6 +106,7 @@ export async function serve(cfg: Config): Promise<void> {
     const force = setTimeout(() => process.exit(1), 10_000);
     force.unref();
     try {
+      memory.stop();
       await app.close();
       await ops.close();
       await dns?.close();

@@ -126,8 +126,10 @@ interface RestResult {
   rssMiB: number;
   /** anonymous (private) resident memory; RSS minus this is mostly the node binary's shared pages */
   anonMiB: number;
-  /** V8 heap in use, from weft's own /metrics */
+  /** V8 heap in use, reserved, and buffers outside it, from weft's own /metrics */
   heapMiB: number;
+  heapTotalMiB: number;
+  externalMiB: number;
   hwmMiB: number;
   netlinkDumpsPerMin: number;
   entriesReadPerMin: number;
@@ -288,6 +290,8 @@ async function atRest(lab: ClusterLab, seconds: number): Promise<{ rest: RestRes
       rssMiB: p1[i]!.rssMiB,
       anonMiB: p1[i]!.anonMiB,
       heapMiB: promSum(b, 'nodejs_heap_size_used_bytes', {}) / 1048576,
+      heapTotalMiB: promSum(b, 'nodejs_heap_size_total_bytes', {}) / 1048576,
+      externalMiB: promSum(b, 'nodejs_external_memory_bytes', {}) / 1048576,
       hwmMiB: p1[i]!.hwmMiB,
       netlinkDumpsPerMin: (nl.fdb.dump! + nl.neigh.dump!) / min,
       entriesReadPerMin: nl.entries / min,
@@ -536,7 +540,7 @@ export async function cluster(b: Bench): Promise<void> {
       await sleep(3_000);
       log(`cluster: at rest for ${cfg.clusterRestSeconds} s`);
       const { rest, etcdPerMin } = await atRest(lab, cfg.clusterRestSeconds);
-      log(`cluster: weft memory at rest ${rest.map((r) => `${r.rssMiB.toFixed(1)} (anon ${r.anonMiB.toFixed(1)}, heap ${r.heapMiB.toFixed(1)})`).join(', ')} MiB`);
+      log(`cluster: weft memory at rest ${rest.map((r) => `${r.rssMiB.toFixed(1)} (anon ${r.anonMiB.toFixed(1)}, heap ${r.heapMiB.toFixed(1)} of ${r.heapTotalMiB.toFixed(1)}, external ${r.externalMiB.toFixed(1)})`).join(', ')} MiB`);
       log(`cluster: latency, ${cfg.clusterProbes} endpoints one at a time`);
       const probe = await probes(b, lab, nets, cfg.clusterProbes);
       log(`cluster: cost of one endpoint change`);

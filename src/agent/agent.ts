@@ -74,8 +74,9 @@ export class Agent {
   private readonly announced = new Map<string, Map<string, { mac: string; gone?: number }>>();
   /** Per network, the peers last programmed into the kernel, and the kernel generation they went into. */
   private readonly programmed = new Map<string, { generation: number; state: PeerState }>();
-  /** Per network, the entries the last full compare with the kernel found wrong and repaired. */
+  /** Per network, the entries the last full compare with the kernel found wrong and repaired, and when it ran. */
   private readonly lastDrift = new Map<string, number>();
+  private readonly lastAudit = new Map<string, number>();
   private flushScheduled = false;
   /** [wireguard] The host records changed since WireGuard's peers were last programmed. */
   private wgDirty = false;
@@ -404,6 +405,7 @@ export class Agent {
     if (!local) {
       this.programmed.delete(cid);
       this.lastDrift.delete(cid);
+      this.lastAudit.delete(cid);
       return 0;
     }
     await this.d.networks.ensureKernel(local);
@@ -413,11 +415,15 @@ export class Agent {
     const last = this.programmed.get(cid);
     // Forget first: if programming fails half-way, the next attempt reads the kernel.
     this.programmed.delete(cid);
-    const diff = !full && last && last.generation === gen
-      ? await this.d.dataplane.changePeers(spec, last.state, desired)
-      : await this.d.dataplane.programPeers(spec, desired);
+    const compared = !(!full && last && last.generation === gen);
+    const diff = compared
+      ? await this.d.dataplane.programPeers(spec, desired)
+      : await this.d.dataplane.changePeers(spec, last!.state, desired);
     this.programmed.set(cid, { generation: gen, state: desired });
-    if (diff.compared) this.lastDrift.set(cid, diff.added + diff.removed);
+    if (compared) {
+      this.lastDrift.set(cid, diff.added + diff.removed);
+      this.lastAudit.set(cid, Date.now());
+    }
     await this.announceChanges(cid, spec, desired);
     const changed = diff.added + diff.removed;
     this.stats.peersProgrammed += diff.added;
@@ -614,7 +620,10 @@ export class Agent {
       wanted.add(this.d.networks.spec(local.clusterId, local.record).id);
       try {
         await this.d.networks.ensureKernel(local, true);
-        if (this.stats.synced) corrections += await this.programNetwork(local.clusterId, true);
+        // The tables are read back from the kernel every --peer-audit-interval (at 10,000
+        // endpoints a read is 20,000 entries); in between, from what was programmed.
+        const audit = Date.now() - (this.lastAudit.get(local.clusterId) ?? 0) >= this.d.cfg.peerAuditInterval * 1000;
+        if (this.stats.synced) corrections += await this.programNetwork(local.clusterId, audit);
       } catch (err) {
         // One network that cannot be set up (an encrypted one while WireGuard is down) does not hold up the others.
         this.stats.storeErrors++;

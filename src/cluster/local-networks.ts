@@ -446,12 +446,15 @@ export class LocalNetworks {
         throw errors.encryptionUnavailable(`setting up encrypted network ${local.record.name ?? local.clusterId.slice(0, 12)}`,
           wg ? wg.notReadyReason() : 'this host runs with --encryption off');
       }
-      p = this.dataplane.ensureNetwork(spec).catch((err) => {
-        this.forgetKernel(local.clusterId);
-        throw errors.kernel(`setting up network ${local.clusterId.slice(0, 12)}`, err);
+      const cid = local.clusterId;
+      // Remembered forwarding tables stay trusted unless the objects were made anew.
+      p = this.dataplane.ensureNetwork(spec).then((made) => {
+        if (made !== false) this.bumpGeneration(cid);
+      }, (err) => {
+        this.forgetKernel(cid);
+        throw errors.kernel(`setting up network ${cid.slice(0, 12)}`, err);
       });
-      this.ensured.set(local.clusterId, p);
-      this.bumpGeneration(local.clusterId);
+      this.ensured.set(cid, p);
     }
     return p;
   }

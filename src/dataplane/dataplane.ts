@@ -134,21 +134,26 @@ export class DataPlane implements DataPlaneApi {
 
   // ---- networks
 
-  async ensureNetwork(spec: NetworkSpec): Promise<void> {
+  async ensureNetwork(spec: NetworkSpec): Promise<boolean> {
     checkName('bridge', spec.bridge);
     if (spec.vxlan) checkName('vxlan', spec.vxlan.name);
     return this.serial(spec.nsPath, async () => {
       try {
-        await this.ensureNetworkLocked(spec);
+        return await this.ensureNetworkLocked(spec);
       } catch (e) {
         throw wrap(`ensureNetwork ${spec.id} (netns ${spec.nsPath})`, e);
       }
     });
   }
 
-  private async ensureNetworkLocked(spec: NetworkSpec): Promise<void> {
+  /** True when the namespace or the VXLAN device was made anew (its forwarding tables are then empty). */
+  private async ensureNetworkLocked(spec: NetworkSpec): Promise<boolean> {
     fs.mkdirSync(path.dirname(spec.nsPath), { recursive: true, mode: 0o755 });
-    if (ensureNetns(spec.nsPath)) this.log.info({ network: spec.id, netns: spec.nsPath }, 'network namespace created');
+    let made = false;
+    if (ensureNetns(spec.nsPath)) {
+      made = true;
+      this.log.info({ network: spec.id, netns: spec.nsPath }, 'network namespace created');
+    }
     // The namespace only switches frames:
     //  - with IPv6 on, every port would get a link-local address and send DAD,
     //    router solicitations and MLD reports that the VXLAN floods to every
@@ -203,7 +208,7 @@ export class DataPlane implements DataPlaneApi {
         await ns.delLink(l.index);
       }
     }
-    if (!vx) return;
+    if (!vx) return made;
     let v = links.get(vx.name);
     if (v) {
       const got = v.vxlan;
@@ -226,9 +231,11 @@ export class DataPlane implements DataPlaneApi {
       await withNsFd(spec.nsPath, (nsFd) => hostSock.createVxlan({ ...dev, nsFd }));
       v = await this.mustGet(ns, vx.name);
       this.log.info({ network: spec.id, vxlan: vx.name, vni: vx.vni, local: vx.local }, 'VXLAN device created');
+      made = true;
     }
     this.enableIPv6Neighbours(spec, vx.name);
     await this.fixLink(ns, v, { mtu: vx.mtu, master: br.index, up: true });
+    return made;
   }
 
   /**
@@ -420,7 +427,7 @@ export class DataPlane implements DataPlaneApi {
     return this.serial(net.nsPath, async () => {
       try {
         const { ns, vx, fdb, neigh } = await this.readKernelPeers(net, vxName);
-        return { ...(await this.applyTables(net, ns, vx, { fdb, neigh }, tablesOf(desired))), compared: true };
+        return await this.applyTables(net, ns, vx, { fdb, neigh }, tablesOf(desired));
       } catch (e) {
         throw wrap(`programPeers ${net.id} (netns ${net.nsPath})`, e);
       }

@@ -75,8 +75,6 @@ export interface PeerState {
 export interface PeerDiff {
   added: number;
   removed: number;
-  /** Set when the kernel's tables were read and compared (programPeers), not only changed from a remembered state. */
-  compared?: boolean;
 }
 
 /**
@@ -90,7 +88,14 @@ export interface PeerOpCounts {
 
 /** The data plane as the driver and the agent use it (implemented by DataPlane in dataplane.ts). */
 export interface DataPlaneApi {
-  ensureNetwork(spec: NetworkSpec): Promise<void>;
+  /**
+   * Makes the network's namespace, bridge and VXLAN device match the spec.
+   * Resolves true when the namespace or the VXLAN device was made anew (its
+   * forwarding tables are empty: what was programmed before is gone), false
+   * when they were there; an implementation that cannot tell resolves
+   * undefined, taken as true.
+   */
+  ensureNetwork(spec: NetworkSpec): Promise<boolean | void>;
   deleteNetwork(spec: NetworkSpec): Promise<void>;
   createEndpoint(net: NetworkSpec, ep: EndpointSpec): Promise<void>;
   deleteEndpoint(net: NetworkSpec, ep: EndpointSpec): Promise<void>;

@@ -32,6 +32,8 @@ export interface Ops {
   start(agent: Agent, log: Logger): Promise<void>;
   /** Counters of the DNS server (--dns-addr), copied into /metrics at each scrape. */
   observeDns(stats: () => Record<string, number> | undefined): void;
+  /** Counters of the memory returner (src/util/memory.ts), copied into /metrics at each scrape. */
+  observeMemory(stats: () => { releases: number; releasedBytes: number }): void;
   close(): Promise<void>;
 }
 
@@ -90,7 +92,13 @@ export function createOps(cfg: Config, store: Store): Ops {
       metrics.drift.set({ network }, n.drift);
     }
   });
+  let memoryStats: (() => { releases: number; releasedBytes: number }) | undefined;
   metrics.registry.onCollect(() => {
+    const r = memoryStats?.();
+    if (r) {
+      metrics.memoryReleases.setTotal({}, r.releases);
+      metrics.memoryReleased.setTotal({}, r.releasedBytes);
+    }
     const m = process.memoryUsage();
     metrics.residentMemory.set({}, m.rss);
     metrics.heapUsed.set({}, m.heapUsed);
@@ -121,6 +129,9 @@ export function createOps(cfg: Config, store: Store): Ops {
     metrics,
     store: istore,
     onCall: metrics.onCall,
+    observeMemory(stats) {
+      memoryStats = stats;
+    },
     observeDns(stats) {
       dnsStats = stats;
     },

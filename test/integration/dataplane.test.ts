@@ -114,8 +114,9 @@ describe('single host', () => {
   });
 
   it('creates the network namespace with lo and the bridge, idempotently', async () => {
-    await dp.ensureNetwork(net);
-    await dp.ensureNetwork(net);
+    // true: made anew (remembered forwarding tables are void); false: all there
+    expect(await dp.ensureNetwork(net)).toBe(true);
+    expect(await dp.ensureNetwork(net)).toBe(false);
     expect(fs.readdirSync(path.join(runDir, 'netns'))).toEqual([`weft-${net.id}`]);
     const ls = netLinks(net.nsPath);
     expect(names(ls)).toEqual(['br-' + net.id, 'lo'].sort());
@@ -399,13 +400,13 @@ describe('restart', () => {
     const dp = plane(runDir, h.path);
     inNs(net.nsPath, 'ip', 'link', 'set', net.bridge, 'down');
     inNs(net.nsPath, 'ip', 'link', 'set', net.vxlan!.name, 'nomaster');
-    await dp.ensureNetwork(net);
+    expect(await dp.ensureNetwork(net)).toBe(false); // links fixed in place: the forwarding tables stay
     let vx = netLinks(net.nsPath).find((l) => l.ifname === net.vxlan!.name)!;
     expect(vx.master).toBe(net.bridge);
     expect(netLinks(net.nsPath).find((l) => l.ifname === net.bridge)!.flags).toContain('UP');
 
     const moved: NetworkSpec = { ...net, vxlan: { ...net.vxlan!, vni: 4344 } };
-    await dp.ensureNetwork(moved);
+    expect(await dp.ensureNetwork(moved)).toBe(true); // a new VXLAN device: its tables are empty
     vx = netLinks(net.nsPath).find((l) => l.ifname === net.vxlan!.name)!;
     expect(vx.linkinfo?.info_data?.id).toBe(4344);
     expect(vx.master).toBe(net.bridge);

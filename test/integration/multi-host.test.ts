@@ -21,7 +21,7 @@ let etcdUrl = '';
 const ipOf = (h: LabHost) => h.underlay!.ports.get(h.name)!.address.split('/')[0];
 
 function weftArgs(h: LabHost): string[] {
-  return ['--store', etcdUrl, '--advertise-addr', ipOf(h), '--lease-ttl', '3', '--reconcile-interval', '2', '--gc-grace', '5'];
+  return ['--store', etcdUrl, '--advertise-addr', ipOf(h), '--lease-ttl', '3', '--reconcile-interval', '2', '--peer-audit-interval', '2', '--gc-grace', '5'];
 }
 
 beforeAll(async () => {

@@ -34,7 +34,7 @@ function weftArgs(i: number, h: LabHost): string[] {
   return [
     '--store', etcdUrl, '--advertise-addr', ipOf(h), '--lease-ttl', '3', '--gc-grace', '5',
     // host 2 reconciles rarely, so that drift stays visible long enough to be seen
-    '--reconcile-interval', i === DRIFT_HOST ? '30' : '2',
+    '--reconcile-interval', i === DRIFT_HOST ? '30' : '2', '--peer-audit-interval', i === DRIFT_HOST ? '30' : '2',
     ...(i === 0 ? ['--metrics-addr', `${ipOf(h)}:${METRICS_PORT}`] : []),
   ];
 }

@@ -24,7 +24,8 @@ class StrictDataPlane implements DataPlaneApi {
   calls = 0;
   /** What the next full compare "finds" wrong in the kernel and repairs. */
   repair = 0;
-  async ensureNetwork() {}
+  /** Like the kernel after the first time: the objects are there, nothing made anew. */
+  async ensureNetwork() { return false; }
   async deleteNetwork() {}
   async createEndpoint(_n: NetworkSpec, _e: EndpointSpec) {}
   async deleteEndpoint() {}
@@ -36,7 +37,7 @@ class StrictDataPlane implements DataPlaneApi {
     this.programmed.set(net.id, { endpoints: [...desired.endpoints], floodVteps: [...desired.floodVteps] });
     const added = this.repair;
     this.repair = 0;
-    return { added, removed: 0, compared: true };
+    return { added, removed: 0 };
   }
   changes = 0;
   ops = { fdb: 0, neighbour: 0 };
@@ -82,9 +83,9 @@ async function setUp(): Promise<void> {
   await driver.createNetwork(NET, {}, [{ AddressSpace: 'weft', Pool: '10.40.0.0/24', Gateway: '10.40.0.1/24' }], []);
 }
 
-function startAgent(): Agent {
+function startAgent(extra: string[] = []): Agent {
   const cfg = loadConfig(['--store', 'etcd://127.0.0.1:1', '--host-name', 'h1', '--advertise-addr', '192.0.2.1',
-    '--docker-host', 'unix:///nonexistent/docker.sock', '--peer-timeout', '1', '--run-dir', path.join(dir, 'run')], {});
+    '--docker-host', 'unix:///nonexistent/docker.sock', '--peer-timeout', '1', '--run-dir', path.join(dir, 'run'), ...extra], {});
   const a = new Agent({
     store, networks: driver.networks, ipam: new Ipam(store, { host: 'h1', defaultPool: '10.213.0.0/16', defaultPoolSize: 24 }), dataplane: dp, cfg, logger: log,
     // A fake underlay: the weft at an address answers with the host name in `answers`, or not at all.
@@ -136,7 +137,7 @@ describe('agent: peers programmed per change', () => {
   it('a new endpoint in a network of 5,000 is one FDB and one neighbour operation, with no read of the kernel', async () => {
     await store.put(keys.host('h2'), JSON.stringify({ address: '192.0.2.2', version: '0.1.0', startedAt: 'x' }));
     await setUpBig();
-    const a = startAgent();
+    const a = startAgent(['--peer-audit-interval', '1']);
     await vi.waitFor(() => expect(programmedIps().length).toBe(5000), { timeout: 20_000 });
     const full = dp.calls;
     const before = dp.peerOps();
@@ -148,7 +149,8 @@ describe('agent: peers programmed per change', () => {
     await vi.waitFor(() => expect(programmedIps().length).toBe(5000), { timeout: 10_000 });
     expect(dp.peerOps()).toEqual({ fdb: before.fdb + 2, neighbour: before.neighbour + 2 });
     expect(dp.calls).toBe(full);
-    // the reconcile compares with the kernel
+    // the reconcile compares with the kernel, once --peer-audit-interval has passed
+    await new Promise((r) => setTimeout(r, 1100));
     await a.reconcile().catch(() => undefined);
     expect(dp.calls).toBeGreaterThan(full);
   }, 60_000);
@@ -158,15 +160,29 @@ describe('agent: what /metrics reports of the peers', () => {
   it('programmed and expected from its bookkeeping, drift from what the last full compare repaired', async () => {
     await store.put(keys.host('h2'), JSON.stringify({ address: '192.0.2.2', version: '0.1.0', startedAt: 'x' }));
     await store.put(keys.endpoint(NET, ep(7)), JSON.stringify({ host: 'h2', vtep: '192.0.2.2', ip: '10.40.0.7', mac: '02:42:0a:28:00:07', localNetwork: 'l' }));
-    const a = startAgent();
+    const a = startAgent(['--peer-audit-interval', '1']);
     await vi.waitFor(() => expect(programmedIps()).toEqual(['10.40.0.7']), { timeout: 10_000 });
     // one endpoint and one flood entry
     expect(a.peerReport()).toEqual([{ clusterId: NET, programmed: 2, expected: 2, drift: 0 }]);
     dp.repair = 3;
+    const waitAudit = () => new Promise((r) => setTimeout(r, 1100));
+    await waitAudit();
     await a.reconcile().catch(() => undefined);
     expect(a.peerReport()).toEqual([{ clusterId: NET, programmed: 2, expected: 2, drift: 3 }]);
+    await waitAudit();
     await a.reconcile().catch(() => undefined);
     expect(a.peerReport()[0]!.drift).toBe(0);
+  }, 30_000);
+
+  it('reads the tables back from the kernel only every --peer-audit-interval; reconciles in between program from memory', async () => {
+    await store.put(keys.host('h2'), JSON.stringify({ address: '192.0.2.2', version: '0.1.0', startedAt: 'x' }));
+    await store.put(keys.endpoint(NET, ep(7)), JSON.stringify({ host: 'h2', vtep: '192.0.2.2', ip: '10.40.0.7', mac: '02:42:0a:28:00:07', localNetwork: 'l' }));
+    const a = startAgent(['--peer-audit-interval', '3600']);
+    await vi.waitFor(() => expect(programmedIps()).toEqual(['10.40.0.7']), { timeout: 10_000 });
+    const reads = dp.calls;
+    for (let i = 0; i < 3; i++) await a.reconcile().catch(() => undefined);
+    expect(dp.calls).toBe(reads);
+    expect(programmedIps()).toEqual(['10.40.0.7']);
   }, 30_000);
 });
 
