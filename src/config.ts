@@ -7,6 +7,7 @@ import * as fs from 'fs';
 import * as os from 'os';
 import { parseTunnelSubnet } from './wireguard/tunnel';
 import { parseSubnet6 } from './ipam/cidr';
+import { canonicalIp, ipFamily, underlayAddressProblem } from './util/ip';
 
 export interface Config {
   socket: string;
@@ -52,6 +53,18 @@ export interface Config {
 
 type Kind = 'string' | 'int';
 
+/** Bytes VXLAN adds to each frame on the underlay: outer IPv4 20 (IPv6 40) + UDP 8 + VXLAN 8 + inner Ethernet 14. */
+export const VXLAN_OVERHEAD_IPV4 = 50;
+export const VXLAN_OVERHEAD_IPV6 = 70;
+/** The default --mtu: a 1500-byte underlay minus VXLAN's overhead in the underlay's family. */
+export const DEFAULT_MTU_IPV4 = 1500 - VXLAN_OVERHEAD_IPV4;
+export const DEFAULT_MTU_IPV6 = 1500 - VXLAN_OVERHEAD_IPV6;
+
+/** VXLAN's overhead over an underlay of this address's family (IPv4 when there is none). */
+export function vxlanOverhead(advertiseAddr: string | undefined): number {
+  return advertiseAddr && ipFamily(advertiseAddr) === 6 ? VXLAN_OVERHEAD_IPV6 : VXLAN_OVERHEAD_IPV4;
+}
+
 interface Setting {
   key: keyof Config;
   flag: string;
@@ -78,7 +91,7 @@ export const SETTINGS: Setting[] = [
   { key: 'hostName', flag: 'host-name', env: 'WEFT_HOST_NAME', kind: 'string', default: () => os.hostname(),
     help: "this host's name in the cluster; must be unique and stable" },
   { key: 'advertiseAddr', flag: 'advertise-addr', env: 'WEFT_ADVERTISE_ADDR', kind: 'string', default: '',
-    help: "this host's underlay IPv4 address (VXLAN endpoint); required with an etcd store" },
+    help: "this host's underlay address, IPv4 or IPv6 (VXLAN endpoint; every host of a cluster in the same family); required with an etcd store" },
   { key: 'dockerHost', flag: 'docker-host', env: 'WEFT_DOCKER_HOST', kind: 'string', default: 'unix:///var/run/docker.sock',
     help: 'Docker Engine API of this host, used (never from inside a driver call) to create networks made on other hosts' },
   { key: 'defaultPool', flag: 'default-pool', env: 'WEFT_DEFAULT_POOL', kind: 'string', default: '10.213.0.0/16',
@@ -87,8 +100,8 @@ export const SETTINGS: Setting[] = [
     help: 'prefix length of subnets carved from --default-pool' },
   { key: 'defaultPoolV6', flag: 'default-pool-v6', env: 'WEFT_DEFAULT_POOL_V6', kind: 'string', default: 'fd77:eef0:77::/48',
     help: 'IPv6 range (a ULA prefix, /64 or larger) that /64 subnets are carved from for --ipv6 networks without an IPv6 --subnet' },
-  { key: 'mtu', flag: 'mtu', env: 'WEFT_MTU', kind: 'int', default: 1450, min: 576, max: 65485,
-    help: 'default MTU of network links (underlay MTU minus 50 for VXLAN); -o mtu=N overrides per network' },
+  { key: 'mtu', flag: 'mtu', env: 'WEFT_MTU', kind: 'int', default: DEFAULT_MTU_IPV4, min: 576, max: 65485,
+    help: `default MTU of network links (underlay MTU minus 50 for VXLAN over IPv4, minus 70 over IPv6: ${DEFAULT_MTU_IPV6} when --advertise-addr is IPv6 and --mtu is not given); -o mtu=N overrides per network` },
   { key: 'vxlanPort', flag: 'vxlan-port', env: 'WEFT_VXLAN_PORT', kind: 'int', default: 4789, min: 1, max: 65535,
     help: 'UDP port of VXLAN traffic between hosts' },
   { key: 'leaseTtl', flag: 'lease-ttl', env: 'WEFT_LEASE_TTL', kind: 'int', default: 10, min: 2, max: 300,
@@ -213,18 +226,23 @@ export function loadConfig(argv: string[], env: NodeJS.ProcessEnv = process.env,
   }
 
   const out: Record<string, string | number> = {};
+  const given = new Set<keyof Config>();
   for (const s of SETTINGS) {
     let value: string | number = typeof s.default === 'function' ? s.default() : s.default;
-    if (s.flag in file) value = coerce(s, file[s.flag], `settings file ${configPath}`);
+    if (s.flag in file) { value = coerce(s, file[s.flag], `settings file ${configPath}`); given.add(s.key); }
     const e = env[s.env];
-    if (e !== undefined && e !== '') value = coerce(s, e, `environment variable ${s.env}`);
+    if (e !== undefined && e !== '') { value = coerce(s, e, `environment variable ${s.env}`); given.add(s.key); }
     const f = flags.get(s.flag);
-    if (f !== undefined) value = coerce(s, f, `flag --${s.flag}`);
+    if (f !== undefined) { value = coerce(s, f, `flag --${s.flag}`); given.add(s.key); }
     out[s.key] = value;
   }
   const cfg = out as unknown as Config;
   if (!cfg.store) cfg.store = `file:${cfg.stateDir}`;
   validate(cfg, opts);
+  // One text per address: the form the kernel and the other hosts give back.
+  if (cfg.advertiseAddr) cfg.advertiseAddr = canonicalIp(cfg.advertiseAddr) ?? cfg.advertiseAddr;
+  // VXLAN over IPv6 costs 20 bytes more: the default overlay MTU follows the underlay's family.
+  if (!given.has('mtu') && ipFamily(cfg.advertiseAddr) === 6) cfg.mtu = DEFAULT_MTU_IPV6;
   return cfg;
 }
 
@@ -235,11 +253,12 @@ function validate(cfg: Config, opts: LoadOptions = {}): void {
   if (!/^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$/.test(cfg.hostName)) {
     throw new ConfigError(`host-name "${cfg.hostName}" is not usable: use letters, digits, '.', '-' and '_' (at most 63)`);
   }
-  if (cfg.advertiseAddr && !/^(\d{1,3})(\.\d{1,3}){3}$/.test(cfg.advertiseAddr)) {
-    throw new ConfigError(`advertise-addr "${cfg.advertiseAddr}" is not an IPv4 address`);
+  if (cfg.advertiseAddr) {
+    const why = underlayAddressProblem(cfg.advertiseAddr);
+    if (why) throw new ConfigError(`advertise-addr "${cfg.advertiseAddr}" is not usable: ${why}`);
   }
   if (isClusterStore(cfg.store) && !cfg.advertiseAddr && opts.requireAdvertiseAddr !== false) {
-    throw new ConfigError('an etcd store needs --advertise-addr (this host\'s underlay IPv4 address, which other hosts send VXLAN traffic to)');
+    throw new ConfigError('an etcd store needs --advertise-addr (this host\'s underlay IPv4 or IPv6 address, which other hosts send VXLAN traffic to)');
   }
   if ((cfg.etcdCert === '') !== (cfg.etcdKey === '')) {
     throw new ConfigError('--etcd-cert and --etcd-key go together: give both or neither');

@@ -26,6 +26,7 @@ import { InvalidRecords } from '../store/records';
 import { contains, parseSubnet, parseSubnet6, Subnet } from '../ipam/cidr';
 import { INSTANCE } from '../instance';
 import { Ask, checkHostName, DuplicateHostError } from './identity';
+import { checkUnderlayFamily, sameFamily, UnderlayFamilyError } from './underlay';
 import { Liveness } from './liveness';
 import { ClusterView, type ViewChange } from '../cluster/view';
 import { VERSION } from '../version';
@@ -155,6 +156,11 @@ export class Agent {
     // "this host" holds and Docker no longer knows), make sure no live host holds it.
     if (this.cluster) await this.retry('checking that this host name is free', () => this.waitForName());
     if (this.stopped) return;
+    // One underlay family per cluster (VXLAN over IPv4 or over IPv6, not both).
+    if (this.cluster && this.d.cfg.advertiseAddr) {
+      await this.retry('checking the underlay address family', () => checkUnderlayFamily(this.d.store, this.me, this.d.cfg.advertiseAddr));
+    }
+    if (this.stopped) return;
     // [wireguard] Up before the first reconcile, which makes encrypted networks' VXLAN devices in its namespace.
     if (this.d.wireguard) {
       this.d.wireguard.onChange(() => void this.republish());
@@ -174,7 +180,7 @@ export class Agent {
         await fn();
         return;
       } catch (err) {
-        if (err instanceof DuplicateHostError) {
+        if (err instanceof DuplicateHostError || err instanceof UnderlayFamilyError) {
           this.d.logger.fatal({ code: err.code }, err.message);
           this.stopped = true;
           if (this.d.onFatal) this.d.onFatal(err);
@@ -245,6 +251,8 @@ export class Agent {
   }
 
   private readonly startedAt = new Date().toISOString();
+  /** host|vtep pairs of another underlay family, already logged (see desiredPeers). */
+  private readonly otherFamily = new Set<string>();
 
   private hostRecord(): HostRecord {
     const wg = this.d.wireguard?.hostInfo(); // [wireguard] public key, endpoint, tunnel address
@@ -385,6 +393,15 @@ export class Agent {
       // [wireguard] Encrypted: its tunnel address, reached only through WireGuard; none, no peer.
       const vtep = encrypted ? (registered ?? this.view.lastHostRecord.get(ep.host))?.wg?.tunnel : registered?.address || this.view.lastAddress.get(ep.host) || ep.vtep;
       if (!vtep) continue;
+      // Checked at registration; two hosts of different families starting at once could still meet here.
+      if (!encrypted && !sameFamily(this.d.cfg.advertiseAddr, vtep)) {
+        if (!this.otherFamily.has(`${ep.host}|${vtep}`)) {
+          this.otherFamily.add(`${ep.host}|${vtep}`);
+          this.d.logger.error({ host: ep.host, vtep, advertiseAddr: this.d.cfg.advertiseAddr, code: 'WEFT_UNDERLAY_FAMILY_MISMATCH' },
+            `host ${ep.host} advertises ${vtep}, of another address family than this host's --advertise-addr: VXLAN cannot reach it, so its endpoints are left out. Give every host of the cluster an --advertise-addr of one family`);
+        }
+        continue;
+      }
       out.endpoints.push({ ip: ep.ip, ...(ep.ip6 ? { ip6: ep.ip6 } : {}), mac: ep.mac, vtep });
       vteps.add(vtep);
     }

@@ -20,6 +20,7 @@ import { socketIn, forgetSocket, ensureNetns, removeNetns, isPinnedNetns, withNs
 import { native } from '../native';
 import { MAX_IFNAME, networkIdFromNetnsName } from './names';
 import { isIPv6, toNumber } from '../ipam/cidr';
+import { canonicalIp, ipFamily } from '../util/ip';
 
 export interface DataPlaneLogger {
   debug(obj: object, msg?: string): void;
@@ -212,7 +213,7 @@ export class DataPlane implements DataPlaneApi {
     let v = links.get(vx.name);
     if (v) {
       const got = v.vxlan;
-      const wrong = v.kind !== 'vxlan' || !got || got.vni !== vx.vni || got.local !== vx.local ||
+      const wrong = v.kind !== 'vxlan' || !got || got.vni !== vx.vni || got.local !== (canonicalIp(vx.local) ?? vx.local) ||
         got.port !== vx.port || got.learning || !got.proxy || v.linkNetnsid === undefined;
       if (wrong) {
         this.log.warn({ network: spec.id, link: v.name, kind: v.kind, got, linkNetnsid: v.linkNetnsid, want: vx },
@@ -397,19 +398,24 @@ export class DataPlane implements DataPlaneApi {
   /** Entries that cannot be programmed are left out (and logged): one bad record must not stop the others. */
   private programmable(net: NetworkSpec, wanted: PeerState): PeerState {
     const bad: unknown[] = [];
+    // A VTEP is the other host's underlay address, of the family of this device's local address
+    // (VXLAN over IPv4 or over IPv6); in the canonical form the kernel gives back, so the sets compare.
+    const family = net.vxlan ? ipFamily(net.vxlan.local) : 4;
+    const vtep = (v: unknown): string | undefined =>
+      typeof v === 'string' && ipFamily(v) === family ? canonicalIp(v) : undefined;
     const out: PeerState = {
-      endpoints: wanted.endpoints.filter((ep) => {
+      endpoints: wanted.endpoints.flatMap((ep) => {
+        const v = vtep(ep.vtep);
         const v6ok = ep.ip6 === undefined || (typeof ep.ip6 === 'string' && isIPv6(ep.ip6));
         const v4ok = typeof ep.ip === 'string' && (IPV4.test(ep.ip) || (ep.ip === '' && ep.ip6 !== undefined));
-        const ok = v4ok && v6ok && typeof ep.vtep === 'string' && typeof ep.mac === 'string' &&
-          IPV4.test(ep.vtep) && MAC.test(ep.mac.toLowerCase());
+        const ok = v4ok && v6ok && typeof ep.mac === 'string' && v !== undefined && MAC.test(ep.mac.toLowerCase());
         if (!ok) bad.push(ep);
-        return ok;
+        return ok ? [{ ...ep, vtep: v }] : [];
       }),
-      floodVteps: wanted.floodVteps.filter((v) => {
-        const ok = typeof v === 'string' && IPV4.test(v);
-        if (!ok) bad.push(v);
-        return ok;
+      floodVteps: wanted.floodVteps.flatMap((f) => {
+        const v = vtep(f);
+        if (v === undefined) bad.push(f);
+        return v === undefined ? [] : [v];
       }),
     };
     if (bad.length) this.log.warn({ network: net.id, skipped: bad.slice(0, 5), count: bad.length }, 'left out peer entries that cannot be programmed');

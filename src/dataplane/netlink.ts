@@ -5,7 +5,7 @@
 // an 'error' listener that retires the socket so the next call opens a new one.
 // Errors become NetlinkError with an errno-style code and the operation named.
 import { createRtNetlink, RtNetlinkSocket, AttrStream, StreamData, FlagsNew, rt, ifla } from 'netlink';
-import { formatIPv6, toNumber } from '../ipam/cidr';
+import { ipBytes, ipFromBytes } from '../util/ip';
 
 const AF_INET = 2;
 const AF_INET6 = 10;
@@ -47,15 +47,21 @@ const enc = (sd: StreamData): Buffer => { const s = new AttrStream(); s.emit(sd)
 const ip4 = (s: string): Buffer => Buffer.from(s.split('.').map(Number));
 const mac = (s: string): Buffer => Buffer.from(s.split(':').map((h) => parseInt(h, 16)));
 const be16 = (n: number): Buffer => { const b = Buffer.alloc(2); b.writeUInt16BE(n); return b; };
+/** 4 or 16 bytes of an underlay address (a VTEP): IPv4 or IPv6. */
+const vtepBytes = (s: string): Buffer => {
+  const b = ipBytes(s);
+  if (!b) throw new Error(`"${s}" is not an IPv4 or IPv6 address`);
+  return b;
+};
 const linkinfo = (kind: string, data?: Buffer): Buffer => enc(ifla.formatInfo(data ? { kind, data } : { kind }));
 export const macString = (b: Buffer): string => [...b].map((x) => x.toString(16).padStart(2, '0')).join(':');
 export const ip4String = (b: Buffer): string => [...b].join('.');
 /** 16 bytes of an IPv6 address from its text (any valid spelling). */
 const ip6 = (s: string): Buffer => {
-  const hex = toNumber(s).toString(16).padStart(32, '0');
-  return Buffer.from(hex, 'hex');
+  const b = ipBytes(s);
+  if (!b || b.length !== 16) throw new Error(`not an IPv6 address: ${s}`);
+  return b;
 };
-const ip6String = (b: Buffer): string => formatIPv6(BigInt(`0x${b.toString('hex')}`));
 const isV6 = (s: string) => s.includes(':');
 const UP = { change: { up: true as const }, flags: { up: true as const } };
 const CREATE_EXCL = { flags: FlagsNew.CREATE | FlagsNew.EXCL };
@@ -90,7 +96,7 @@ function parseLink(m: rt.LinkMessage): LinkInfo {
     const v = ifla.parseVxlan(info.data);
     out.vxlan = {
       ...(v.id !== undefined ? { vni: v.id } : {}),
-      ...(v.local ? { local: ip4String(v.local) } : {}),
+      ...(v.local ? { local: ip4String(v.local) } : v.local6 ? { local: ipFromBytes(v.local6) } : {}),
       ...(v.port ? { port: v.port.readUInt16BE(0) } : {}),
       learning: !!v.learning,
       proxy: !!v.proxy,
@@ -101,8 +107,9 @@ function parseLink(m: rt.LinkMessage): LinkInfo {
 
 function parseNeigh(m: rt.NeighborMessage): NeighEntry {
   const e: NeighEntry = { ifindex: m.data.ifindex ?? 0, permanent: !!m.data.state?.permanent, self: !!m.data.flags?.self };
-  if (m.attrs.dst && m.attrs.dst.length === 4) e.ip = ip4String(m.attrs.dst);
-  if (m.attrs.dst && m.attrs.dst.length === 16) e.ip = ip6String(m.attrs.dst);
+  // An FDB entry's destination (a VTEP) is IPv4 or IPv6.
+  const ip = ipFromBytes(m.attrs.dst);
+  if (ip) e.ip = ip;
   if (m.attrs.lladdr && m.attrs.lladdr.length === 6) e.mac = macString(m.attrs.lladdr);
   return e;
 }
@@ -280,9 +287,15 @@ export class Rtnl {
   /**
    * A VXLAN device without learning, with proxy ARP (ARP requests answered from the neighbour table).
    * Its UDP socket lives in the namespace of this socket even when nsFd puts the device elsewhere.
+   * An IPv6 `local` (IFLA_VXLAN_LOCAL6) makes it VXLAN over IPv6: the kernel then opens an IPv6
+   * socket only, and every FDB destination must be IPv6 too. UDP checksums are on either way
+   * (IPv6 requires them; udp6zerocsumtx stays off).
    */
   async createVxlan(v: { name: string; vni: number; local: string; port: number; mtu: number; nsFd?: number }): Promise<void> {
-    const data = enc(ifla.formatVxlan({ id: v.vni, local: ip4(v.local), port: be16(v.port), learning: 0, proxy: 1, udpCsum: 1 }));
+    const local = vtepBytes(v.local);
+    const data = enc(ifla.formatVxlan({
+      id: v.vni, ...(local.length === 4 ? { local } : { local6: local }), port: be16(v.port), learning: 0, proxy: 1, udpCsum: 1,
+    }));
     const attrs: ifla.LinkAttrs = { ifname: v.name, mtu: v.mtu, linkinfo: linkinfo('vxlan', data) };
     if (v.nsFd !== undefined) attrs.netNsFd = v.nsFd;
     await this.call(`create vxlan ${v.name} (vni ${v.vni}, local ${v.local})`, (s, o) => s.newLink({}, attrs, { ...CREATE_EXCL, ...o }));
@@ -395,13 +408,13 @@ export class Rtnl {
     peerRequestCounts.fdb.add++;
     await this.call(`fdb append ${lladdr} dst ${dst} on ${ifindex}`, (s, o) =>
       s.newNeighbor({ family: AF_BRIDGE, ifindex, state: { permanent: true }, flags: { self: true } },
-        { lladdr: mac(lladdr), dst: ip4(dst) }, { flags: FlagsNew.CREATE | FlagsNew.APPEND, ...o }));
+        { lladdr: mac(lladdr), dst: vtepBytes(dst) }, { flags: FlagsNew.CREATE | FlagsNew.APPEND, ...o }));
   }
 
   async fdbDel(ifindex: number, lladdr: string, dst: string): Promise<void> {
     peerRequestCounts.fdb.del++;
     await this.call(`fdb delete ${lladdr} dst ${dst} on ${ifindex}`, (s, o) =>
       s.delNeighbor({ family: AF_BRIDGE, ifindex, state: { permanent: true }, flags: { self: true } },
-        { lladdr: mac(lladdr), dst: ip4(dst) }, o));
+        { lladdr: mac(lladdr), dst: vtepBytes(dst) }, o));
   }
 }

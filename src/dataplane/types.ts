@@ -17,11 +17,14 @@ export interface VxlanSpec {
   /** Device name inside the network namespace, at most 15 characters. */
   name: string;
   vni: number;
-  /** This host's advertise (underlay) address: the VTEP's source address. */
+  /**
+   * This host's advertise (underlay) address: the VTEP's source address. IPv4,
+   * or IPv6 for VXLAN over IPv6 (then every FDB destination is IPv6 too).
+   */
   local: string;
   /** UDP destination port, 4789 by default. */
   port: number;
-  /** MTU of the VXLAN device: underlay MTU minus 50. */
+  /** MTU of the VXLAN device: underlay MTU minus 50 (minus 70 over an IPv6 underlay). */
   mtu: number;
   /**
    * [wireguard] Encrypted networks: the namespace the VXLAN device's UDP socket

@@ -9,6 +9,7 @@
 //            serves as a check before weft is started)
 //   mtu      the interface holding --advertise-addr has an MTU of at least
 //            the overlay MTU (--mtu and every network's -o mtu) plus 50
+//            (plus 70 when --advertise-addr is IPv6)
 //   vxlan    every other registered host can send VXLAN packets to this
 //            host's UDP --vxlan-port (see probe.ts for how)
 //
@@ -21,7 +22,8 @@ import { DockerClient } from '../agent/docker';
 import type { Config } from '../config';
 import { errorCode } from '../dataplane/netlink';
 import type { Rtnl } from '../dataplane/netlink';
-import { isClusterStore } from '../config';
+import { isClusterStore, vxlanOverhead } from '../config';
+import { canonicalIp, hostPort, ipFamily } from '../util/ip';
 import { HostRecord, NetworkRecord, parseKey } from '../store/keys';
 import { VERSION } from '../version';
 import { STATUS_PATH } from './admin';
@@ -30,7 +32,7 @@ import { json, plural } from './format';
 import { PROBE_VNI_MAX, sendProbes } from './probe';
 import type { StatusReport } from './types';
 import type { WireGuardStatus } from '../wireguard';
-import { WG_OVERHEAD_IPV4 } from '../wireguard';
+import { WG_OVERHEAD_IPV4, WG_OVERHEAD_IPV6 } from '../wireguard';
 import { WIREGUARD_PATH, wireguardChecks } from '../wireguard/ops';
 
 export type CheckState = 'ok' | 'warn' | 'fail' | 'skip';
@@ -50,8 +52,6 @@ export interface DoctorReport {
   /** No check failed. */
   ok: boolean;
 }
-
-const VXLAN_OVERHEAD = 50;
 
 // ---------------------------------------------------------------- sandbox
 
@@ -228,19 +228,22 @@ function storeIdentity(url: string): string {
 
 // ---------------------------------------------------------------- mtu
 
-/** The interface of this host's namespace that holds an IPv4 address. */
+/** The interface of this host's namespace that holds an address (IPv4 or IPv6, compared in canonical form). */
 export function interfaceOf(address: string): string | undefined {
+  const want = canonicalIp(address);
   for (const [name, addrs] of Object.entries(os.networkInterfaces())) {
-    if (addrs?.some((a) => a.family === 'IPv4' && a.address === address)) return name;
+    if (addrs?.some((a) => canonicalIp(a.address) === want)) return name;
   }
   return undefined;
 }
 
 export function mtuCheck(ifname: string, address: string, underlayMtu: number, overlay: { what: string; mtu: number }[]): Check {
+  // VXLAN over IPv6 carries a 40-byte outer header instead of 20.
+  const VXLAN_OVERHEAD = vxlanOverhead(address);
   const worst = overlay.reduce((m, o) => (o.mtu > m.mtu ? o : m), overlay[0]);
   const need = worst.mtu + VXLAN_OVERHEAD;
   if (underlayMtu >= need) {
-    return { name: 'mtu', state: 'ok', detail: `${ifname} (holding ${address}) has MTU ${underlayMtu}: enough for the overlay MTU ${worst.mtu} (${worst.what}) plus ${VXLAN_OVERHEAD} bytes of VXLAN` };
+    return { name: 'mtu', state: 'ok', detail: `${ifname} (holding ${address}) has MTU ${underlayMtu}: enough for the overlay MTU ${worst.mtu} (${worst.what}) plus ${VXLAN_OVERHEAD} bytes of VXLAN over IPv${ipFamily(address) ?? 4}` };
   }
   const tooBig = overlay.filter((o) => o.mtu + VXLAN_OVERHEAD > underlayMtu).map((o) => `${o.what} ${o.mtu}`);
   const fit = underlayMtu - VXLAN_OVERHEAD;
@@ -261,15 +264,17 @@ async function checkMtu(cfg: Config, address: string | undefined, facts: StoreFa
   if (!ifname) {
     return {
       name: 'mtu', state: 'fail', detail: `no interface of this host holds ${address}`,
-      fix: '--advertise-addr must be an address of this host (ip -4 addr shows them); run weft doctor in the network namespace where weft serve runs',
+      fix: '--advertise-addr must be an address of this host (ip addr shows them); run weft doctor in the network namespace where weft serve runs',
     };
   }
   const link = await hostSocket().getLink(ifname);
   if (link?.mtu === undefined) return { name: 'mtu', state: 'skip', detail: `cannot read the MTU of ${ifname}` };
   const overlay = [{ what: '--mtu', mtu: cfg.mtu }];
+  // [wireguard] an encrypted network's frames are VXLAN over the (IPv4) tunnel, +50, inside WireGuard on the
+  // underlay (+60 over IPv4, +80 over IPv6): compared with plain VXLAN on the underlay, that is wg - vxlan more.
+  const wgExtra = (ipFamily(address) === 6 ? WG_OVERHEAD_IPV6 : WG_OVERHEAD_IPV4) + 50 - vxlanOverhead(address);
   for (const n of facts?.networks ?? []) {
-    // [wireguard] an encrypted network's packets also carry WireGuard's 60 bytes
-    if (n.encrypted && n.mtu) overlay.push({ what: `encrypted network ${n.name ?? '?'} (${n.mtu} + ${WG_OVERHEAD_IPV4} of WireGuard)`, mtu: n.mtu + WG_OVERHEAD_IPV4 });
+    if (n.encrypted && n.mtu) overlay.push({ what: `encrypted network ${n.name ?? '?'} (${n.mtu} + ${wgExtra} of WireGuard)`, mtu: n.mtu + wgExtra });
     else if (n.mtu && n.mtu !== cfg.mtu) overlay.push({ what: `network ${n.name ?? '?'}`, mtu: n.mtu });
   }
   return mtuCheck(ifname, address, link.mtu, overlay);
@@ -346,8 +351,8 @@ async function checkVxlan(cfg: Config, sb: Sandbox | undefined, address: string 
     if (!arrived.has(d.host)) {
       return {
         name, state: 'fail',
-        detail: `${who} answered, but the VXLAN packet it sent to ${address}:${cfg.vxlanPort} did not arrive${r.reply.error ? ` (${r.reply.error})` : ''}`,
-        fix: `a firewall drops UDP ${cfg.vxlanPort} from ${d.address} to this host: allow it on this host (for example iptables -I INPUT -p udp -s ${d.address} --dport ${cfg.vxlanPort} -j ACCEPT) and on any firewall between the hosts`,
+        detail: `${who} answered, but the VXLAN packet it sent to ${hostPort(address, cfg.vxlanPort)} did not arrive${r.reply.error ? ` (${r.reply.error})` : ''}`,
+        fix: `a firewall drops UDP ${cfg.vxlanPort} from ${d.address} to this host: allow it on this host (for example ${d.address.includes(':') ? 'ip6tables' : 'iptables'} -I INPUT -p udp -s ${d.address} --dport ${cfg.vxlanPort} -j ACCEPT) and on any firewall between the hosts`,
       };
     }
     return { name, state: 'ok', detail: `${who} reaches this host on UDP ${cfg.vxlanPort} (VXLAN)` };

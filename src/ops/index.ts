@@ -85,7 +85,8 @@ async function hostRmCommand(ctx: OpsContext, a: ReturnType<typeof parseArgs>): 
   }
   // No registration is not proof of death: a host cut off from the store keeps running its containers.
   if (isClusterStore(ctx.cfg.store) && ctx.cfg.probePort > 0 && plan.vteps.length) {
-    const prober = new Prober(ctx.cfg.advertiseAddr || '0.0.0.0', ctx.cfg.probePort);
+    // Without --advertise-addr: any address of the VTEPs' family (an IPv6 underlay needs an IPv6 socket).
+    const prober = new Prober(ctx.cfg.advertiseAddr || (plan.vteps.some((v) => v.includes(':')) ? '::' : '0.0.0.0'), ctx.cfg.probePort);
     try {
       for (const address of plan.vteps) {
         const a = await prober.ask(address, 1500).catch(() => undefined);

@@ -36,6 +36,11 @@ export const PROBE_VNI_MAX = 4095;
  */
 export const LIVENESS_VNI = PROBE_VNI_MAX;
 const MAX_REQUEST = 512;
+
+/** A UDP socket of the family of the address it binds to (an IPv6 underlay: udp6, IPv6 only). */
+function udpSocketFor(address: string): dgram.Socket {
+  return address.includes(':') ? dgram.createSocket({ type: 'udp6', ipv6Only: true }) : dgram.createSocket({ type: 'udp4' });
+}
 const ETHERTYPE_EXPERIMENTAL = 0x88b5;
 
 export interface ProbeRequest { t: 'weft-probe'; v: 1; id: string; vni: number }
@@ -108,7 +113,7 @@ function bucket(rate: number): () => boolean {
 }
 
 export async function startProbeResponder(o: ResponderOptions): Promise<Responder> {
-  const sock = dgram.createSocket({ type: 'udp4' });
+  const sock = udpSocketFor(o.address);
   const doctorToken = bucket(o.ratePerSecond ?? 50);
   const livenessToken = bucket(LIVENESS_RATE);
   sock.on('message', (msg, rinfo) => {
@@ -165,7 +170,7 @@ export interface ProbeResult { reply?: ProbeReply; error?: string }
 export async function sendProbes(from: string, port: number, targets: ProbeTarget[], timeoutMs = 3000): Promise<Map<string, ProbeResult>> {
   const out = new Map<string, ProbeResult>();
   if (targets.length === 0) return out;
-  const sock = dgram.createSocket({ type: 'udp4' });
+  const sock = udpSocketFor(from);
   const ids = new Map<string, ProbeTarget>();
   for (const t of targets) ids.set(randomBytes(8).toString('hex'), t);
   try {
@@ -234,7 +239,7 @@ export class Prober {
     if (this.sock) return Promise.resolve(this.sock);
     if (!this.opening) {
       this.opening = new Promise<dgram.Socket>((resolve, reject) => {
-        const s = dgram.createSocket({ type: 'udp4' });
+        const s = udpSocketFor(this.from);
         s.once('error', (e) => { this.opening = undefined; s.close(); reject(e); });
         s.bind(0, this.from, () => {
           s.removeAllListeners('error');

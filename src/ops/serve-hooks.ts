@@ -12,6 +12,7 @@ import type { LocalNetworks } from '../cluster/local-networks';
 import type { Store } from '../store/store';
 import { VERSION } from '../version';
 import { INSTANCE, STARTED_AT } from '../instance';
+import { hostPort } from '../util/ip';
 import type { WireGuard } from '../wireguard';
 import { registerWireGuardMetrics } from '../wireguard/ops';
 import { registerAdminRoutes } from './admin';
@@ -156,7 +157,7 @@ export function createOps(cfg: Config, store: Store): Ops {
           });
         } catch (err) {
           log.warn({ err: (err as Error).message, probePort: cfg.probePort },
-            `cannot answer probes (other hosts' liveness checks, weft doctor) on UDP ${cfg.advertiseAddr}:${cfg.probePort}: give --probe-port a free port (the same on every host), or 0 to turn the probes off`);
+            `cannot answer probes (other hosts' liveness checks, weft doctor) on UDP ${hostPort(cfg.advertiseAddr, cfg.probePort)}: give --probe-port a free port (the same on every host), or 0 to turn the probes off`);
         }
       }
     },

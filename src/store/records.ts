@@ -10,6 +10,7 @@
 // so that one bad record can stop nothing but itself.
 
 import { isIPv4, isIPv6 } from '../ipam/cidr';
+import { canonicalIp } from '../util/ip';
 import type { AddressRecord, BindingRecord, EndpointRecord, HostRecord, NetworkRecord } from './keys';
 
 export type Read<T> = { ok: true; value: T } | { ok: false; why: string };
@@ -41,9 +42,10 @@ export function readHost(text: string | undefined): Read<HostRecord> {
   const o = object(text);
   if (!o.ok) return o;
   const r = o.value;
-  if (!str(r, 'address') || !isIPv4(r.address as string)) return { ok: false, why: `address ${JSON.stringify(r.address)} is not an IPv4 address` };
+  // The underlay address: IPv4, or IPv6 (kept in its canonical form, as the kernel shows it).
+  if (!str(r, 'address') || !canonicalIp(r.address as string)) return { ok: false, why: `address ${JSON.stringify(r.address)} is not an IPv4 or IPv6 address` };
   if (!optStr(r, 'version') || !optStr(r, 'startedAt') || !optStr(r, 'instance')) return { ok: false, why: 'version, startedAt and instance must be strings' };
-  return { ok: true, value: r as unknown as HostRecord };
+  return { ok: true, value: { ...r, address: canonicalIp(r.address as string) } as unknown as HostRecord };
 }
 
 export function readNetwork(text: string | undefined): Read<NetworkRecord> {
@@ -71,7 +73,8 @@ export function readBinding(text: string | undefined): Read<BindingRecord> {
 
 /**
  * An endpoint record. Its address must be IPv4, its MAC unicast, its host
- * named and its VTEP IPv4 (or empty: an embedded-store host has none). Whether
+ * named and its VTEP an IPv4 or IPv6 underlay address (or empty: an
+ * embedded-store host has none). Whether
  * the address lies in its network's subnet needs the network: see
  * checkEndpointInNetwork.
  */
@@ -85,9 +88,9 @@ export function readEndpoint(text: string | undefined): Read<EndpointRecord> {
   const v6only = r.ip === '' && r.ip6 !== undefined;
   if (!str(r, 'ip') || (!v6only && !isIPv4(r.ip as string))) return { ok: false, why: `ip ${JSON.stringify(r.ip)} is not an IPv4 address` };
   if (!isUnicastMac(r.mac)) return { ok: false, why: `mac ${JSON.stringify(r.mac)} is not a unicast MAC address` };
-  if (r.vtep !== undefined && (typeof r.vtep !== 'string' || (r.vtep !== '' && !isIPv4(r.vtep)))) return { ok: false, why: `vtep ${JSON.stringify(r.vtep)} is not an IPv4 address` };
+  if (r.vtep !== undefined && (typeof r.vtep !== 'string' || (r.vtep !== '' && !canonicalIp(r.vtep)))) return { ok: false, why: `vtep ${JSON.stringify(r.vtep)} is not an IPv4 or IPv6 address` };
   if (!optStr(r, 'localNetwork') || !optStr(r, 'createdAt')) return { ok: false, why: 'localNetwork and createdAt must be strings' };
-  return { ok: true, value: { ...r, vtep: (r.vtep ?? '') as string, mac: (r.mac as string).toLowerCase() } as unknown as EndpointRecord };
+  return { ok: true, value: { ...r, vtep: r.vtep ? canonicalIp(r.vtep as string) : '', mac: (r.mac as string).toLowerCase() } as unknown as EndpointRecord };
 }
 
 /** Counts records skipped as invalid and logs each: once per (key, value) seen. */

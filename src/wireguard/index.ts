@@ -35,6 +35,7 @@ import * as fs from 'fs';
 import * as path from 'path';
 import type { Logger } from 'pino';
 import { errorCode } from '../dataplane/netlink';
+import { hostPort } from '../util/ip';
 import { ensureNetns, isPinnedNetns, setSysctlIn, socketIn, withNsFd } from '../dataplane/netns';
 import type { HostRecord, HostWireGuard } from '../store/keys';
 import type { Store } from '../store/store';
@@ -50,7 +51,7 @@ export type WireGuardMode = 'auto' | 'kernel' | 'userspace';
 
 /** Bytes WireGuard adds to each packet over an IPv4 underlay: IPv4 20 + UDP 8 + WireGuard header 16 + tag 16. */
 export const WG_OVERHEAD_IPV4 = 60;
-/** The same over IPv6 (40-byte header): the worst case. weft's underlay (--advertise-addr) is IPv4. */
+/** The same over an IPv6 underlay (40-byte header), when --advertise-addr is IPv6. */
 export const WG_OVERHEAD_IPV6 = 80;
 export const VXLAN_OVERHEAD = 50;
 /** Seconds between keepalives: keeps every tunnel's handshake fresh (status shows its age) and starts a new peer's handshake at once. */
@@ -200,7 +201,7 @@ export class WireGuard {
   /** What the host record publishes; undefined until WireGuard first came up. */
   hostInfo(): HostWireGuard | undefined {
     if (!this.key || !this.tunnel || !this.kind || !this.published) return undefined;
-    return { publicKey: this.key.publicKey(), endpoint: `${this.o.advertiseAddr}:${this.o.listenPort}`, tunnel: this.tunnel, implementation: this.kind };
+    return { publicKey: this.key.publicKey(), endpoint: hostPort(this.o.advertiseAddr, this.o.listenPort), tunnel: this.tunnel, implementation: this.kind };
   }
 
   /** The cluster's hosts changed (agent mirror): program the peers. */
@@ -515,7 +516,7 @@ export class WireGuard {
       interface: this.o.ifname,
       netns: this.cryptoNetns,
       listenPort: this.o.listenPort,
-      endpoint: `${this.o.advertiseAddr}:${this.o.listenPort}`,
+      endpoint: hostPort(this.o.advertiseAddr, this.o.listenPort),
       ...(this.tunnel ? { tunnel: this.tunnel } : {}),
       subnet: this.o.subnet,
       linkMtu: this.o.linkMtu,

@@ -10,22 +10,39 @@ import { createGenericNetlink, FlagsGet, genl, WireGuardSocket, wg } from 'netli
 import { withNetns } from '../dataplane/netns';
 import type { WgChange, WgDevice, WgDeviceState, WgPeerState } from './model';
 import { parseKey } from './keys';
+import { hostPort, ipBytes, ipFromBytes, splitHostPort } from '../util/ip';
 
 const AF_INET = 2;
+const AF_INET6 = 10;
 
-function sockaddrIn(endpoint: string): Buffer {
-  const m = /^(\d{1,3}(?:\.\d{1,3}){3}):(\d{1,5})$/.exec(endpoint);
-  if (!m) throw new Error(`invalid WireGuard endpoint "${endpoint}" (IPv4:port)`);
-  const b = Buffer.alloc(16);
-  b.writeUInt16LE(AF_INET, 0);
-  b.writeUInt16BE(Number(m[2]), 2);
-  Buffer.from(m[1].split('.').map(Number)).copy(b, 4);
+/** struct sockaddr_in for IPv4:port, struct sockaddr_in6 for [IPv6]:port (an IPv6 underlay). */
+export function sockaddrIn(endpoint: string): Buffer {
+  const hp = splitHostPort(endpoint);
+  const addr = hp && ipBytes(hp.host);
+  if (!hp || !addr) throw new Error(`invalid WireGuard endpoint "${endpoint}" (IPv4:port or [IPv6]:port)`);
+  if (addr.length === 4) {
+    const b = Buffer.alloc(16);
+    b.writeUInt16LE(AF_INET, 0);
+    b.writeUInt16BE(hp.port, 2);
+    addr.copy(b, 4);
+    return b;
+  }
+  const b = Buffer.alloc(28); // family, port, flowinfo, address, scope id
+  b.writeUInt16LE(AF_INET6, 0);
+  b.writeUInt16BE(hp.port, 2);
+  addr.copy(b, 8);
   return b;
 }
 
-function endpointOf(b: Buffer | undefined): string | undefined {
-  if (!b || b.length < 8 || b.readUInt16LE(0) !== AF_INET) return undefined;
-  return `${[...b.subarray(4, 8)].join('.')}:${b.readUInt16BE(2)}`;
+export function endpointOf(b: Buffer | undefined): string | undefined {
+  if (!b || b.length < 8) return undefined;
+  const family = b.readUInt16LE(0);
+  if (family === AF_INET) return `${[...b.subarray(4, 8)].join('.')}:${b.readUInt16BE(2)}`;
+  if (family === AF_INET6 && b.length >= 24) {
+    const ip = ipFromBytes(b.subarray(8, 24));
+    return ip ? hostPort(ip, b.readUInt16BE(2)) : undefined;
+  }
+  return undefined;
 }
 
 function cidr(a: wg.AllowedIp): string | undefined {

@@ -155,8 +155,10 @@ export async function wireguardChecks(cfg: Config, cluster: boolean, local: Wire
   } else if (s.keyFileMode !== undefined) {
     checks.push({ name: 'wg key', state: 'ok', detail: `${s.keyFile}: mode 600, root only; the store holds the public key only` });
   }
-  // MTU: what an encrypted network's packets become on the underlay.
+  // MTU: what an encrypted network's packets become on the underlay (WireGuard's overhead follows the underlay's family).
   const defaultMtu = cfg.mtu - WG_OVERHEAD_IPV4;
+  const v6 = cfg.advertiseAddr?.includes(':') === true;
+  const wgOverhead = v6 ? WG_OVERHEAD_IPV6 : WG_OVERHEAD_IPV4;
   const worst = encryptedNetworks.reduce((m, n) => Math.max(m, n.mtu), 0);
   const tooBig = encryptedNetworks.filter((n) => n.mtu + VXLAN_OVERHEAD > s.linkMtu);
   checks.push(tooBig.length
@@ -169,7 +171,7 @@ export async function wireguardChecks(cfg: Config, cluster: boolean, local: Wire
     : {
       name: 'wg mtu', state: 'ok',
       detail: `encrypted networks: default MTU ${defaultMtu} (--mtu ${cfg.mtu} minus ${WG_OVERHEAD_IPV4} bytes of WireGuard over IPv4; ${WG_OVERHEAD_IPV6} over IPv6); ` +
-        `WireGuard interface MTU ${s.linkMtu}; underlay packets up to ${s.linkMtu + WG_OVERHEAD_IPV4} bytes${worst ? `; largest encrypted network MTU ${worst}` : ''}`,
+        `WireGuard interface MTU ${s.linkMtu}; underlay packets up to ${s.linkMtu + wgOverhead} bytes over IPv${v6 ? 6 : 4}${worst ? `; largest encrypted network MTU ${worst}` : ''}`,
     });
   // Peers: a live session with each host.
   const now = Date.now();
@@ -180,7 +182,7 @@ export async function wireguardChecks(cfg: Config, cluster: boolean, local: Wire
       checks.push({
         name: 'wg peer', state: 'fail',
         detail: `${who}: no live session (${p.lastHandshake ? `last handshake ${Math.round((now - Date.parse(p.lastHandshake)) / 1000)} s ago, sessions end after ${SESSION_LIFETIME_MS / 1000} s` : 'never a handshake'})`,
-        fix: `UDP ${s.listenPort} must pass between this host and ${p.host} in both directions (for example iptables -I INPUT -p udp --dport ${s.listenPort} -j ACCEPT on both); check weft doctor on ${p.host}`,
+        fix: `UDP ${s.listenPort} must pass between this host and ${p.host} in both directions (for example ${v6 ? 'ip6tables' : 'iptables'} -I INPUT -p udp --dport ${s.listenPort} -j ACCEPT on both); check weft doctor on ${p.host}`,
       });
     }
   }

@@ -9,6 +9,7 @@
 // the old peer (old key) is removed in the same transaction.
 import type { HostRecord } from '../store/keys';
 import { isPublicKey } from './keys';
+import { splitHostPort } from '../util/ip';
 import type { WgDeviceState, WgPeer, WgPeerChange } from './model';
 
 export interface DesiredPeer extends WgPeer {
@@ -16,7 +17,6 @@ export interface DesiredPeer extends WgPeer {
   tunnel: string;
 }
 
-const ENDPOINT = /^(\d{1,3}(?:\.\d{1,3}){3}):(\d{1,5})$/;
 const IPV4 = /^(25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)(\.(25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)){3}$/;
 
 /** Why a host's WireGuard record cannot be used, or undefined if it can. */
@@ -24,8 +24,8 @@ export function recordProblem(rec: HostRecord): string | undefined {
   const w = rec.wg;
   if (!w) return 'publishes no WireGuard';
   if (!isPublicKey(w.publicKey)) return 'publishes an invalid WireGuard public key';
-  const m = ENDPOINT.exec(w.endpoint ?? '');
-  if (!m || !IPV4.test(m[1]) || Number(m[2]) < 1 || Number(m[2]) > 65535) return `publishes an invalid WireGuard endpoint "${String(w.endpoint).slice(0, 40)}"`;
+  // IPv4:port, or [IPv6]:port over an IPv6 underlay.
+  if (typeof w.endpoint !== 'string' || !splitHostPort(w.endpoint)) return `publishes an invalid WireGuard endpoint "${String(w.endpoint).slice(0, 40)}"`;
   if (!IPV4.test(w.tunnel ?? '')) return `publishes an invalid tunnel address "${String(w.tunnel).slice(0, 40)}"`;
   return undefined;
 }

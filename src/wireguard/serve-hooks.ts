@@ -2,18 +2,23 @@
 // (index.ts) when this host takes part in encrypted networks, and what the
 // driver needs to know (EncryptedPath).
 import type { Logger } from 'pino';
-import { Config, isClusterStore } from '../config';
+import { Config, isClusterStore, vxlanOverhead } from '../config';
+import { ipFamily } from '../util/ip';
 import type { EncryptedPath } from '../driver/driver';
 import type { Store } from '../store/store';
-import { VXLAN_OVERHEAD, WG_OVERHEAD_IPV4, WireGuard, WireGuardMode } from './index';
+import { WG_OVERHEAD_IPV4, WG_OVERHEAD_IPV6, WireGuard, WireGuardMode } from './index';
 
 /**
- * The MTU of the WireGuard interface: an encrypted network's frames of
- * (--mtu - 60) bytes plus 50 of VXLAN. --mtu is the underlay MTU minus 50,
- * so WireGuard's own packets (+60 over an IPv4 underlay) fill the underlay.
+ * The MTU of the WireGuard interface. --mtu is the underlay MTU minus VXLAN's
+ * overhead on the underlay (50 over IPv4, 70 over IPv6), so WireGuard's own
+ * packets (+60 over IPv4, +80 over IPv6) fill the underlay when the interface
+ * takes --mtu plus that overhead minus WireGuard's: --mtu - 10 either way. An
+ * encrypted network's frames (VXLAN over the IPv4 tunnel: +50) are then
+ * --mtu - 60 bytes, its default MTU.
  */
-export function wireguardLinkMtu(cfg: Pick<Config, 'mtu'>): number {
-  return cfg.mtu + VXLAN_OVERHEAD - WG_OVERHEAD_IPV4;
+export function wireguardLinkMtu(cfg: Pick<Config, 'mtu'> & Partial<Pick<Config, 'advertiseAddr'>>): number {
+  const wg = ipFamily(cfg.advertiseAddr ?? '') === 6 ? WG_OVERHEAD_IPV6 : WG_OVERHEAD_IPV4;
+  return cfg.mtu + vxlanOverhead(cfg.advertiseAddr) - wg;
 }
 
 export function createWireGuard(cfg: Config, store: Store, logger: Logger): { wireguard?: WireGuard; encryption: EncryptedPath } {

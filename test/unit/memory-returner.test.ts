@@ -10,15 +10,15 @@ import { MemoryReturner, nativeRelease } from '../../src/util/memory';
 const MiB = 1 << 20;
 
 describe('memory returner', () => {
-  it('releases after 32 MiB of growth, not at rest, not twice within 30 s', () => {
+  it('releases after 16 MiB of growth, not at rest, not twice within 30 s', () => {
     let rss = 100 * MiB;
     let now = 0;
     let releases = 0;
     const m = new MemoryReturner({ rss: () => rss, now: () => now, release: () => { releases++; rss = 110 * MiB; } });
     expect(m.check()).toBe(false); // at rest
-    rss = 131 * MiB;
+    rss = 115 * MiB;
     now += 10_000;
-    expect(m.check()).toBe(false); // 31 MiB: not worth a collection
+    expect(m.check()).toBe(false); // 15 MiB: not worth a collection
     rss = 140 * MiB;
     expect(m.check()).toBe(true);
     expect(releases).toBe(1);
@@ -37,8 +37,10 @@ describe('memory returner', () => {
     const m = new MemoryReturner({ rss: () => rss, now: () => now, release: () => { rss = 90 * MiB; } });
     rss = 80 * MiB;
     expect(m.check()).toBe(false);
-    rss = 113 * MiB;
+    rss = 95 * MiB;
     now += 1;
+    expect(m.check()).toBe(false);
+    rss = 97 * MiB;
     expect(m.check()).toBe(true);
   });
 

@@ -9,7 +9,7 @@ describe('record readers', () => {
     expect(readHost('{"address":"192.0.2.11","version":"0.1.0","startedAt":"x"}').ok).toBe(true);
     const h = readHost('{"address":"192.0.2.11","version":"9.0.0","startedAt":"x","instance":"ab","zone":"eu-1"}');
     expect(h.ok && (h.value as unknown as { zone: string }).zone).toBe('eu-1');
-    expect(readHost('{"address":"192.0.2.300"}')).toEqual({ ok: false, why: 'address "192.0.2.300" is not an IPv4 address' });
+    expect(readHost('{"address":"192.0.2.300"}')).toEqual({ ok: false, why: 'address "192.0.2.300" is not an IPv4 or IPv6 address' });
 
     const n = readNetwork('{"vni":5000,"mtu":1450,"createdBy":"h1","createdAt":"x","futureField":{"a":1}}');
     expect(n.ok && n.value).toMatchObject({ vni: 5000, options: {}, internal: false, futureField: { a: 1 } });
