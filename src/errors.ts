@@ -91,6 +91,14 @@ export const errors = {
     conflict('WEFT_NETWORK_GONE',
       `network ${network} no longer exists in the cluster (it was removed on another host): remove it here with "docker network rm" and create it again`),
   // [wireguard] encrypted networks
+  routedEncrypted: () =>
+    bad('WEFT_ROUTED_ENCRYPTED', 'a routed network carries traffic between hosts unencapsulated, so it cannot be encrypted: leave out -o mode=routed (an encrypted network uses VXLAN through WireGuard), or leave out -o encrypted (with weft serve --encryption all, every network is encrypted and none can be routed)'),
+  routedNeedsCluster: () =>
+    bad('WEFT_ROUTED_NEEDS_CLUSTER', 'routed networks span hosts: they need a cluster store (weft serve --store etcd://...) and an --advertise-addr; on one host use the default mode'),
+  routedIPv6: () =>
+    bad('WEFT_ROUTED_IPV6', 'routed networks carry IPv4 only (their routes between hosts are IPv4): leave out --ipv6 and --ipv4=false, or leave out -o mode=routed (a VXLAN network can be dual-stack)'),
+  routedNeedsGateway: () =>
+    bad('WEFT_ROUTED_NEEDS_GATEWAY', 'a routed network needs a gateway address (its hosts answer ARP for remote containers from it): leave --gateway to Docker or give one inside --subnet'),
   encryptionOff: () =>
     bad('WEFT_ENCRYPTION_OFF', 'encrypted networks are turned off on this host (weft serve --encryption off): create the network without -o encrypted, or restart weft with --encryption on-request'),
   encryptionRequired: () =>

@@ -17,6 +17,8 @@ import type { Logger } from 'pino';
 import { Config, driverName, isClusterStore } from '../config';
 import { networkIdFromNetnsName, NETNS_PREFIX } from '../dataplane/names';
 import { DataPlaneApi, PeerState } from '../dataplane/types';
+import { routedMac } from '../dataplane/names';
+import { networkMode } from '../driver/options';
 import type { LocalNetworks } from '../cluster/local-networks';
 import { CLUSTER_NETWORK_OPTION } from '../driver/options';
 import { Label } from '../driver/labels';
@@ -79,6 +81,8 @@ export class Agent {
   private readonly lastDrift = new Map<string, number>();
   private readonly lastAudit = new Map<string, number>();
   private flushScheduled = false;
+  /** [routed] This host's underlay segment (the on-link prefix of --advertise-addr), published in its host record. */
+  private underlay?: string;
   /** [wireguard] The host records changed since WireGuard's peers were last programmed. */
   private wgDirty = false;
   private flushing: Promise<void> = Promise.resolve();
@@ -166,6 +170,7 @@ export class Agent {
       this.d.wireguard.onChange(() => void this.republish());
       await this.d.wireguard.start();
     }
+    if (this.cluster) await this.findUnderlay();
     await this.retry('initial reconcile', async () => { await this.reconcile(); });
     if (this.cluster) await this.retry('registering this host', () => this.register());
     await this.retry('watching the store', () => this.sync());
@@ -250,13 +255,55 @@ export class Agent {
     for (const cb of this.registeredListeners) cb(lease.id);
   }
 
+  /** [routed] Which segment this host is on: routed networks go unencapsulated to hosts that publish the same one. */
+  private async findUnderlay(): Promise<void> {
+    const addr = this.d.cfg.advertiseAddr;
+    if (!addr) return;
+    try {
+      const u = await this.d.dataplane.underlayOf(addr);
+      this.underlay = u?.cidr;
+      if (u) this.d.logger.info({ link: u.link, underlay: u.cidr }, 'underlay segment found (routed networks go unencapsulated to hosts on it)');
+      else this.d.logger.warn({ address: addr }, 'no link of this host holds --advertise-addr: routed networks reach every other host through VXLAN');
+    } catch (err) {
+      this.d.logger.warn({ err: (err as Error).message }, 'cannot read this host\'s links: routed networks reach every other host through VXLAN');
+    }
+  }
+
+  /**
+   * [routed] How a routed network reaches `host`: unencapsulated when both
+   * publish the same underlay segment and its address lies in it, else VXLAN.
+   */
+  pathTo(host: string, rec: HostRecord | undefined): 'routed' | 'vxlan' {
+    if (!this.underlay || !rec?.underlay || rec.underlay !== this.underlay || host === this.me) return 'vxlan';
+    try {
+      return contains(parseSubnet(this.underlay), rec.address) ? 'routed' : 'vxlan';
+    } catch {
+      return 'vxlan';
+    }
+  }
+
+  /** [routed] The path to each other host with endpoints on a network (`weft status`, `weft doctor`). */
+  routedPaths(cid: string): { host: string; address: string; path: 'routed' | 'vxlan'; underlay?: string }[] {
+    const hosts = new Set<string>();
+    for (const ep of this.view.endpoints.get(cid)?.values() ?? []) if (ep.host !== this.me) hosts.add(ep.host);
+    return [...hosts].sort().map((host) => {
+      const rec = this.view.hosts.get(host) ?? this.view.lastHostRecord.get(host);
+      return { host, address: rec?.address ?? this.view.lastAddress.get(host) ?? '', path: this.pathTo(host, rec), ...(rec?.underlay ? { underlay: rec.underlay } : {}) };
+    });
+  }
+
+  /** [routed] This host's underlay segment, as published. */
+  underlaySegment(): string | undefined {
+    return this.underlay;
+  }
+
   private readonly startedAt = new Date().toISOString();
   /** host|vtep pairs of another underlay family, already logged (see desiredPeers). */
   private readonly otherFamily = new Set<string>();
 
   private hostRecord(): HostRecord {
     const wg = this.d.wireguard?.hostInfo(); // [wireguard] public key, endpoint, tunnel address
-    return { address: this.d.cfg.advertiseAddr, version: VERSION, startedAt: this.startedAt, instance: INSTANCE, ...(wg ? { wg } : {}) };
+    return { address: this.d.cfg.advertiseAddr, version: VERSION, startedAt: this.startedAt, instance: INSTANCE, ...(wg ? { wg } : {}), ...(this.underlay ? { underlay: this.underlay } : {}) };
   }
 
   /** [wireguard] Writes the host record again (same lease) when what it publishes changed: WireGuard came up, the key was rotated. */
@@ -365,6 +412,10 @@ export class Agent {
     const vteps = new Set<string>();
     const rec = this.view.networks.get(cid);
     const encrypted = rec?.encrypted === true;
+    // [routed] Endpoints of hosts on this host's segment become /32 routes; the others stay on VXLAN.
+    const routed = !encrypted && rec !== undefined && networkMode(rec.options) === 'routed' && !!rec.gateway && !!rec.subnet;
+    const routes: { ip: string; via: string }[] = [];
+    const hops = new Map<string, string>();
     let subnet: Subnet | undefined;
     let subnet6: Subnet | undefined;
     try {
@@ -402,10 +453,22 @@ export class Agent {
         }
         continue;
       }
+      if (routed && this.pathTo(ep.host, registered ?? this.view.lastHostRecord.get(ep.host)) === 'routed') {
+        routes.push({ ip: ep.ip, via: vtep });
+        hops.set(vtep, routedMac(vtep, rec.vni));
+        continue;
+      }
       out.endpoints.push({ ip: ep.ip, ...(ep.ip6 ? { ip6: ep.ip6 } : {}), mac: ep.mac, vtep });
       vteps.add(vtep);
     }
-    out.floodVteps = [...vteps].sort();
+    // [routed] No flood entries: broadcast and multicast stay on each host, whichever path a peer takes (README, Routed mode).
+    out.floodVteps = routed ? [] : [...vteps].sort();
+    if (routed) {
+      out.routed = {
+        routes: routes.sort((a, b) => a.ip.localeCompare(b.ip)),
+        nexthops: [...hops].map(([ip, mac]) => ({ ip, mac })).sort((a, b) => a.ip.localeCompare(b.ip)),
+      };
+    }
     return out;
   }
 
@@ -459,7 +522,7 @@ export class Agent {
     return this.d.networks.list().map((local) => {
       const cid = local.clusterId;
       const last = this.programmed.get(cid);
-      const count = (p: PeerState) => p.endpoints.length + p.floodVteps.length;
+      const count = (p: PeerState) => p.endpoints.length + p.floodVteps.length + (p.routed ? p.routed.routes.length + p.routed.nexthops.length : 0);
       const programmed = last ? count(last.state) : 0;
       return { clusterId: cid, programmed, expected: last ? programmed : count(this.desiredPeers(cid)), drift: this.lastDrift.get(cid) ?? 0 };
     });
@@ -492,6 +555,14 @@ export class Agent {
         await this.d.dataplane.announce(spec, ip, ep.mac).catch((err: Error) =>
           this.d.logger.debug({ ip, err: err.message }, 'gratuitous ARP / unsolicited NA failed'));
       }
+    }
+    // [routed] Routed addresses are at the bridge's MAC for local containers (proxy ARP): announced when one was reached through VXLAN before.
+    for (const r of desired.routed?.routes ?? []) {
+      next.set(r.ip, { mac: ROUTED });
+      const before = seen?.get(r.ip);
+      if (!before || before.mac === ROUTED) continue;
+      await this.d.dataplane.announceRouted(spec, r.ip).catch((err: Error) =>
+        this.d.logger.debug({ ip: r.ip, err: err.message }, 'gratuitous ARP failed'));
     }
     for (const [ip, e] of seen ?? []) {
       if (next.has(ip)) continue;
@@ -672,6 +743,9 @@ export class Agent {
     return corrections;
   }
 }
+
+/** [routed] What announceChanges remembers for a routed address: not a MAC of its own (the bridge's, through proxy ARP). */
+const ROUTED = 'routed';
 
 function sleep(ms: number): Promise<void> {
   return new Promise((r) => setTimeout(r, ms).unref());

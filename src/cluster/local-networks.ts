@@ -7,7 +7,7 @@
 // none of them calls another's handlers.
 
 import type { Logger } from 'pino';
-import { endpointNames, networkNames } from '../dataplane/names';
+import { endpointNames, networkNames, routedMac } from '../dataplane/names';
 import { DataPlaneApi, EndpointSpec, NetworkSpec } from '../dataplane/types';
 import { errors } from '../errors';
 import { parseSubnet, parseSubnet6, poolKey } from '../ipam/cidr';
@@ -17,7 +17,7 @@ import { readEndpoint, readNetwork } from '../store/records';
 import type { Compare, Store } from '../store/store';
 import { faultPoint } from '../util/fault';
 import { KeyedMutex } from '../util/mutex';
-import { CLUSTER_NETWORK_OPTION, ENCRYPTED_OPTION, type NetworkOptions } from '../driver/options';
+import { CLUSTER_NETWORK_OPTION, ENCRYPTED_OPTION, networkMode, type NetworkOptions } from '../driver/options';
 
 /** [wireguard] What an encrypted network needs of this host's WireGuard (src/wireguard). */
 export interface EncryptedPath {
@@ -423,6 +423,13 @@ export class LocalNetworks {
     const spec: NetworkSpec = { id: names.id, nsPath: names.nsPath, bridge: names.bridge, mtu: record.mtu };
     if (this.opts.cluster && this.opts.advertiseAddr) {
       spec.vxlan = { name: names.vxlan, vni: record.vni, local: this.opts.advertiseAddr, port: this.opts.vxlanPort, mtu: record.mtu };
+      // [routed] The routed link, next to the VXLAN device (kept for peers on other underlay segments).
+      if (networkMode(record.options) === 'routed' && !record.encrypted && record.gateway && record.subnet) {
+        spec.routed = {
+          name: names.routed, local: this.opts.advertiseAddr, mac: routedMac(this.opts.advertiseAddr, record.vni),
+          gateway: record.gateway, prefixLen: parseSubnet(record.subnet).prefix,
+        };
+      }
       const wg = this.opts.encryption?.wireguard;
       if (record.encrypted) {
         // [wireguard] The VTEP is the tunnel address; the VXLAN socket lives in WireGuard's namespace.

@@ -14,8 +14,9 @@
 //     to the underlay address while the device sits on the private bridge.
 import * as fs from 'fs';
 import * as path from 'path';
-import type { NetworkSpec, EndpointSpec, PeerState, PeerDiff, RemoteEndpoint, DataPlaneApi } from './types';
+import type { NetworkSpec, EndpointSpec, PeerState, PeerDiff, RemoteEndpoint, DataPlaneApi, UnderlayInfo, RoutedPeers } from './types';
 import { Rtnl, LinkInfo, errorCode } from './netlink';
+import { ensureRoutedLink, findUnderlay, isEmpty, readRoutedTables, routedChanges, routedTablesOf, setRoutedSysctls, type RoutedTables } from './routed';
 import { socketIn, forgetSocket, ensureNetns, removeNetns, isPinnedNetns, withNsFd, setSysctlIn, withNetns } from './netns';
 import { native } from '../native';
 import { MAX_IFNAME, networkIdFromNetnsName } from './names';
@@ -46,6 +47,8 @@ interface PeerTables {
   fdb: Set<string>;
   neigh: Map<string, string>;
 }
+
+const addDiffs = (a: PeerDiff, b: PeerDiff): PeerDiff => ({ added: a.added + b.added, removed: a.removed + b.removed });
 
 function tablesOf(p: PeerState): PeerTables {
   const fdb = new Set<string>();
@@ -98,7 +101,7 @@ export class DataPlane implements DataPlaneApi {
   private readonly used = new Set<string>();
   private closed = false;
   private warnedReadOnlySysctl = false;
-  private readonly ops = { fdb: 0, neighbour: 0 };
+  private readonly ops = { fdb: 0, neighbour: 0, route: 0 };
 
   constructor(opts: DataPlaneOptions) {
     this.runDir = opts.runDir;
@@ -169,6 +172,7 @@ export class DataPlane implements DataPlaneApi {
       ['net.ipv6.conf.default.disable_ipv6', '1'], ['net.ipv6.conf.all.disable_ipv6', '1'],
       ['net.bridge.bridge-nf-call-iptables', '0'], ['net.bridge.bridge-nf-call-ip6tables', '0'], ['net.bridge.bridge-nf-call-arptables', '0'],
     ];
+    if (spec.routed) setRoutedSysctls(spec.nsPath); // [routed]
     for (const [key, value] of sysctls) {
       try {
         setSysctlIn(spec.nsPath, key, value);
@@ -208,8 +212,16 @@ export class DataPlane implements DataPlaneApi {
         this.log.warn({ network: spec.id, link: l.name }, 'removing a VXLAN device not in the spec');
         await ns.delLink(l.index);
       }
+      // [routed] Likewise a routed link not in the spec: its MAC stays claimed on the underlay.
+      if (l.kind === 'macvlan' && l.name !== spec.routed?.name) {
+        this.log.warn({ network: spec.id, link: l.name }, 'removing a routed link not in the spec');
+        await ns.delLink(l.index);
+      }
     }
-    if (!vx) return made;
+    if (!vx) {
+      if (spec.routed && await this.ensureRouted(spec, ns, br, links)) made = true;
+      return made;
+    }
     let v = links.get(vx.name);
     if (v) {
       const got = v.vxlan;
@@ -236,6 +248,7 @@ export class DataPlane implements DataPlaneApi {
     }
     this.enableIPv6Neighbours(spec, vx.name);
     await this.fixLink(ns, v, { mtu: vx.mtu, master: br.index, up: true });
+    if (spec.routed && await this.ensureRouted(spec, ns, br, links)) made = true;
     return made;
   }
 
@@ -256,6 +269,21 @@ export class DataPlane implements DataPlaneApi {
         if (((e as Error).cause as NodeJS.ErrnoException | undefined)?.code !== 'EROFS') throw e;
       }
     }
+  }
+
+  /** [routed] See routed.ts. */
+  private ensureRouted(spec: NetworkSpec, ns: Rtnl, br: LinkInfo, links: Map<string, LinkInfo>): Promise<boolean> {
+    checkName('routed link', spec.routed!.name);
+    return ensureRoutedLink({
+      spec, ns, br, links, host: this.host(), log: this.log,
+      mustGet: (n, name) => this.mustGet(n, name), fixLink: (n, l, want) => this.fixLink(n, l, want),
+    });
+  }
+
+  async underlayOf(address: string): Promise<UnderlayInfo | undefined> {
+    if (!IPV4.test(address)) return undefined;
+    const u = await findUnderlay(this.host(), address);
+    return u ? { link: u.link, cidr: u.cidr, mtu: u.mtu } : undefined;
   }
 
   private async mustGet(ns: Rtnl, name: string): Promise<LinkInfo> {
@@ -287,7 +315,7 @@ export class DataPlane implements DataPlaneApi {
           // veths and the VXLAN device now frees their host ends and the VNI at
           // once, so the same network can be created again straight away.
           for (const l of await ns.listLinks()) {
-            if (l.kind === 'veth' || l.kind === 'vxlan') await ns.delLink(l.index);
+            if (l.kind === 'veth' || l.kind === 'vxlan' || l.kind === 'macvlan') await ns.delLink(l.index);
           }
         }
         this.used.delete(spec.nsPath);
@@ -367,11 +395,35 @@ export class DataPlane implements DataPlaneApi {
    */
   async announce(net: NetworkSpec, ip: string, mac: string): Promise<void> {
     if (!(IPV4.test(ip) || isIPv6(ip)) || !MAC.test(mac.toLowerCase())) throw new Error(`announce: invalid address ${ip} / ${mac}`);
+    return this.sendGarp(net, ip, mac);
+  }
+
+  /**
+   * [routed] "ip is at the bridge's MAC", to this host's containers: a remote
+   * endpoint that moved from the VXLAN path to a route. Containers that cached
+   * its own MAC would otherwise send to a MAC that no table knows any more
+   * until their neighbour entry expired.
+   */
+  async announceRouted(net: NetworkSpec, ip: string): Promise<void> {
+    if (!IPV4.test(ip)) throw new Error(`announceRouted: invalid address ${ip}`);
+    return this.sendGarp(net, ip);
+  }
+
+  private sendGarp(net: NetworkSpec, ip: string, mac?: string): Promise<void> {
     return this.serial(net.nsPath, async () => {
       const br = await this.netSocket(net).getLink(net.bridge);
       if (!br) throw new Error(`announce on network ${net.id}: bridge ${net.bridge} is missing`);
+      const from = mac ?? br.mac;
+      if (!from) throw new Error(`announce on network ${net.id}: bridge ${net.bridge} has no MAC`);
+      // [routed] The namespace itself routes to the containers of this host (it has the gateway address): an
+      // entry it cached for this address (a container before a restart, with another MAC) would take it
+      // until it expired (up to a minute). The bridge does not hear its own announcement, so drop the entry:
+      // the next packet asks again.
+      if (net.routed && mac && !isIPv6(ip)) {
+        await this.netSocket(net).delNeighbour(br.index, ip).catch((e: unknown) => { if (errorCode(e) !== 'ENOENT') throw e; });
+      }
       // IPv6: an unsolicited neighbour advertisement with the override flag (RFC 4861 §7.2.6), the gratuitous ARP of IPv6.
-      const frame = isIPv6(ip) ? unsolicitedNa(ip, mac) : garp(ip, mac);
+      const frame = isIPv6(ip) ? unsolicitedNa(ip, from) : garp(ip, from);
       let fd = this.packetSockets.get(net.nsPath);
       if (fd === undefined) {
         fd = withNetns(net.nsPath, () => native().packetSocket());
@@ -418,6 +470,20 @@ export class DataPlane implements DataPlaneApi {
         return v === undefined ? [] : [v];
       }),
     };
+    if (wanted.routed) {
+      out.routed = {
+        routes: wanted.routed.routes.filter((r) => {
+          const ok = typeof r.ip === 'string' && typeof r.via === 'string' && IPV4.test(r.ip) && IPV4.test(r.via);
+          if (!ok) bad.push(r);
+          return ok;
+        }),
+        nexthops: wanted.routed.nexthops.filter((h) => {
+          const ok = typeof h.ip === 'string' && typeof h.mac === 'string' && IPV4.test(h.ip) && MAC.test(h.mac.toLowerCase());
+          if (!ok) bad.push(h);
+          return ok;
+        }),
+      };
+    }
     if (bad.length) this.log.warn({ network: net.id, skipped: bad.slice(0, 5), count: bad.length }, 'left out peer entries that cannot be programmed');
     return out;
   }
@@ -429,11 +495,18 @@ export class DataPlane implements DataPlaneApi {
       if (desired.endpoints.length || desired.floodVteps.length) throw new Error(`programPeers ${net.id}: the network has no VXLAN device`);
       return { added: 0, removed: 0 };
     }
+    this.checkRouted(net, desired, 'programPeers');
     const vxName = net.vxlan.name;
     return this.serial(net.nsPath, async () => {
       try {
         const { ns, vx, fdb, neigh } = await this.readKernelPeers(net, vxName);
-        return await this.applyTables(net, ns, vx, { fdb, neigh }, tablesOf(desired));
+        const d = await this.applyTables(net, ns, vx, { fdb, neigh }, tablesOf(desired));
+        if (!net.routed) return d;
+        const want = routedTablesOf(desired);
+        const link = await ns.getLink(net.routed.name);
+        if (!link && isEmpty(want)) return d;
+        const { mv, tables } = await this.readKernelRouted(net, ns);
+        return addDiffs(d, await this.applyRouted(net, ns, mv, tables, want));
       } catch (e) {
         throw wrap(`programPeers ${net.id} (netns ${net.nsPath})`, e);
       }
@@ -446,21 +519,58 @@ export class DataPlane implements DataPlaneApi {
       if (desired.endpoints.length || desired.floodVteps.length) throw new Error(`changePeers ${net.id}: the network has no VXLAN device`);
       return { added: 0, removed: 0 };
     }
+    this.checkRouted(net, desired, 'changePeers');
     const vxName = net.vxlan.name;
     return this.serial(net.nsPath, async () => {
       try {
         const ns = this.netSocket(net);
         const vx = await ns.getLink(vxName);
         if (!vx) throw new Error(`VXLAN device ${vxName} is missing`);
-        return await this.applyTables(net, ns, vx.index, tablesOf(this.programmable(net, from)), tablesOf(desired));
+        const before = this.programmable(net, from);
+        const d = await this.applyTables(net, ns, vx.index, tablesOf(before), tablesOf(desired));
+        if (!net.routed) return d;
+        const have = routedTablesOf(before);
+        const want = routedTablesOf(desired);
+        if (isEmpty(have) && isEmpty(want)) return d;
+        const mv = await ns.getLink(net.routed.name);
+        if (!mv) throw new Error(`routed link ${net.routed.name} is missing`);
+        return addDiffs(d, await this.applyRouted(net, ns, mv.index, have, want));
       } catch (e) {
         throw wrap(`changePeers ${net.id} (netns ${net.nsPath})`, e);
       }
     });
   }
 
-  peerOps(): { fdb: number; neighbour: number } {
+  peerOps(): { fdb: number; neighbour: number; route: number } {
     return { ...this.ops };
+  }
+
+  private checkRouted(net: NetworkSpec, desired: PeerState, what: string): void {
+    const n = (desired.routed?.routes.length ?? 0) + (desired.routed?.nexthops.length ?? 0);
+    if (n && !net.routed) throw new Error(`${what} ${net.id}: routed entries for a network that is not routed`);
+  }
+
+  /** [routed] weft's /32 routes and permanent next hops on the network's routed link. */
+  private async readKernelRouted(net: NetworkSpec, ns: Rtnl): Promise<{ mv: number; tables: RoutedTables }> {
+    const name = net.routed!.name;
+    const link = await ns.getLink(name);
+    if (!link) throw new Error(`routed link ${name} is missing (ensureNetwork first)`);
+    return { mv: link.index, tables: await readRoutedTables(ns, link.index) };
+  }
+
+  /** [routed] Moves the routes and next hops from `have` to `want`, removals first (see routedChanges). */
+  private async applyRouted(net: NetworkSpec, ns: Rtnl, mv: number, have: RoutedTables, want: RoutedTables): Promise<PeerDiff> {
+    const { routeDel, routeSet, hopDel, hopSet } = routedChanges(have, want);
+    const gone = (e: unknown) => { const c = errorCode(e); if (c !== 'ENOENT' && c !== 'ESRCH') throw e; };
+    this.ops.route += routeDel.length + routeSet.length;
+    this.ops.neighbour += hopDel.length + hopSet.length;
+    await settle(routeDel.map((ip) => ns.delRoute(ip, mv).catch(gone)));
+    await settle(hopDel.map((ip) => ns.delNeighbour(mv, ip).catch(gone)));
+    await settle(hopSet.map(([ip, m]) => ns.addNeighbour(mv, ip, m)));
+    await settle(routeSet.map(([ip, via]) => ns.replaceRoute(ip, via, mv)));
+    const diff = { added: routeSet.length + hopSet.length, removed: routeDel.length + hopDel.length };
+    if (diff.added || diff.removed) this.log.info({ network: net.id, ...diff }, 'routes programmed');
+    return diff;
   }
 
   /** Moves the tables from `have` to `want`: removals first, so a MAC that moved never has two destinations at once. */
@@ -520,7 +630,16 @@ export class DataPlane implements DataPlaneApi {
         const withIp = new Set(neigh.values());
         for (const [m, d] of macToVtep) if (!withIp.has(m)) endpoints.push({ ip: '', mac: m, vtep: d });
         endpoints.sort((a, b) => (a.ip + (a.ip6 ?? '') + a.mac).localeCompare(b.ip + (b.ip6 ?? '') + b.mac));
-        return { endpoints, floodVteps: floodVteps.sort() };
+        const out: PeerState = { endpoints, floodVteps: floodVteps.sort() };
+        if (net.routed && await this.netSocket(net).getLink(net.routed.name)) {
+          const { tables } = await this.readKernelRouted(net, this.netSocket(net));
+          const routed: RoutedPeers = {
+            routes: [...tables.routes].map(([ip, via]) => ({ ip, via })).sort((a, b) => a.ip.localeCompare(b.ip)),
+            nexthops: [...tables.hops].map(([ip, mac]) => ({ ip, mac })).sort((a, b) => a.ip.localeCompare(b.ip)),
+          };
+          out.routed = routed;
+        }
+        return out;
       } catch (e) {
         throw wrap(`readPeers ${net.id} (netns ${net.nsPath})`, e);
       }

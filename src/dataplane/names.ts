@@ -5,6 +5,7 @@
 //            netns              <runDir>/netns/weft-<id>
 //            bridge             br-<id>     (13 chars, inside the network's namespace)
 //            vxlan              vx-<id>     (13 chars, inside the network's namespace)
+//            routed link        rt-<id>     (13 chars, macvlan on the underlay, inside the network's namespace)
 //   endpoint hostIf             wft<id>     (13 chars, host namespace, handed to Docker)
 //            bridgeIf           wfb<id>     (13 chars, network namespace, on the bridge)
 //
@@ -30,11 +31,12 @@ export interface NetworkNames {
   nsPath: string;
   bridge: string;
   vxlan: string;
+  routed: string;
 }
 
 export function networkNames(clusterNetworkId: string, runDir: string): NetworkNames {
   const id = shortId(clusterNetworkId);
-  return { id, nsPath: path.join(runDir, 'netns', NETNS_PREFIX + id), bridge: `br-${id}`, vxlan: `vx-${id}` };
+  return { id, nsPath: path.join(runDir, 'netns', NETNS_PREFIX + id), bridge: `br-${id}`, vxlan: `vx-${id}`, routed: `rt-${id}` };
 }
 
 /** The short network id from a namespace file name, or undefined if the name is not one of ours. */
@@ -51,4 +53,15 @@ export interface EndpointNames {
 export function endpointNames(endpointId: string): EndpointNames {
   const id = shortId(endpointId);
   return { hostIf: `wft${id}`, bridgeIf: `wfb${id}` };
+}
+
+/**
+ * The MAC of a host's routed link (macvlan) on a routed network: derived from
+ * the host's advertise address and the network's VNI, so every peer computes
+ * it without asking. Locally administered, unicast (first octet 0x06), 40
+ * bits of SHA-256: distinct for every (host, network) of a segment.
+ */
+export function routedMac(address: string, vni: number): string {
+  const h = createHash('sha256').update(`weft-routed|${vni}|${address}`).digest();
+  return ['06', ...[...h.subarray(0, 5)].map((b) => b.toString(16).padStart(2, '0'))].join(':');
 }

@@ -41,7 +41,17 @@ export function errorCode(e: unknown): string | undefined {
 export const peerRequestCounts = {
   fdb: { add: 0, del: 0, dump: 0, dumpEntries: 0 },
   neigh: { add: 0, del: 0, dump: 0, dumpEntries: 0 },
+  route: { add: 0, del: 0, dump: 0, dumpEntries: 0 },
 };
+
+/** rtm_protocol of the routes weft programs (routed networks): tells them apart from any other route. */
+export const WEFT_ROUTE_PROTOCOL = 0x77;
+const RT_TABLE_MAIN = 254;
+const RTNH_F_ONLINK = 4;
+const MACVLAN_MODE_PRIVATE = 1;
+
+/** A route of the main IPv4 table, as weft reads it back. */
+export interface RouteEntry { dst: string; dstLen: number; via?: string; oif?: number; protocol: number }
 
 const enc = (sd: StreamData): Buffer => { const s = new AttrStream(); s.emit(sd); return Buffer.concat(s.bufs); };
 const ip4 = (s: string): Buffer => Buffer.from(s.split('.').map(Number));
@@ -301,6 +311,20 @@ export class Rtnl {
     await this.call(`create vxlan ${v.name} (vni ${v.vni}, local ${v.local})`, (s, o) => s.newLink({}, attrs, { ...CREATE_EXCL, ...o }));
   }
 
+  /**
+   * A macvlan (private mode) on the link `lower` of this socket's namespace,
+   * created straight into the namespace nsFd when given (`ip link add NAME
+   * link LOWER netns NS address MAC type macvlan mode private`).
+   */
+  async createMacvlan(v: { name: string; lower: number; mac: string; mtu: number; nsFd?: number }): Promise<void> {
+    const lower = Buffer.alloc(4);
+    lower.writeUInt32LE(v.lower);
+    const data = enc(ifla.formatMacvlan({ mode: MACVLAN_MODE_PRIVATE }));
+    const attrs: ifla.LinkAttrs = { ifname: v.name, mtu: v.mtu, link: lower, address: mac(v.mac), linkinfo: linkinfo('macvlan', data) };
+    if (v.nsFd !== undefined) attrs.netNsFd = v.nsFd;
+    await this.call(`create macvlan ${v.name} on ${v.lower}`, (s, o) => s.newLink({}, attrs, { ...CREATE_EXCL, ...o }));
+  }
+
   /** [wireguard] A link of a kind with no attributes of its own (the kernel's 'wireguard'), down. */
   async createPlainLink(name: string, kind: string, mtu?: number): Promise<void> {
     const attrs: ifla.LinkAttrs = { ifname: name, linkinfo: linkinfo(kind) };
@@ -393,6 +417,41 @@ export class Rtnl {
     peerRequestCounts.neigh.del++;
     const family = isV6(ip) ? AF_INET6 : AF_INET;
     await this.call(`delete neighbour ${ip} on ${ifindex}`, (s, o) => s.delNeighbor({ family, ifindex }, { dst: isV6(ip) ? ip6(ip) : ip4(ip) }, o));
+  }
+
+  // ---- IPv4 routes of weft's own (routed networks: ip route replace IP/32 via HOP dev DEV onlink proto 0x77)
+
+  async listRoutes(): Promise<RouteEntry[]> {
+    peerRequestCounts.route.dump++;
+    const r = await this.call('dump routes', (s, o) => s.getRoutes({ family: AF_INET }, {}, o), true);
+    peerRequestCounts.route.dumpEntries += r.length;
+    const out: RouteEntry[] = [];
+    for (const m of r) {
+      if ((m.attrs.table ?? m.data.table) !== RT_TABLE_MAIN) continue;
+      const proto = m.data.protocol;
+      out.push({
+        dst: m.attrs.dst && m.attrs.dst.length === 4 ? ip4String(m.attrs.dst) : '0.0.0.0',
+        dstLen: m.data.dstLen ?? 0,
+        ...(m.attrs.gateway && m.attrs.gateway.length === 4 ? { via: ip4String(m.attrs.gateway) } : {}),
+        ...(m.attrs.oif !== undefined ? { oif: m.attrs.oif } : {}),
+        protocol: typeof proto === 'number' ? proto : -1,
+      });
+    }
+    return out;
+  }
+
+  /** Adds or replaces the /32 route to `ip` through `via` on link `oif` (one request). */
+  async replaceRoute(ip: string, via: string, oif: number): Promise<void> {
+    peerRequestCounts.route.add++;
+    await this.call(`replace route ${ip}/32 via ${via} dev ${oif}`, (s, o) =>
+      s.newRoute({ family: AF_INET, dstLen: 32, table: RT_TABLE_MAIN, protocol: WEFT_ROUTE_PROTOCOL as never, scope: 0 as never, type: 1 as never, flags: { __unknown: RTNH_F_ONLINK } },
+        { dst: ip4(ip), gateway: ip4(via), oif }, { flags: FlagsNew.CREATE | FlagsNew.REPLACE, ...o }));
+  }
+
+  async delRoute(ip: string, oif: number): Promise<void> {
+    peerRequestCounts.route.del++;
+    await this.call(`delete route ${ip}/32 dev ${oif}`, (s, o) =>
+      s.delRoute({ family: AF_INET, dstLen: 32, table: RT_TABLE_MAIN, protocol: WEFT_ROUTE_PROTOCOL as never }, { dst: ip4(ip), oif }, o));
   }
 
   // ---- bridge FDB (bridge fdb append … dst … self permanent)

@@ -34,6 +34,24 @@ export interface VxlanSpec {
   socketNetns?: string;
 }
 
+/**
+ * Routed mode (`-o mode=routed`): a macvlan on this host's underlay link,
+ * inside the network's namespace, through which endpoints of hosts on the
+ * same underlay segment are reached unencapsulated by /32 routes.
+ */
+export interface RoutedSpec {
+  /** macvlan name inside the network namespace (rt-<id>). */
+  name: string;
+  /** This host's advertise address: the macvlan goes on the host-namespace link that holds it. */
+  local: string;
+  /** The macvlan's MAC, derived from (advertise address, VNI) so that every peer knows it (names.ts routedMac). */
+  mac: string;
+  /** The network's gateway address, put on the bridge: the connected route and the proxy-ARP answerer for remote addresses. */
+  gateway: string;
+  /** The subnet's prefix length. */
+  prefixLen: number;
+}
+
 export interface NetworkSpec {
   /** Short stable id of the cluster network (10 hex digits), used to derive every name. */
   id: string;
@@ -45,6 +63,8 @@ export interface NetworkSpec {
   mtu: number;
   /** Present in cluster mode. */
   vxlan?: VxlanSpec;
+  /** Present for routed networks in cluster mode (the VXLAN device stays, for peers on other segments). */
+  routed?: RoutedSpec;
 }
 
 export interface EndpointSpec {
@@ -72,6 +92,25 @@ export interface PeerState {
   endpoints: RemoteEndpoint[];
   /** Underlay addresses of every other host with endpoints on the network: all-zero FDB entries for broadcast and multicast. */
   floodVteps: string[];
+  /** Routed networks: endpoints of hosts on this host's underlay segment, reached unencapsulated. */
+  routed?: RoutedPeers;
+}
+
+/** A /32 route: a remote container's address, through the underlay address of its host. */
+export interface RoutedEndpoint {
+  ip: string;
+  via: string;
+}
+
+/** A next hop of routed endpoints: a peer host's underlay address and the MAC of its macvlan on this network. */
+export interface RoutedNextHop {
+  ip: string;
+  mac: string;
+}
+
+export interface RoutedPeers {
+  routes: RoutedEndpoint[];
+  nexthops: RoutedNextHop[];
 }
 
 /** What programPeers changed: the reconcile counts these as corrections. */
@@ -87,6 +126,16 @@ export interface PeerDiff {
 export interface PeerOpCounts {
   fdb: number;
   neighbour: number;
+  /** Routed networks: /32 route operations. */
+  route: number;
+}
+
+/** This host's underlay as the data plane finds it: the link holding the advertise address, and its on-link prefix. */
+export interface UnderlayInfo {
+  link: string;
+  /** e.g. "192.0.2.0/24": hosts with the same value are on one segment (routed mode goes unencapsulated between them). */
+  cidr: string;
+  mtu: number;
 }
 
 /** The data plane as the driver and the agent use it (implemented by DataPlane in dataplane.ts). */
@@ -114,7 +163,11 @@ export interface DataPlaneApi {
   peerOps(): PeerOpCounts;
   /** Gratuitous ARP (IPv4) or unsolicited neighbour advertisement (IPv6) for ip at mac on the network's bridge. */
   announce(net: NetworkSpec, ip: string, mac: string): Promise<void>;
+  /** [routed] Gratuitous ARP for ip at the bridge's own MAC: a remote address that is now routed (was reached through VXLAN). */
+  announceRouted(net: NetworkSpec, ip: string): Promise<void>;
   readPeers(net: NetworkSpec): Promise<PeerState>;
+  /** The host-namespace link that holds `address` and its on-link prefix; undefined when no link holds it. */
+  underlayOf(address: string): Promise<UnderlayInfo | undefined>;
   listNetworkIds(): Promise<string[]>;
   close(): Promise<void> | void;
 }

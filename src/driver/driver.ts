@@ -63,7 +63,16 @@ export class Driver {
     const ours = [v4, v6].every((p) => !p || p.AddressSpace === ADDRESS_SPACE);
     if (this.opts.cluster && !ours) throw errors.foreignIpam(this.opts.driverName);
 
-    if (!o.clusterId) this.networks.wantEncryption(o.encrypted); // [wireguard] refuse before anything is claimed
+    if (!o.clusterId) {
+      const encrypted = this.networks.wantEncryption(o.encrypted); // [wireguard] refuse before anything is claimed
+      if (o.mode === 'routed') {
+        // [routed] Refused before anything is claimed. Routes carry IPv4 only.
+        if (v6) throw errors.routedIPv6();
+        if (encrypted) throw errors.routedEncrypted();
+        if (!this.opts.cluster || !this.opts.advertiseAddr) throw errors.routedNeedsCluster();
+        if (!v4?.Gateway) throw errors.routedNeedsGateway();
+      }
+    }
     await this.networks.create(localId, o, v4, ours, v6);
   }
 

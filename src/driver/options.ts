@@ -21,12 +21,22 @@ export interface NetworkOptions {
   generic: Record<string, string>;
   /** [wireguard] -o encrypted (Docker's option name; --opt encrypted gives ""); undefined when absent. */
   encrypted?: boolean;
+  /** -o mode: 'vxlan' (the default) or 'routed' (unencapsulated between hosts on one underlay segment). */
+  mode: NetworkMode;
+}
+
+export type NetworkMode = 'vxlan' | 'routed';
+export const MODE_OPTION = 'mode';
+
+/** A network's mode from its record's options (absent: vxlan). */
+export function networkMode(options: Record<string, string> | undefined): NetworkMode {
+  return options?.[MODE_OPTION]?.trim().toLowerCase() === 'routed' ? 'routed' : 'vxlan';
 }
 
 /** [wireguard] Docker's own name for an overlay whose traffic between hosts is encrypted. */
 export const ENCRYPTED_OPTION = 'encrypted';
 
-const KNOWN = ['mtu', Label.driverMtu, ENCRYPTED_OPTION, CLUSTER_NETWORK_OPTION];
+const KNOWN = ['mtu', Label.driverMtu, ENCRYPTED_OPTION, MODE_OPTION, CLUSTER_NETWORK_OPTION];
 
 export function parseNetworkOptions(options: Options | null | undefined): NetworkOptions {
   const raw = options?.[Label.generic];
@@ -44,6 +54,7 @@ export function parseNetworkOptions(options: Options | null | undefined): Networ
     // Absent before Docker 28: IPv4 is on.
     ipv4: !(options?.[Label.enableIPv4] === false || options?.[Label.enableIPv4] === 'false'),
     generic: {},
+    mode: 'vxlan',
   };
   for (const [k, v] of Object.entries(generic)) {
     if (k === 'mtu' || k === Label.driverMtu) {
@@ -55,6 +66,11 @@ export function parseNetworkOptions(options: Options | null | undefined): Networ
       if (['', 'true', '1', 'yes', 'on'].includes(v2)) out.encrypted = true;
       else if (['false', '0', 'no', 'off'].includes(v2)) out.encrypted = false;
       else throw errors.badOption(k, v, 'expected nothing (--opt encrypted), true or false');
+    } else if (k === MODE_OPTION) {
+      const m = v.trim().toLowerCase();
+      if (m !== 'vxlan' && m !== 'routed') throw errors.badOption(k, v, 'expected vxlan (the default: every packet between hosts in VXLAN) or routed (unencapsulated between hosts on one underlay segment, VXLAN to the others)');
+      out.mode = m;
+      out.generic[k] = m;
     } else if (k === CLUSTER_NETWORK_OPTION) {
       if (!/^[0-9a-f]{12,64}$/.test(v)) throw errors.badOption(k, v, 'expected a weft cluster network id (set by weft itself)');
       out.clusterId = v;

@@ -6,6 +6,7 @@
 //   GET /weft/v1/cluster   every key under /weft/v1/ as the running weft
 //                          sees it: lets the operator commands read an
 //                          embedded store that this weft holds locked
+import { networkMode } from '../driver/options';
 import type { FastifyInstance } from 'fastify';
 import type { Agent } from '../agent/agent';
 import { DockerClient } from '../agent/docker';
@@ -79,6 +80,8 @@ function entries(p: PeerState): PeerEntry[] {
   return [
     ...p.endpoints.map((e): PeerEntry => ({ kind: 'endpoint', ip: e.ip, ...(e.ip6 ? { ip6: e.ip6 } : {}), mac: e.mac.toLowerCase(), vtep: e.vtep })),
     ...p.floodVteps.map((v): PeerEntry => ({ kind: 'flood', vtep: v })),
+    ...(p.routed?.routes ?? []).map((r): PeerEntry => ({ kind: 'route', ip: r.ip, vtep: r.via })),
+    ...(p.routed?.nexthops ?? []).map((h): PeerEntry => ({ kind: 'nexthop', mac: h.mac.toLowerCase(), vtep: h.ip })),
   ];
 }
 
@@ -103,7 +106,7 @@ export function comparePeers(programmed: PeerState, expected: PeerState): PeerRe
   }
   missing = [...missing.filter((m) => !halves.some((h) => h.mac === m.mac && h.ip === m.ip && h.ip6 === m.ip6 && h.vtep === m.vtep)), ...halves];
   // Entries programmed in full: a half-programmed endpoint is not counted (it shows as missing its half).
-  const full = have.filter((e) => e.kind === 'flood' || ((e.ip || e.ip6) && e.mac && e.vtep)).length;
+  const full = have.filter((e) => e.kind !== 'endpoint' || ((e.ip || e.ip6) && e.mac && e.vtep)).length;
   return { programmed: full, expected: want.length, missing, extra, drift: missing.length + extra.length };
 }
 
@@ -189,6 +192,7 @@ export async function collectStatus(deps: AdminDeps): Promise<StatusReport> {
       ...(r.subnet6 ? { subnet6: r.subnet6 } : {}), ...(r.gateway6 ? { gateway6: r.gateway6 } : {}), mtu: r.mtu,
       ...(r.deleting ? { deleting: true } : {}),
       ...(r.encrypted ? { encrypted: true } : {}),
+      ...(networkMode(r.options) === 'routed' ? { mode: 'routed' as const, paths: agent?.routedPaths(local.clusterId) ?? [] } : {}),
       endpoints,
       peers: peerReports.get(local.clusterId) ?? comparePeers({ endpoints: [], floodVteps: [] }, { endpoints: [], floodVteps: [] }),
     };

@@ -14,6 +14,7 @@
 //            host's UDP --vxlan-port (see probe.ts for how)
 //
 // Exit code 1 when any check fails.
+import { networkMode } from '../driver/options';
 import { randomBytes } from 'crypto';
 import * as fs from 'fs';
 import * as os from 'os';
@@ -280,6 +281,33 @@ async function checkMtu(cfg: Config, address: string | undefined, facts: StoreFa
   return mtuCheck(ifname, address, link.mtu, overlay);
 }
 
+// ---------------------------------------------------------------- routed networks
+
+/**
+ * [routed] The path routed networks take to each other host: unencapsulated
+ * to hosts that publish this host's underlay segment, VXLAN to the others.
+ */
+export function routedCheck(me: string, facts: StoreFacts | undefined): Check | undefined {
+  const routed = (facts?.networks ?? []).filter((n) => networkMode(n.options) === 'routed');
+  if (!facts || routed.length === 0) return undefined;
+  const mine = facts.hosts.get(me)?.underlay;
+  const names = routed.map((n) => n.name ?? '?').join(', ');
+  const peers = [...facts.hosts].filter(([h]) => h !== me);
+  if (!mine) {
+    return {
+      name: 'routed', state: 'warn',
+      detail: `routed network${routed.length > 1 ? 's' : ''} ${names}: this host publishes no underlay segment, so they reach every other host through VXLAN`,
+      fix: 'weft serve must run where a link holds --advertise-addr (ip -4 addr shows it), and be weft 0.2 or later',
+    };
+  }
+  const same = peers.filter(([, r]) => r.underlay === mine).map(([h, r]) => `${h} (${r.address})`);
+  const other = peers.filter(([, r]) => r.underlay !== mine).map(([h, r]) => `${h} (${r.address}, ${r.underlay ?? 'no segment published'})`);
+  return {
+    name: 'routed', state: 'ok',
+    detail: `routed network${routed.length > 1 ? 's' : ''} ${names} on segment ${mine}: unencapsulated to ${same.length ? same.join(', ') : 'no other host'}; VXLAN to ${other.length ? other.join(', ') : 'no host'}; broadcast and multicast stay on each host`,
+  };
+}
+
 // ---------------------------------------------------------------- vxlan reachability
 
 async function checkVxlan(cfg: Config, sb: Sandbox | undefined, address: string | undefined, facts: StoreFacts | undefined): Promise<Check[]> {
@@ -390,7 +418,8 @@ export async function runDoctor(ctx: OpsContext): Promise<DoctorReport> {
     const wg = await wireguardChecks(cfg, isClusterStore(cfg.store), wgLocal,
       sb?.ns, (facts?.networks ?? []).filter((n) => n.encrypted).map((n) => ({ name: n.name ?? '?', mtu: n.mtu })))
       .catch((err: Error): Check[] => [{ name: 'wireguard', state: 'fail', detail: err.message }]);
-    const checks = [kernel, storeCheck, await dockerP, await pluginP, mtu, ...vxlan, ...wg];
+    const routed = routedCheck(cfg.hostName, facts);
+    const checks = [kernel, storeCheck, await dockerP, await pluginP, mtu, ...vxlan, ...(routed ? [routed] : []), ...wg];
     return { host: cfg.hostName, ...(address ? { advertiseAddr: address } : {}), checks, ok: !checks.some((c) => c.state === 'fail') };
   } finally {
     sb?.close();

@@ -179,7 +179,7 @@ export class WeftMetrics {
   readonly peersProgrammed = this.registry.counter('weft_peer_entries_programmed_total', 'FDB and neighbour entries the agent added to VXLAN devices since weft started.');
   readonly peers = this.registry.gauge('weft_peer_entries', 'Remote endpoints and flood entries of each local network: state="programmed" (in the kernel) or "expected" (from the store).', ['network', 'state']);
   readonly drift = this.registry.gauge('weft_peer_drift', 'Entries missing from or extra in the kernel, per local network; the reconcile repairs them.', ['network']);
-  readonly peerOps = this.registry.counter('weft_peer_operations_total', 'Kernel operations on the forwarding tables of VXLAN devices since weft started, by table ("fdb" or "neighbour"): what changes cost, counted.', ['table']);
+  readonly peerOps = this.registry.counter('weft_peer_operations_total', 'Kernel operations on the forwarding tables of VXLAN devices and routed links since weft started, by table ("fdb", "neighbour" or "route"): what changes cost, counted.', ['table']);
   readonly corrections = this.registry.counter('weft_reconcile_corrections_total', 'Corrections made by the reconcile: missing kernel objects recreated, drifted entries fixed, leftovers removed.');
   readonly lastReconcile = this.registry.gauge('weft_reconcile_last_timestamp_seconds', 'Unix time when the last reconcile finished.');
   readonly reconcileSeconds = this.registry.gauge('weft_reconcile_duration_seconds', 'How long the last reconcile took.');
@@ -188,8 +188,8 @@ export class WeftMetrics {
   readonly storeErrors = this.registry.counter('weft_store_errors_total', 'Store requests that failed, by operation (etcd unreachable, timeouts).', ['op']);
   readonly agentStoreErrors = this.registry.counter('weft_agent_retries_total', 'Agent operations (registration, watch, reconcile) that failed and were retried.');
   readonly storeResponseBytes = this.registry.counter('weft_store_response_bytes_total', 'Bytes of keys and values in store answers (get and list), by operation and key area (the first part of the key after /weft/v1/: endpoints, addrs, ...; "all" for the whole tree).', ['op', 'area']);
-  readonly netlinkRequests = this.registry.counter('weft_netlink_requests_total', 'FDB and neighbour requests sent to the kernel, by table (fdb, neigh) and kind (add, del, dump).', ['table', 'op']);
-  readonly netlinkDumpEntries = this.registry.counter('weft_netlink_dump_entries_total', 'Entries read back by FDB and neighbour dumps, by table.', ['table']);
+  readonly netlinkRequests = this.registry.counter('weft_netlink_requests_total', 'FDB, neighbour and (routed networks) route requests sent to the kernel, by table (fdb, neigh, route) and kind (add, del, dump).', ['table', 'op']);
+  readonly netlinkDumpEntries = this.registry.counter('weft_netlink_dump_entries_total', 'Entries read back by FDB, neighbour and route dumps, by table.', ['table']);
   readonly storeLastSuccess = this.registry.gauge('weft_store_last_success_timestamp_seconds', 'Unix time of the last store request that succeeded.');
   readonly dns = this.registry.counter('weft_dns_events_total', 'DNS server events: queries, answered, nxdomain, forwarded, refused, servfail, malformed, truncated, dropped, parked (held while weft learns the asker), tcpConnections.', ['event']);
   readonly invalidRecords = this.registry.counter('weft_store_invalid_records_total', 'Records in the store that weft skipped because they are not valid, by kind (endpoint, host, network, binding); each value counted once.', ['kind']);

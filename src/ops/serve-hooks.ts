@@ -51,7 +51,7 @@ export function createOps(cfg: Config, store: Store): Ops {
   metrics.info.set({ version: VERSION, host: cfg.hostName }, 1);
   // FDB and neighbour requests sent to the kernel (a scrape itself sends none).
   metrics.registry.onCollect(() => {
-    for (const table of ['fdb', 'neigh'] as const) {
+    for (const table of ['fdb', 'neigh', 'route'] as const) {
       const c = peerRequestCounts[table];
       for (const op of ['add', 'del', 'dump'] as const) metrics.netlinkRequests.setTotal({ table, op }, c[op]);
       metrics.netlinkDumpEntries.setTotal({ table }, c.dumpEntries);
@@ -76,6 +76,7 @@ export function createOps(cfg: Config, store: Store): Ops {
     if (!ops) return;
     metrics.peerOps.setTotal({ table: 'fdb' }, ops.fdb);
     metrics.peerOps.setTotal({ table: 'neighbour' }, ops.neighbour);
+    metrics.peerOps.setTotal({ table: 'route' }, ops.route ?? 0);
   });
   // A scrape reads no kernel table: a dump waits in the same per-network
   // queue as Join, and at 10,000 endpoints each one is 20,000 entries of

@@ -10,6 +10,8 @@ import { PEER_HEADERS, peerRows, wireguardLine } from '../wireguard/ops';
 
 function entry(e: PeerEntry): string {
   if (e.kind === 'flood') return `flood entry to ${e.vtep || '?'}`;
+  if (e.kind === 'route') return `route ${e.ip || '?'}/32 via ${e.vtep || '?'} (routed)`;
+  if (e.kind === 'nexthop') return `next hop ${e.vtep || '?'} at ${e.mac || '?'} (routed)`;
   const what = e.part === 'fdb' ? 'FDB entry of ' : e.part === 'neighbour' ? 'neighbour entry of ' : '';
   const ips = [e.ip, e.ip6].filter(Boolean).join(' ');
   return `${what}${ips || '(no IP)'} ${e.mac || '(no MAC)'} via ${e.vtep || '(no VTEP)'}`;
@@ -45,14 +47,23 @@ export function renderStatus(s: StatusReport, now = Date.now()): string {
   else {
     // [wireguard] the ENCRYPTED column only where some network is
     const enc = s.networks.some((n) => n.encrypted);
+    // [routed] the MODE column only where some network is routed
+    const modes = s.networks.some((n) => n.mode);
     const v6 = s.networks.some((n) => n.subnet6); // the IPv6 column only where some network has IPv6
     out += table(
-      ['NETWORK', 'ID', 'VNI', 'SUBNET', ...(v6 ? ['IPV6 SUBNET'] : []), 'GATEWAY', 'MTU', 'ENDPOINTS', 'PEERS', 'EXPECTED', 'DRIFT', ...(enc ? ['ENCRYPTED'] : [])],
+      ['NETWORK', 'ID', ...(modes ? ['MODE'] : []), 'VNI', 'SUBNET', ...(v6 ? ['IPV6 SUBNET'] : []), 'GATEWAY', 'MTU', 'ENDPOINTS', 'PEERS', 'EXPECTED', 'DRIFT', ...(enc ? ['ENCRYPTED'] : [])],
       s.networks.map((n) => [
-        n.name ?? '(unnamed)', shortId(n.clusterId), s.cluster ? n.vni : '-', n.subnet ?? '-', ...(v6 ? [n.subnet6 ?? '-'] : []), n.gateway ?? '-', n.mtu, n.endpoints.length,
+        n.name ?? '(unnamed)', shortId(n.clusterId), ...(modes ? [n.mode ?? 'vxlan'] : []), s.cluster ? n.vni : '-', n.subnet ?? '-', ...(v6 ? [n.subnet6 ?? '-'] : []), n.gateway ?? '-', n.mtu, n.endpoints.length,
         n.peers.programmed, n.peers.expected, n.peers.error ? 'error' : n.peers.drift, ...(enc ? [n.encrypted ? 'yes' : 'no'] : []),
       ]),
     );
+  }
+  // [routed] The path to each peer host: unencapsulated on this host's segment, VXLAN to the others.
+  const paths = s.networks.flatMap((n) => (n.paths ?? []).map((p) => ({ n, p })));
+  if (paths.length) {
+    out += '\nPATHS OF ROUTED NETWORKS (broadcast and multicast stay on each host)\n';
+    out += table(['NETWORK', 'PEER', 'ADDRESS', 'UNDERLAY', 'PATH'],
+      paths.map(({ n, p }) => [n.name ?? shortId(n.clusterId), p.host, p.address, p.underlay ?? '-', p.path === 'routed' ? 'routed (unencapsulated)' : 'vxlan']));
   }
   if (s.wireguard && (s.wireguard.peers.length || s.wireguard.missing.length)) {
     out += '\nWIREGUARD PEERS\n';

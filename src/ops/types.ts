@@ -4,8 +4,11 @@ import type { AgentStats } from '../agent/agent';
 import type { WireGuardStatus } from '../wireguard';
 
 export interface PeerEntry {
-  /** "endpoint": a remote container (FDB + neighbour entry); "flood": a host that gets broadcasts. */
-  kind: 'endpoint' | 'flood';
+  /**
+   * "endpoint": a remote container (FDB + neighbour entry); "flood": a host that gets broadcasts;
+   * [routed] "route": a remote container's /32 route via its host (vtep); "nexthop": a host's routed link (vtep at mac).
+   */
+  kind: 'endpoint' | 'flood' | 'route' | 'nexthop';
   ip?: string;
   /** Its IPv6 address (an IPv6 neighbour entry), on a network with IPv6. */
   ip6?: string;
@@ -26,6 +29,16 @@ export interface PeerReport {
   drift: number;
   /** Set when the kernel could not be read (namespace or VXLAN device missing: the reconcile recreates it). */
   error?: string;
+}
+
+/** [routed] The path a routed network takes to one peer host. */
+export interface PeerPath {
+  host: string;
+  address: string;
+  /** 'routed': unencapsulated (same underlay segment); 'vxlan': the fallback (another segment, or the peer publishes none). */
+  path: 'routed' | 'vxlan';
+  /** The peer's published underlay segment, if any. */
+  underlay?: string;
 }
 
 export interface LocalEndpointReport {
@@ -50,6 +63,10 @@ export interface NetworkReport {
   deleting?: boolean;
   /** [wireguard] traffic between hosts goes through WireGuard */
   encrypted?: boolean;
+  /** 'routed' for -o mode=routed (absent: vxlan). */
+  mode?: 'routed';
+  /** [routed] How this host reaches each other host with endpoints on the network. */
+  paths?: PeerPath[];
   endpoints: LocalEndpointReport[];
   peers: PeerReport;
 }

@@ -96,6 +96,13 @@ export interface HostRecord {
   instance?: string;
   /** [wireguard] How to reach this host encrypted. Absent when it has no WireGuard (older weft, --encryption off, not ready). */
   wg?: HostWireGuard;
+  /**
+   * [routed] The on-link prefix of `address` on this host ("192.0.2.0/24"):
+   * hosts that publish the same one share an underlay segment, and routed
+   * networks go unencapsulated between them. Absent (older weft, address on
+   * no local link): every routed network reaches this host through VXLAN.
+   */
+  underlay?: string;
 }
 
 /** [wireguard] What a host publishes of its WireGuard: never more than public values. */

@@ -45,6 +45,8 @@ export function readHost(text: string | undefined): Read<HostRecord> {
   // The underlay address: IPv4, or IPv6 (kept in its canonical form, as the kernel shows it).
   if (!str(r, 'address') || !canonicalIp(r.address as string)) return { ok: false, why: `address ${JSON.stringify(r.address)} is not an IPv4 or IPv6 address` };
   if (!optStr(r, 'version') || !optStr(r, 'startedAt') || !optStr(r, 'instance')) return { ok: false, why: 'version, startedAt and instance must be strings' };
+  // [routed] The on-link prefix of the address (same-segment hosts route to each other; IPv4 or IPv6).
+  if (r.underlay !== undefined && (typeof r.underlay !== 'string' || !/^[0-9A-Fa-f:.]+\/\d{1,3}$/.test(r.underlay))) return { ok: false, why: `underlay ${JSON.stringify(r.underlay)} is not a CIDR prefix` };
   return { ok: true, value: { ...r, address: canonicalIp(r.address as string) } as unknown as HostRecord };
 }
 

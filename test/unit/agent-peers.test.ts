@@ -55,9 +55,10 @@ class StrictDataPlane implements DataPlaneApi {
     this.programmed.set(net.id, { endpoints: [...to.endpoints], floodVteps: [...to.floodVteps] });
     return { added: 0, removed: 0 };
   }
-  peerOps() { return { ...this.ops }; }
+  peerOps() { return { ...this.ops, route: 0 }; }
   async announce() {}
   async readPeers(): Promise<PeerState> { return { endpoints: [], floodVteps: [] }; }
+  async underlayOf() { return undefined; }
   async listNetworkIds() { return []; }
   close() {}
 }
@@ -144,10 +145,10 @@ describe('agent: peers programmed per change', () => {
     await store.put(keys.endpoint(BIG, ep(99999)), JSON.stringify({ host: 'h2', vtep: '192.0.2.2', ip: '10.41.200.1', mac: '02:42:0a:29:c8:01', localNetwork: 'l' }));
     await vi.waitFor(() => expect(programmedIps().length).toBe(5001), { timeout: 10_000 });
     expect(dp.calls).toBe(full); // no full compare (a dump of the kernel's tables)
-    expect(dp.peerOps()).toEqual({ fdb: before.fdb + 1, neighbour: before.neighbour + 1 });
+    expect(dp.peerOps()).toEqual({ fdb: before.fdb + 1, neighbour: before.neighbour + 1, route: 0 });
     await store.delete(keys.endpoint(BIG, ep(99999)));
     await vi.waitFor(() => expect(programmedIps().length).toBe(5000), { timeout: 10_000 });
-    expect(dp.peerOps()).toEqual({ fdb: before.fdb + 2, neighbour: before.neighbour + 2 });
+    expect(dp.peerOps()).toEqual({ fdb: before.fdb + 2, neighbour: before.neighbour + 2, route: 0 });
     expect(dp.calls).toBe(full);
     // the reconcile compares with the kernel, once --peer-audit-interval has passed
     await new Promise((r) => setTimeout(r, 1100));

@@ -83,3 +83,17 @@ it('a second network on a taken IPv6 subnet is refused, naming the owner, and le
   // the first network keeps both pools
   expect(JSON.parse((await store.get(keys.pool('fd00:73::_64')))!.value).network).toBe(NET);
 });
+
+it('a routed network with IPv6 is refused before anything is claimed (routes carry IPv4 only)', async () => {
+  const ipam = new Ipam(store, { host: 'h1', defaultPool: '10.213.0.0/16', defaultPoolSize: 24 });
+  const driver = new Driver(store, ipam, quiet, {
+    host: 'h1', cluster: true, advertiseAddr: '192.0.2.1', runDir: path.join(dir, 'run'), defaultMtu: 1450, vxlanPort: 4789, driverName: 'weft', logger: log,
+  });
+  await ipam.requestPool({ pool: '10.75.0.0/24' });
+  await ipam.requestPool({ pool: 'fd00:75::/64', v6: true });
+  const err = await driver.createNetwork(NET, { 'com.docker.network.enable_ipv6': true, 'com.docker.network.generic': { mode: 'routed' } },
+    [{ AddressSpace: 'weft', Pool: '10.75.0.0/24', Gateway: '10.75.0.1/24' }], [{ AddressSpace: 'weft', Pool: 'fd00:75::/64' }]).catch((e: Error & { code?: string }) => e);
+  expect((err as Error & { code?: string }).code).toBe('WEFT_ROUTED_IPV6');
+  expect(await store.get(keys.network(NET))).toBeUndefined();
+  expect(JSON.parse((await store.get(keys.pool('fd00:75::_64')))!.value).network).toBeUndefined();
+});

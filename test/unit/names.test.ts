@@ -31,7 +31,7 @@ describe('names', () => {
     expect(networkNames(dockerId, '/run/weft')).toEqual(networkNames(dockerId, '/run/weft'));
     expect(endpointNames('ep-1')).toEqual(endpointNames('ep-1'));
     expect(networkNames(dockerId, '/run/weft')).toEqual({
-      id: 'a3f9c2e1b0', nsPath: '/run/weft/netns/weft-a3f9c2e1b0', bridge: 'br-a3f9c2e1b0', vxlan: 'vx-a3f9c2e1b0',
+      id: 'a3f9c2e1b0', nsPath: '/run/weft/netns/weft-a3f9c2e1b0', bridge: 'br-a3f9c2e1b0', vxlan: 'vx-a3f9c2e1b0', routed: 'rt-a3f9c2e1b0',
     });
     expect(endpointNames(dockerId)).toEqual({ hostIf: 'wfta3f9c2e1b0', bridgeIf: 'wfba3f9c2e1b0' });
   });

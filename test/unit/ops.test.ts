@@ -8,7 +8,7 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { comparePeers } from '../../src/ops/admin';
 import { ClusterView } from '../../src/ops/cluster';
 import { OpsError, parseArgs } from '../../src/ops/context';
-import { mtuCheck, renderDoctor } from '../../src/ops/doctor';
+import { mtuCheck, renderDoctor, routedCheck } from '../../src/ops/doctor';
 import { endpointsJson, renderEndpoints } from '../../src/ops/endpoints';
 import { ago, duration, table } from '../../src/ops/format';
 import { renderHosts } from '../../src/ops/hosts';
@@ -214,6 +214,21 @@ describe('status', () => {
     expect(text).toContain('peers      DRIFT on 1 network: 1 missing, 0 extra');
     expect(text).toMatch(/^app\s+missing\s+FDB entry of 10\.80\.0\.4 02:42:0a:50:00:04 via 192\.0\.2\.13$/m);
   });
+  it('a routed network: its mode, the path to each peer, and drifted routes', () => {
+    const r = report(false);
+    r.networks[0] = {
+      ...r.networks[0], mode: 'routed',
+      paths: [{ host: 'h2', address: '192.0.2.12', path: 'routed', underlay: '192.0.2.0/24' }, { host: 'h3', address: '198.51.100.13', path: 'vxlan', underlay: '198.51.100.0/24' }],
+      peers: { ...r.networks[0].peers, missing: [{ kind: 'route', ip: '10.80.0.3', vtep: '192.0.2.12' }], drift: 1 },
+    };
+    const text = renderStatus(r, now);
+    expect(text).toMatch(/^NETWORK\s+ID\s+MODE\s+VNI/m);
+    expect(text).toMatch(/^app\s+a1b2c3d4e5f6\s+routed\s+5000\s/m);
+    expect(text).toMatch(/^app\s+h2\s+192\.0\.2\.12\s+192\.0\.2\.0\/24\s+routed \(unencapsulated\)$/m);
+    expect(text).toMatch(/^app\s+h3\s+198\.51\.100\.13\s+198\.51\.100\.0\/24\s+vxlan$/m);
+    expect(text).toContain('broadcast and multicast stay on each host');
+    expect(text).toMatch(/^app\s+missing\s+route 10\.80\.0\.3\/32 via 192\.0\.2\.12 \(routed\)$/m);
+  });
   it('says when the store or the lease is gone', () => {
     const r = report(false);
     r.store = { description: 'etcd://192.0.2.1:2379', reachable: false, error: 'etcd store unavailable: ...' };
@@ -225,6 +240,18 @@ describe('status', () => {
 });
 
 describe('doctor', () => {
+  it('routed networks: the path to each host, or a warning when this host publishes no segment', () => {
+    const host = (address: string, underlay?: string) => ({ address, version: 'x', startedAt: 'x', ...(underlay ? { underlay } : {}) });
+    const net = { name: 'fast', vni: 5000, mtu: 1450, options: { mode: 'routed' }, internal: false, createdBy: 'h1', createdAt: 'x' };
+    const hosts = new Map([['h1', host('192.0.2.11', '192.0.2.0/24')], ['h2', host('192.0.2.12', '192.0.2.0/24')], ['h3', host('198.51.100.13', '198.51.100.0/24')], ['h4', host('192.0.2.14')]]);
+    expect(routedCheck('h1', { hosts, networks: [{ ...net, options: {} }] })).toBeUndefined();
+    const c = routedCheck('h1', { hosts, networks: [net] })!;
+    expect(c.state).toBe('ok');
+    expect(c.detail).toBe('routed network fast on segment 192.0.2.0/24: unencapsulated to h2 (192.0.2.12); VXLAN to h3 (198.51.100.13, 198.51.100.0/24), h4 (192.0.2.14, no segment published); broadcast and multicast stay on each host');
+    const w = routedCheck('h4', { hosts, networks: [net] })!;
+    expect(w.state).toBe('warn');
+    expect(w.detail).toMatch(/publishes no underlay segment, so they reach every other host through VXLAN/);
+  });
   it('passes an underlay MTU of overlay + 50 and fails a smaller one, saying what to do', () => {
     expect(mtuCheck('eth0', '192.0.2.11', 1500, [{ what: '--mtu', mtu: 1450 }]).state).toBe('ok');
     const c = mtuCheck('eth0', '192.0.2.14', 1400, [{ what: '--mtu', mtu: 1450 }, { what: 'network small', mtu: 1300 }]);
