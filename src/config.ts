@@ -6,6 +6,7 @@
 import * as fs from 'fs';
 import * as os from 'os';
 import { parseTunnelSubnet } from './wireguard/tunnel';
+import { parseSubnet6 } from './ipam/cidr';
 import { canonicalIp, ipFamily, underlayAddressProblem } from './util/ip';
 
 export interface Config {
@@ -19,6 +20,7 @@ export interface Config {
   dockerHost: string;
   defaultPool: string;
   defaultPoolSize: number;
+  defaultPoolV6: string;
   mtu: number;
   vxlanPort: number;
   leaseTtl: number;
@@ -96,6 +98,8 @@ export const SETTINGS: Setting[] = [
     help: 'range that subnets are carved from when docker network create has no --subnet' },
   { key: 'defaultPoolSize', flag: 'default-pool-size', env: 'WEFT_DEFAULT_POOL_SIZE', kind: 'int', default: 24, min: 8, max: 30,
     help: 'prefix length of subnets carved from --default-pool' },
+  { key: 'defaultPoolV6', flag: 'default-pool-v6', env: 'WEFT_DEFAULT_POOL_V6', kind: 'string', default: 'fd77:eef0:77::/48',
+    help: 'IPv6 range (a ULA prefix, /64 or larger) that /64 subnets are carved from for --ipv6 networks without an IPv6 --subnet' },
   { key: 'mtu', flag: 'mtu', env: 'WEFT_MTU', kind: 'int', default: DEFAULT_MTU_IPV4, min: 576, max: 65485,
     help: `default MTU of network links (underlay MTU minus 50 for VXLAN over IPv4, minus 70 over IPv6: ${DEFAULT_MTU_IPV6} when --advertise-addr is IPv6 and --mtu is not given); -o mtu=N overrides per network` },
   { key: 'vxlanPort', flag: 'vxlan-port', env: 'WEFT_VXLAN_PORT', kind: 'int', default: 4789, min: 1, max: 65535,
@@ -262,6 +266,13 @@ function validate(cfg: Config, opts: LoadOptions = {}): void {
   if ((cfg.etcdUser === '') !== (cfg.etcdPassword === '')) {
     throw new ConfigError('--etcd-user and --etcd-password go together: give both or neither');
   }
+  let v6: { prefix: number } | undefined;
+  try {
+    v6 = parseSubnet6(cfg.defaultPoolV6);
+  } catch (e) {
+    throw new ConfigError(`default-pool-v6: ${(e as Error).message}`);
+  }
+  if (v6.prefix > 64) throw new ConfigError(`default-pool-v6 ${cfg.defaultPoolV6} is smaller than a /64: weft carves /64 subnets from it; use a /48 ULA prefix such as fd77:eef0:77::/48`);
   if (cfg.dnsAddr !== 'off' && cfg.dnsAddr !== '') parseDnsAddr(cfg.dnsAddr);
   if (!['on', 'off'].includes(cfg.dnsForward)) {
     throw new ConfigError(`dns-forward must be on or off, got "${cfg.dnsForward}"`);

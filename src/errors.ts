@@ -31,12 +31,10 @@ export const errors = {
   // IPAM
   badSubnet: (value: string, why: string) =>
     bad('WEFT_BAD_SUBNET', `invalid subnet "${value}": ${why}`),
-  badAddress: (value: string) =>
-    bad('WEFT_BAD_ADDRESS', `invalid IPv4 address "${value}"`),
-  ipv6Unsupported: () =>
-    bad('WEFT_IPV6_UNSUPPORTED', 'weft does not support IPv6 networks yet: create the network without --ipv6 (and without --ipv4=false: weft networks are IPv4 only)'),
-  ipv6OnlyUnsupported: () =>
-    bad('WEFT_IPV6_ONLY_UNSUPPORTED', 'weft does not support IPv6-only networks (--ipv4=false) yet: weft networks are IPv4 only; create the network without --ipv4=false and without --ipv6'),
+  badAddress: (value: string, family: 'IPv4' | 'IPv6' = 'IPv4') =>
+    bad('WEFT_BAD_ADDRESS', `invalid ${family} address "${value}"`),
+  ipv6NotEnabled: () =>
+    bad('WEFT_IPV6_NOT_ENABLED', 'the endpoint got an IPv6 address on a network created without IPv6: recreate the network with --ipv6'),
   subnetOverlaps: (subnet: string, other: string, network: string) =>
     conflict('WEFT_SUBNET_OVERLAP',
       `subnet ${subnet} overlaps ${other}, which weft already uses for network ${network}: choose a --subnet that overlaps no existing weft network (see "docker network inspect ${network}")`),
@@ -50,16 +48,17 @@ export const errors = {
     bad('WEFT_BAD_IP_RANGE', `--ip-range ${range} is not inside --subnet ${subnet}`),
   defaultRangeExhausted: (range: string, size: number) =>
     conflict('WEFT_NO_FREE_SUBNET',
-      `no free /${size} subnet left in weft's default range ${range}: pass --subnet, or remove unused weft networks, or widen --default-pool`),
+      `no free /${size} subnet left in weft's default range ${range}: pass --subnet, or remove unused weft networks, or widen ${range.includes(':') ? '--default-pool-v6' : '--default-pool'}`),
   unknownPool: (poolId: string) =>
     bad('WEFT_UNKNOWN_POOL', `unknown address pool "${poolId}": the network was probably removed; recreate it`),
-  addressOutside: (address: string, subnet: string) =>
-    bad('WEFT_ADDRESS_OUTSIDE_SUBNET', `address ${address} is outside the network's subnet ${subnet}: pick an --ip inside ${subnet}`),
-  addressReserved: (address: string, what: string) =>
-    conflict('WEFT_ADDRESS_RESERVED', `address ${address} is the network's ${what} and cannot be given to a container: pick another --ip`),
-  addressInUse: (address: string, subnet: string, holder: string) =>
+  // `flag` is what the user types for an address of that family: --ip, or --ip6 for IPv6.
+  addressOutside: (address: string, subnet: string, flag = '--ip') =>
+    bad('WEFT_ADDRESS_OUTSIDE_SUBNET', `address ${address} is outside the network's subnet ${subnet}: pick an ${flag} inside ${subnet}`),
+  addressReserved: (address: string, what: string, flag = '--ip') =>
+    conflict('WEFT_ADDRESS_RESERVED', `address ${address} is the network's ${what} and cannot be given to a container: pick another ${flag}`),
+  addressInUse: (address: string, subnet: string, holder: string, flag = '--ip') =>
     conflict('WEFT_ADDRESS_IN_USE',
-      `address ${address} in ${subnet} is already in use (${holder}): pick another --ip, or leave --ip out to get a free address`),
+      `address ${address} in ${subnet} is already in use (${holder}): pick another ${flag}, or leave ${flag} out to get a free address`),
   gatewayMismatch: (wanted: string, existing: string, subnet: string) =>
     conflict('WEFT_GATEWAY_MISMATCH',
       `subnet ${subnet} already has gateway ${existing} in weft; --gateway ${wanted} does not match: leave --gateway out or use ${existing}`),
@@ -96,6 +95,8 @@ export const errors = {
     bad('WEFT_ROUTED_ENCRYPTED', 'a routed network carries traffic between hosts unencapsulated, so it cannot be encrypted: leave out -o mode=routed (an encrypted network uses VXLAN through WireGuard), or leave out -o encrypted (with weft serve --encryption all, every network is encrypted and none can be routed)'),
   routedNeedsCluster: () =>
     bad('WEFT_ROUTED_NEEDS_CLUSTER', 'routed networks span hosts: they need a cluster store (weft serve --store etcd://...) and an --advertise-addr; on one host use the default mode'),
+  routedIPv6: () =>
+    bad('WEFT_ROUTED_IPV6', 'routed networks carry IPv4 only (their routes between hosts are IPv4): leave out --ipv6 and --ipv4=false, or leave out -o mode=routed (a VXLAN network can be dual-stack)'),
   routedNeedsGateway: () =>
     bad('WEFT_ROUTED_NEEDS_GATEWAY', 'a routed network needs a gateway address (its hosts answer ARP for remote containers from it): leave --gateway to Docker or give one inside --subnet'),
   encryptionOff: () =>

@@ -61,7 +61,7 @@ export async function serve(cfg: Config): Promise<void> {
   // [wireguard] Encrypted networks: this host's WireGuard (started by the agent, before its first reconcile).
   const { wireguard, encryption } = createWireGuard(cfg, store, log.child({ part: 'wireguard' }));
   const ipam = new Ipam(store, {
-    host: cfg.hostName, defaultPool: cfg.defaultPool, defaultPoolSize: cfg.defaultPoolSize, logger: log.child({ part: 'ipam' }),
+    host: cfg.hostName, defaultPool: cfg.defaultPool, defaultPoolSize: cfg.defaultPoolSize, defaultPoolV6: cfg.defaultPoolV6, logger: log.child({ part: 'ipam' }),
   });
   const networks = new LocalNetworks(store, ipam, dataplane, {
     host: cfg.hostName, cluster, advertiseAddr: cfg.advertiseAddr || undefined, runDir: cfg.runDir,

@@ -21,10 +21,11 @@ import { routedMac } from '../dataplane/names';
 import { networkMode } from '../driver/options';
 import type { LocalNetworks } from '../cluster/local-networks';
 import { CLUSTER_NETWORK_OPTION } from '../driver/options';
+import { Label } from '../driver/labels';
 import { HostRecord, keys, NetworkRecord } from '../store/keys';
 import { Lease, LeaseId, Store } from '../store/store';
 import { InvalidRecords } from '../store/records';
-import { contains, parseSubnet, Subnet } from '../ipam/cidr';
+import { contains, parseSubnet, parseSubnet6, Subnet } from '../ipam/cidr';
 import { INSTANCE } from '../instance';
 import { Ask, checkHostName, DuplicateHostError } from './identity';
 import { checkUnderlayFamily, sameFamily, UnderlayFamilyError } from './underlay';
@@ -420,17 +421,27 @@ export class Agent {
     const routes: { ip: string; via: string }[] = [];
     const hops = new Map<string, string>();
     let subnet: Subnet | undefined;
+    let subnet6: Subnet | undefined;
     try {
       subnet = rec?.subnet ? parseSubnet(rec.subnet) : undefined;
     } catch {
       subnet = undefined;
     }
+    try {
+      subnet6 = rec?.subnet6 ? parseSubnet6(rec.subnet6) : undefined;
+    } catch {
+      subnet6 = undefined;
+    }
     for (const [id, ep] of this.view.endpoints.get(cid) ?? []) {
       if (ep.host === this.me) continue;
       const registered = this.view.hosts.get(ep.host);
       if (!registered && !this.liveness.keeps(ep.host)) continue;
-      if (subnet && !contains(subnet, ep.ip)) {
+      if (subnet && ep.ip && !contains(subnet, ep.ip)) {
         this.invalid.skip('endpoint', keys.endpoint(cid, id), JSON.stringify(ep), `ip ${ep.ip} is not in the network's subnet ${subnet.cidr}`);
+        continue;
+      }
+      if (ep.ip6 && (!subnet6 || !contains(subnet6, ep.ip6))) {
+        this.invalid.skip('endpoint', keys.endpoint(cid, id), JSON.stringify(ep), `ip6 ${ep.ip6} is not in the network's IPv6 subnet ${subnet6?.cidr ?? '(none)'}`);
         continue;
       }
       // The host's current address: it may have come back with another --advertise-addr.
@@ -451,7 +462,7 @@ export class Agent {
         hops.set(vtep, routedMac(vtep, rec.vni));
         continue;
       }
-      out.endpoints.push({ ip: ep.ip, mac: ep.mac, vtep });
+      out.endpoints.push({ ip: ep.ip, ...(ep.ip6 ? { ip6: ep.ip6 } : {}), mac: ep.mac, vtep });
       vteps.add(vtep);
     }
     // [routed] No flood entries: broadcast and multicast stay on each host, whichever path a peer takes (README, Routed mode).
@@ -523,7 +534,8 @@ export class Agent {
 
   /**
    * Tell this host's containers about remote endpoints that moved to another
-   * MAC (or came back with one), with a gratuitous ARP on the local bridge.
+   * MAC (or came back with one), with a gratuitous ARP on the local bridge
+   * (an unsolicited neighbour advertisement for an IPv6 address).
    * Docker gives a restarted container a new random MAC but often its old
    * IP, and a container that cached the old MAC would not re-resolve it for
    * up to a minute. The announcement cannot come from the endpoint's own
@@ -538,11 +550,15 @@ export class Agent {
     const seen = this.announced.get(cid);
     const next = new Map<string, { mac: string; gone?: number }>();
     for (const ep of desired.endpoints) {
-      next.set(ep.ip, { mac: ep.mac });
-      const before = seen?.get(ep.ip);
-      if (!before || before.mac === ep.mac) continue;
-      await this.d.dataplane.announce(spec, ep.ip, ep.mac).catch((err: Error) =>
-        this.d.logger.debug({ ip: ep.ip, err: err.message }, 'gratuitous ARP failed'));
+      // IPv4 by gratuitous ARP, IPv6 by unsolicited neighbour advertisement.
+      for (const ip of [ep.ip, ep.ip6]) {
+        if (!ip) continue;
+        next.set(ip, { mac: ep.mac });
+        const before = seen?.get(ip);
+        if (!before || before.mac === ep.mac) continue;
+        await this.d.dataplane.announce(spec, ip, ep.mac).catch((err: Error) =>
+          this.d.logger.debug({ ip, err: err.message }, 'gratuitous ARP / unsolicited NA failed'));
+      }
     }
     // [routed] Routed addresses are at the bridge's MAC for local containers (proxy ARP): announced when one was reached through VXLAN before.
     for (const r of desired.routed?.routes ?? []) {
@@ -628,23 +644,34 @@ export class Agent {
     if (net.Labels && Object.keys(net.Labels).length > 0) next.labels = { ...net.Labels };
     if (net.Attachable) next.attachable = true;
     if (net.IPAM?.Options && Object.keys(net.IPAM.Options).length > 0) next.ipamOptions = { ...net.IPAM.Options };
-    const cfg = net.IPAM?.Config?.[0];
+    // Docker lists the IPv4 and IPv6 configs of a dual-stack network in no set order.
+    const cfgs = net.IPAM?.Config ?? [];
+    const cfg = cfgs.find((c) => c.Subnet && !c.Subnet.includes(':'));
+    const cfg6 = cfgs.find((c) => c.Subnet?.includes(':'));
     if (cfg?.Gateway && !next.gateway) next.gateway = cfg.Gateway;
     if (cfg?.IPRange) next.ipRange = cfg.IPRange;
+    if (cfg6?.Gateway && !next.gateway6) next.gateway6 = cfg6.Gateway;
+    if (cfg6?.IPRange) next.ipRange6 = cfg6.IPRange;
     await this.d.store.txn([{ key: kv.key, modRevision: kv.modRevision }], [{ type: 'put', key: kv.key, value: JSON.stringify(next) }]);
     this.d.logger.info({ network: net.Name, cluster: cid.slice(0, 12) }, 'network name learned');
   }
 
   private async createLocalCopy(cid: string, rec: NetworkRecord): Promise<void> {
-    if (!rec.subnet || !rec.name) return;
+    if ((!rec.subnet && !rec.subnet6) || !rec.name) return;
     const name = driverName(this.d.cfg);
+    // Dual-stack: a second IPAM config and EnableIPv6. IPv6-only (Docker 28): no IPv4 config, and
+    // enable_ipv4=false as the option Docker 28 reads (the API version weft speaks predates EnableIPv4).
+    const config: { Subnet: string; Gateway?: string; IPRange?: string }[] = [];
+    if (rec.subnet) config.push({ Subnet: rec.subnet, ...(rec.gateway ? { Gateway: rec.gateway } : {}), ...(rec.ipRange ? { IPRange: rec.ipRange } : {}) });
+    if (rec.subnet6) config.push({ Subnet: rec.subnet6, ...(rec.gateway6 ? { Gateway: rec.gateway6 } : {}), ...(rec.ipRange6 ? { IPRange: rec.ipRange6 } : {}) });
     try {
       const res = await this.docker.createNetwork({
         Name: rec.name, Driver: name, Internal: rec.internal,
+        ...(rec.subnet6 ? { EnableIPv6: true } : {}),
         ...(rec.attachable ? { Attachable: true } : {}),
         ...(rec.labels ? { Labels: rec.labels } : {}),
-        Options: { ...rec.options, [CLUSTER_NETWORK_OPTION]: cid },
-        IPAM: { Driver: name, ...(rec.ipamOptions ? { Options: rec.ipamOptions } : {}), Config: [{ Subnet: rec.subnet, ...(rec.gateway ? { Gateway: rec.gateway } : {}), ...(rec.ipRange ? { IPRange: rec.ipRange } : {}) }] },
+        Options: { ...rec.options, [CLUSTER_NETWORK_OPTION]: cid, ...(rec.ipv4 === false ? { [Label.enableIPv4]: 'false' } : {}) },
+        IPAM: { Driver: name, ...(rec.ipamOptions ? { Options: rec.ipamOptions } : {}), Config: config },
       });
       this.d.logger.info({ network: rec.name, cluster: cid.slice(0, 12), localId: res.Id.slice(0, 12) }, 'network created on this host (made elsewhere)');
     } catch (err) {

@@ -25,8 +25,10 @@ export interface DockerContainer {
   Name: string;
   /** Status: created (also while its start is under way), running, exited...; Error: why its start failed. */
   State?: { Running?: boolean; Status?: string; Error?: string; ExitCode?: number };
+  /** --sysctl values (net.ipv6.conf.all.disable_ipv6=1 turns the container's IPv6 off). */
+  HostConfig?: { Sysctls?: Record<string, string> | null };
   NetworkSettings?: {
-    Networks?: Record<string, { NetworkID?: string; EndpointID?: string; IPAddress?: string; Aliases?: string[] | null }>;
+    Networks?: Record<string, { NetworkID?: string; EndpointID?: string; IPAddress?: string; GlobalIPv6Address?: string; Aliases?: string[] | null }>;
   };
 }
 
@@ -116,7 +118,7 @@ export class DockerClient {
 
   createNetwork(spec: {
     Name: string; Driver: string; Options: Record<string, string>; Internal?: boolean;
-    Attachable?: boolean; Labels?: Record<string, string>;
+    Attachable?: boolean; EnableIPv6?: boolean; Labels?: Record<string, string>;
     IPAM: { Driver: string; Options?: Record<string, string>; Config: { Subnet: string; Gateway?: string; IPRange?: string }[] };
   }): Promise<{ Id: string }> {
     return this.request<{ Id: string }>('POST', '/networks/create', { ...spec, CheckDuplicate: true });

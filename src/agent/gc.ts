@@ -57,6 +57,7 @@ export async function collectGarbage(d: GcDeps): Promise<number> {
       continue; // Docker unreachable: decide nothing
     }
     const ips = livePools.get(local.record.poolId ?? '') ?? new Set<string>();
+    const ips6 = livePools.get(local.record.poolId6 ?? '') ?? new Set<string>();
     for (const [id, rec] of await endpointsOf(d, local.clusterId)) {
       if (rec.host !== d.host) continue;
       // Whatever local copy it was made on: a copy re-created since has a new local id.
@@ -67,10 +68,12 @@ export async function collectGarbage(d: GcDeps): Promise<number> {
         // IP by now. The sweep below frees addresses that no live endpoint uses.
         released++;
       } else {
-        ips.add(rec.ip);
+        if (rec.ip) ips.add(rec.ip);
+        if (rec.ip6) ips6.add(rec.ip6);
       }
     }
     if (local.record.poolId) livePools.set(local.record.poolId, ips);
+    if (local.record.poolId6) livePools.set(local.record.poolId6, ips6);
   }
   // Pools this host created that no network took (dockerd died between
   // RequestPool and CreateNetwork, or its ReleasePool found weft down), or

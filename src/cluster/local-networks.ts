@@ -10,7 +10,7 @@ import type { Logger } from 'pino';
 import { endpointNames, networkNames, routedMac } from '../dataplane/names';
 import { DataPlaneApi, EndpointSpec, NetworkSpec } from '../dataplane/types';
 import { errors } from '../errors';
-import { parseSubnet, poolKey } from '../ipam/cidr';
+import { parseSubnet, parseSubnet6, poolKey } from '../ipam/cidr';
 import { Ipam } from '../ipam/ipam';
 import { BindingRecord, EndpointRecord, keys, leaf, NetworkRecord, parseKey } from '../store/keys';
 import { readEndpoint, readNetwork } from '../store/records';
@@ -55,6 +55,8 @@ export interface LocalEndpoint {
 
 /** The IPv4 pool Docker hands to CreateNetwork. */
 export interface Ipv4Pool { AddressSpace?: string; Pool: string; Gateway?: string }
+/** The IPv6 pool Docker hands to CreateNetwork (IPv6Data[0]), same shape. */
+export type Ipv6Pool = Ipv4Pool;
 
 /**
  * Deletes a cluster network from the store: its record, its VNI claim and its
@@ -62,7 +64,7 @@ export interface Ipv4Pool { AddressSpace?: string; Pool: string; Gateway?: strin
  * place this is written; `weft host rm` uses it too.
  */
 export async function deleteNetworkFromStore(
-  store: Store, ipam: Ipam, clusterId: string, rec: { vni: number; poolId?: string }, compares: Compare[],
+  store: Store, ipam: Ipam, clusterId: string, rec: { vni: number; poolId?: string; poolId6?: string }, compares: Compare[],
 ): Promise<boolean> {
   const r = await store.txn(compares, [
     { type: 'delete', key: keys.network(clusterId) },
@@ -70,6 +72,7 @@ export async function deleteNetworkFromStore(
     { type: 'deletePrefix', prefix: keys.endpointsOf(clusterId) },
   ]);
   if (r.succeeded && rec.poolId) await ipam.deletePool(rec.poolId);
+  if (r.succeeded && rec.poolId6) await ipam.deletePool(rec.poolId6);
   return r.succeeded;
 }
 
@@ -100,12 +103,12 @@ export class LocalNetworks {
    * this host's binding, and the kernel objects; all rolled back on failure
    * (Docker never calls DeleteNetwork for a create that failed).
    */
-  async create(localId: string, o: NetworkOptions, v4: Ipv4Pool, ours: boolean): Promise<void> {
+  async create(localId: string, o: NetworkOptions, v4: Ipv4Pool | undefined, ours: boolean, v6?: Ipv6Pool): Promise<void> {
     await this.mutex.run(`net:${localId}`, async () => {
       let clusterId: string;
       let record: NetworkRecord;
       let createdRecord = false;
-      let boundPool: string | undefined;
+      const boundPools: string[] = [];
       if (o.clusterId) {
         // This host's copy of a network created elsewhere (made by the agent).
         clusterId = o.clusterId;
@@ -115,6 +118,9 @@ export class LocalNetworks {
         // The option is weft's own; typed by hand it must still describe that network, once per host.
         if (record.subnet && v4 && parseSubnet(v4.Pool).cidr !== record.subnet) {
           throw errors.badOption(CLUSTER_NETWORK_OPTION, clusterId, `that cluster network's subnet is ${record.subnet}, not ${v4.Pool}`);
+        }
+        if ((record.subnet6 ?? '') !== (v6 ? parseSubnet6(v6.Pool).cidr : '')) {
+          throw errors.badOption(CLUSTER_NETWORK_OPTION, clusterId, `that cluster network's IPv6 subnet is ${record.subnet6 ?? 'none (no --ipv6)'}, not ${v6?.Pool ?? 'none'}`);
         }
         const mine = await this.store.get(keys.binding(clusterId, this.opts.host));
         if (mine && (JSON.parse(mine.value) as BindingRecord).localId !== localId) {
@@ -127,16 +133,27 @@ export class LocalNetworks {
           record = JSON.parse(existing.value) as NetworkRecord;
         } else {
           const subnet = v4 ? parseSubnet(v4.Pool) : undefined;
-          if (ours && subnet) {
-            await this.ipam.bindPool(poolKey(subnet), clusterId, (other) => this.describeNetwork(other));
-            boundPool = poolKey(subnet);
-            faultPoint('createNetwork:after-bind');
+          const subnet6 = v6 ? parseSubnet6(v6.Pool) : undefined;
+          try {
+            for (const s of [subnet, subnet6]) {
+              if (!ours || !s) continue;
+              await this.ipam.bindPool(poolKey(s), clusterId, (other) => this.describeNetwork(other));
+              boundPools.push(poolKey(s));
+              faultPoint('createNetwork:after-bind');
+            }
+          } catch (err) {
+            for (const p of boundPools) await this.ipam.unbindPool(p, clusterId).catch(() => undefined);
+            throw err;
           }
           const encrypted = this.wantEncryption(o.encrypted); // [wireguard]
           record = {
             ...(subnet ? { subnet: subnet.cidr } : {}),
             ...(ours && subnet ? { poolId: poolKey(subnet) } : {}),
             ...(v4?.Gateway ? { gateway: v4.Gateway.split('/')[0] } : {}),
+            ...(subnet6 ? { subnet6: subnet6.cidr } : {}),
+            ...(ours && subnet6 ? { poolId6: poolKey(subnet6) } : {}),
+            ...(v6?.Gateway ? { gateway6: v6.Gateway.split('/')[0] } : {}),
+            ...(!subnet ? { ipv4: false } : {}),
             vni: 0,
             mtu: o.mtu ?? (encrypted && this.opts.cluster ? this.opts.defaultMtu - (this.opts.encryption?.mtuOverhead ?? 0) : this.opts.defaultMtu),
             options: encrypted ? { ...o.generic, [ENCRYPTED_OPTION]: 'true' } : o.generic,
@@ -151,7 +168,7 @@ export class LocalNetworks {
             // The record may exist (a timed-out transaction that was applied): remove it and its VNI
             // with the pool binding. If the store does not answer now, the collector does it later.
             await this.removeHalfMade(clusterId).catch(() => undefined);
-            if (boundPool) await this.ipam.unbindPool(boundPool, clusterId).catch(() => undefined);
+            for (const p of boundPools) await this.ipam.unbindPool(p, clusterId).catch(() => undefined);
             throw err;
           }
           createdRecord = true;
@@ -164,7 +181,7 @@ export class LocalNetworks {
         const local: LocalNetwork = { localId, clusterId, record, since: Date.now() };
         this.networks.set(localId, local);
         await this.ensureKernel(local, true);
-        this.opts.logger.info({ network: localId, cluster: clusterId, vni: record.vni, subnet: record.subnet, mtu: record.mtu }, 'network created');
+        this.opts.logger.info({ network: localId, cluster: clusterId, vni: record.vni, subnet: record.subnet, subnet6: record.subnet6, mtu: record.mtu }, 'network created');
       } catch (err) {
         // Roll back: Docker will not call DeleteNetwork for a create that failed.
         this.networks.delete(localId);

@@ -20,6 +20,7 @@ import { ensureRoutedLink, findUnderlay, isEmpty, readRoutedTables, routedChange
 import { socketIn, forgetSocket, ensureNetns, removeNetns, isPinnedNetns, withNsFd, setSysctlIn, withNetns } from './netns';
 import { native } from '../native';
 import { MAX_IFNAME, networkIdFromNetnsName } from './names';
+import { isIPv6, toNumber } from '../ipam/cidr';
 import { canonicalIp, ipFamily } from '../util/ip';
 
 export interface DataPlaneLogger {
@@ -53,7 +54,13 @@ function tablesOf(p: PeerState): PeerTables {
   const fdb = new Set<string>();
   for (const ep of p.endpoints) fdb.add(`${ep.mac.toLowerCase()}|${ep.vtep}`);
   for (const v of p.floodVteps) fdb.add(`${ZERO_MAC}|${v}`);
-  return { fdb, neigh: new Map(p.endpoints.map((ep) => [ep.ip, ep.mac.toLowerCase()])) };
+  // IPv4 entries answer ARP, IPv6 ones neighbour solicitations: the VXLAN device (proxy mode) does both locally.
+  const neigh = new Map<string, string>();
+  for (const ep of p.endpoints) {
+    if (ep.ip) neigh.set(ep.ip, ep.mac.toLowerCase());
+    if (ep.ip6) neigh.set(ep.ip6, ep.mac.toLowerCase());
+  }
+  return { fdb, neigh };
 }
 
 function checkName(kind: string, name: string): void {
@@ -239,9 +246,29 @@ export class DataPlane implements DataPlaneApi {
       this.log.info({ network: spec.id, vxlan: vx.name, vni: vx.vni, local: vx.local }, 'VXLAN device created');
       made = true;
     }
+    this.enableIPv6Neighbours(spec, vx.name);
     await this.fixLink(ns, v, { mtu: vx.mtu, master: br.index, up: true });
     if (spec.routed && await this.ensureRouted(spec, ns, br, links)) made = true;
     return made;
+  }
+
+  /**
+   * The namespace has IPv6 off (see ensureNetworkLocked), and the kernel keeps
+   * no IPv6 neighbour on a device with IPv6 off. The VXLAN device holds the
+   * IPv6 neighbours of remote endpoints (proxy mode answers neighbour
+   * solicitations from them), so IPv6 is on there, with no address of its own
+   * (addr_gen_mode none: no link-local address, hence no DAD and no router
+   * solicitation). Frames it receives go to the bridge, never to IPv6.
+   */
+  private enableIPv6Neighbours(spec: NetworkSpec, vxName: string): void {
+    for (const [key, value] of [[`net.ipv6.conf.${vxName}.addr_gen_mode`, '1'], [`net.ipv6.conf.${vxName}.disable_ipv6`, '0']]) {
+      try {
+        setSysctlIn(spec.nsPath, key, value);
+      } catch (e) {
+        // read-only /proc/sys (managed plugin): IPv6 is on everywhere there already
+        if (((e as Error).cause as NodeJS.ErrnoException | undefined)?.code !== 'EROFS') throw e;
+      }
+    }
   }
 
   /** [routed] See routed.ts. */
@@ -363,10 +390,11 @@ export class DataPlane implements DataPlaneApi {
    * that cached the old MAC would send to it for up to a minute (until their
    * neighbour entry goes stale). The broadcast reaches the containers of this
    * host directly and those of other hosts through the VXLAN flood entries, and
-   * Linux updates an existing neighbour entry from a gratuitous ARP.
+   * Linux updates an existing neighbour entry from a gratuitous ARP. For an
+   * IPv6 address it sends an unsolicited neighbour advertisement instead.
    */
   async announce(net: NetworkSpec, ip: string, mac: string): Promise<void> {
-    if (!IPV4.test(ip) || !MAC.test(mac.toLowerCase())) throw new Error(`announce: invalid address ${ip} / ${mac}`);
+    if (!(IPV4.test(ip) || isIPv6(ip)) || !MAC.test(mac.toLowerCase())) throw new Error(`announce: invalid address ${ip} / ${mac}`);
     return this.sendGarp(net, ip, mac);
   }
 
@@ -391,10 +419,11 @@ export class DataPlane implements DataPlaneApi {
       // entry it cached for this address (a container before a restart, with another MAC) would take it
       // until it expired (up to a minute). The bridge does not hear its own announcement, so drop the entry:
       // the next packet asks again.
-      if (net.routed && mac) {
+      if (net.routed && mac && !isIPv6(ip)) {
         await this.netSocket(net).delNeighbour(br.index, ip).catch((e: unknown) => { if (errorCode(e) !== 'ENOENT') throw e; });
       }
-      const frame = garp(ip, from);
+      // IPv6: an unsolicited neighbour advertisement with the override flag (RFC 4861 §7.2.6), the gratuitous ARP of IPv6.
+      const frame = isIPv6(ip) ? unsolicitedNa(ip, from) : garp(ip, from);
       let fd = this.packetSockets.get(net.nsPath);
       if (fd === undefined) {
         fd = withNetns(net.nsPath, () => native().packetSocket());
@@ -429,7 +458,9 @@ export class DataPlane implements DataPlaneApi {
     const out: PeerState = {
       endpoints: wanted.endpoints.flatMap((ep) => {
         const v = vtep(ep.vtep);
-        const ok = typeof ep.ip === 'string' && typeof ep.mac === 'string' && IPV4.test(ep.ip) && v !== undefined && MAC.test(ep.mac.toLowerCase());
+        const v6ok = ep.ip6 === undefined || (typeof ep.ip6 === 'string' && isIPv6(ep.ip6));
+        const v4ok = typeof ep.ip === 'string' && (IPV4.test(ep.ip) || (ep.ip === '' && ep.ip6 !== undefined));
+        const ok = v4ok && v6ok && typeof ep.mac === 'string' && v !== undefined && MAC.test(ep.mac.toLowerCase());
         if (!ok) bad.push(ep);
         return ok ? [{ ...ep, vtep: v }] : [];
       }),
@@ -581,10 +612,24 @@ export class DataPlane implements DataPlaneApi {
           else macToVtep.set(m, d);
         }
         // Entries programmed in halves (FDB without neighbour or the reverse) show with an empty ip or vtep.
-        const endpoints: RemoteEndpoint[] = [...neigh].map(([ip, m]) => ({ ip, mac: m, vtep: macToVtep.get(m) ?? '' }));
+        // An endpoint's IPv4 and IPv6 neighbours share its MAC: one endpoint.
+        const byMac = new Map<string, RemoteEndpoint>();
+        const endpoints: RemoteEndpoint[] = [];
+        for (const [ip, m] of [...neigh].sort(([a], [b]) => Number(a.includes(':')) - Number(b.includes(':')))) {
+          const v6 = ip.includes(':');
+          const had = byMac.get(m);
+          if (had && (v6 ? had.ip6 === undefined : had.ip === '')) {
+            if (v6) had.ip6 = ip;
+            else had.ip = ip;
+            continue;
+          }
+          const ep: RemoteEndpoint = v6 ? { ip: '', ip6: ip, mac: m, vtep: macToVtep.get(m) ?? '' } : { ip, mac: m, vtep: macToVtep.get(m) ?? '' };
+          byMac.set(m, ep);
+          endpoints.push(ep);
+        }
         const withIp = new Set(neigh.values());
         for (const [m, d] of macToVtep) if (!withIp.has(m)) endpoints.push({ ip: '', mac: m, vtep: d });
-        endpoints.sort((a, b) => (a.ip + a.mac).localeCompare(b.ip + b.mac));
+        endpoints.sort((a, b) => (a.ip + (a.ip6 ?? '') + a.mac).localeCompare(b.ip + (b.ip6 ?? '') + b.mac));
         const out: PeerState = { endpoints, floodVteps: floodVteps.sort() };
         if (net.routed && await this.netSocket(net).getLink(net.routed.name)) {
           const { tables } = await this.readKernelRouted(net, this.netSocket(net));
@@ -642,4 +687,29 @@ function garp(ip: string, mac: string): Buffer {
     Buffer.from([0x00, 0x01, 0x08, 0x00, 6, 4, 0x00, 0x01]), // Ethernet/IPv4, request
     m, a, Buffer.alloc(6, 0), a,
   ]);
+}
+
+/**
+ * An unsolicited neighbour advertisement (RFC 4861 §4.4, §7.2.6): "ip is at
+ * mac", override flag set, from ip to all-nodes (ff02::1), with the target
+ * link-layer address option. Hop limit 255, as receivers require.
+ */
+export function unsolicitedNa(ip: string, mac: string): Buffer {
+  const m = Buffer.from(mac.split(':').map((h) => parseInt(h, 16)));
+  const src = Buffer.from(toNumber(ip).toString(16).padStart(32, '0'), 'hex');
+  const dst = Buffer.from('ff020000000000000000000000000001', 'hex');
+  // ICMPv6: type 136, code 0, checksum, flags (O), reserved, target, option 2 (target link-layer address, 8 bytes)
+  const icmp = Buffer.concat([Buffer.from([136, 0, 0, 0, 0x20, 0, 0, 0]), src, Buffer.from([2, 1]), m]);
+  const pseudo = Buffer.concat([src, dst, Buffer.from([0, 0, (icmp.length >> 8) & 0xff, icmp.length & 0xff, 0, 0, 0, 58])]);
+  let sum = 0;
+  const all = Buffer.concat([pseudo, icmp]);
+  for (let i = 0; i < all.length; i += 2) sum += (all[i] << 8) + (i + 1 < all.length ? all[i + 1] : 0);
+  while (sum > 0xffff) sum = (sum & 0xffff) + (sum >> 16);
+  const csum = ~sum & 0xffff;
+  icmp[2] = csum >> 8;
+  icmp[3] = csum & 0xff;
+  const ipHdr = Buffer.concat([
+    Buffer.from([0x60, 0, 0, 0, (icmp.length >> 8) & 0xff, icmp.length & 0xff, 58, 255]), src, dst,
+  ]);
+  return Buffer.concat([Buffer.from([0x33, 0x33, 0, 0, 0, 1]), m, Buffer.from([0x86, 0xdd]), ipHdr, icmp]);
 }

@@ -8,6 +8,7 @@ import { createRtNetlink, RtNetlinkSocket, AttrStream, StreamData, FlagsNew, rt,
 import { ipBytes, ipFromBytes } from '../util/ip';
 
 const AF_INET = 2;
+const AF_INET6 = 10;
 const AF_BRIDGE = 7;
 const RECV_BUFFER = 4 << 20;
 
@@ -65,6 +66,13 @@ const vtepBytes = (s: string): Buffer => {
 const linkinfo = (kind: string, data?: Buffer): Buffer => enc(ifla.formatInfo(data ? { kind, data } : { kind }));
 export const macString = (b: Buffer): string => [...b].map((x) => x.toString(16).padStart(2, '0')).join(':');
 export const ip4String = (b: Buffer): string => [...b].join('.');
+/** 16 bytes of an IPv6 address from its text (any valid spelling). */
+const ip6 = (s: string): Buffer => {
+  const b = ipBytes(s);
+  if (!b || b.length !== 16) throw new Error(`not an IPv6 address: ${s}`);
+  return b;
+};
+const isV6 = (s: string) => s.includes(':');
 const UP = { change: { up: true as const }, flags: { up: true as const } };
 const CREATE_EXCL = { flags: FlagsNew.CREATE | FlagsNew.EXCL };
 
@@ -387,25 +395,28 @@ export class Rtnl {
     }
   }
 
-  // ---- IPv4 neighbours (ip neigh … nud permanent)
+  // ---- IPv4 and IPv6 neighbours (ip [-6] neigh … nud permanent); the family follows the address
 
   async listNeighbours(): Promise<NeighEntry[]> {
     peerRequestCounts.neigh.dump++;
     const r = await this.call('dump neighbours', (s, o) => s.getNeighbors({ family: AF_INET }, {}, o), true);
-    peerRequestCounts.neigh.dumpEntries += r.length;
-    return r.map(parseNeigh);
+    const r6 = await this.call('dump IPv6 neighbours', (s, o) => s.getNeighbors({ family: AF_INET6 }, {}, o), true);
+    peerRequestCounts.neigh.dumpEntries += r.length + r6.length;
+    return [...r, ...r6].map(parseNeigh);
   }
 
   async addNeighbour(ifindex: number, ip: string, lladdr: string): Promise<void> {
     peerRequestCounts.neigh.add++;
+    const family = isV6(ip) ? AF_INET6 : AF_INET;
     await this.call(`add neighbour ${ip} -> ${lladdr} on ${ifindex}`, (s, o) =>
-      s.newNeighbor({ family: AF_INET, ifindex, state: { permanent: true } }, { dst: ip4(ip), lladdr: mac(lladdr) },
+      s.newNeighbor({ family, ifindex, state: { permanent: true } }, { dst: isV6(ip) ? ip6(ip) : ip4(ip), lladdr: mac(lladdr) },
         { flags: FlagsNew.CREATE | FlagsNew.REPLACE, ...o }));
   }
 
   async delNeighbour(ifindex: number, ip: string): Promise<void> {
     peerRequestCounts.neigh.del++;
-    await this.call(`delete neighbour ${ip} on ${ifindex}`, (s, o) => s.delNeighbor({ family: AF_INET, ifindex }, { dst: ip4(ip) }, o));
+    const family = isV6(ip) ? AF_INET6 : AF_INET;
+    await this.call(`delete neighbour ${ip} on ${ifindex}`, (s, o) => s.delNeighbor({ family, ifindex }, { dst: isV6(ip) ? ip6(ip) : ip4(ip) }, o));
   }
 
   // ---- IPv4 routes of weft's own (routed networks: ip route replace IP/32 via HOP dev DEV onlink proto 0x77)

@@ -89,6 +89,9 @@ export function setSysctlIn(nsPath: string, key: string, value: string): boolean
   const file = path.join('/proc/sys', ...key.split('.'));
   return withNetns(nsPath, () => {
     try {
+      // Written only when it differs: writing net.ipv6.conf.all.disable_ipv6 applies it to every
+      // device again, which would take IPv6 (and its neighbours) off the VXLAN device.
+      if (fs.readFileSync(file, 'utf8').trim() === value) return true;
       fs.writeFileSync(file, value);
       return true;
     } catch (e) {

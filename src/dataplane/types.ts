@@ -79,7 +79,10 @@ export interface EndpointSpec {
 
 /** A remote endpoint on another host: programs an FDB entry (mac -> vtep) and a permanent neighbour (ip -> mac). */
 export interface RemoteEndpoint {
+  /** IPv4 address; empty for an endpoint of an IPv6-only network. */
   ip: string;
+  /** IPv6 address: a permanent IPv6 neighbour too (neighbour solicitations answered by the VXLAN device). */
+  ip6?: string;
   mac: string;
   vtep: string;
 }
@@ -158,7 +161,7 @@ export interface DataPlaneApi {
   changePeers(net: NetworkSpec, from: PeerState, to: PeerState): Promise<PeerDiff>;
   /** Operations on forwarding tables so far. */
   peerOps(): PeerOpCounts;
-  /** Gratuitous ARP for ip at mac on the network's bridge (reaches every host's containers through the flood entries). */
+  /** Gratuitous ARP (IPv4) or unsolicited neighbour advertisement (IPv6) for ip at mac on the network's bridge. */
   announce(net: NetworkSpec, ip: string, mac: string): Promise<void>;
   /** [routed] Gratuitous ARP for ip at the bridge's own MAC: a remote address that is now routed (was reached through VXLAN). */
   announceRouted(net: NetworkSpec, ip: string): Promise<void>;

@@ -5,6 +5,8 @@
 // followed at most MAX_JUMPS times, names are at most 255 bytes, labels at most
 // 63. A packet that breaks a rule throws DnsFormatError; nothing else is thrown.
 
+import { toNumber } from '../ipam/cidr';
+
 export const TYPE = { A: 1, NS: 2, CNAME: 5, SOA: 6, PTR: 12, MX: 15, TXT: 16, AAAA: 28, OPT: 41, ANY: 255 } as const;
 export const CLASS_IN = 1;
 export const CLASS_ANY = 255;
@@ -252,6 +254,16 @@ export function errorResponse(id: number, opcode: number, rd: boolean, rcode: nu
 
 export function aRecord(ip: string, ttl: number): Answer {
   return { type: TYPE.A, ttl, data: Buffer.from(ip.split('.').map(Number)) };
+}
+
+/** An AAAA record: 16 bytes of the IPv6 address. */
+export function aaaaRecord(ip6: string, ttl: number): Answer {
+  return { type: TYPE.AAAA, ttl, data: Buffer.from(toNumber(ip6).toString(16).padStart(32, '0'), 'hex') };
+}
+
+/** A PTR record naming `name` (uncompressed). */
+export function ptrRecord(name: string, ttl: number): Answer {
+  return { type: TYPE.PTR, ttl, data: encodeName(name) };
 }
 
 /** Flags and rcode of a DNS message header (for checking an upstream's reply), or undefined when it is shorter than a header. */

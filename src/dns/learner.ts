@@ -1,6 +1,6 @@
 // Learns this host's containers' names from its Docker engine and writes them
 // to the store, where every host's DNS finds them:
-//   names/<clusterId>/<endpointId>  {name, aliases, ip, host, network, container}
+//   names/<clusterId>/<endpointId>  {name, aliases, ip, ip6?, host, network, container}
 //   askers/<host>/<ip>              {networks, container, name}
 // The asker addresses are the container's docker_gwbridge address (where its
 // queries to weft come from: Docker's embedded resolver forwards them from
@@ -30,6 +30,7 @@ import type { LocalNetwork } from '../cluster/local-networks';
 import { AskerRecord, keys, NameRecord } from '../store/keys';
 import type { LeaseId, Store } from '../store/store';
 import { isIPv4, NameTable } from './table';
+import { canonicalIPv6, isIPv6 } from '../ipam/cidr';
 
 export interface LearnerDeps {
   store: Store;
@@ -443,6 +444,9 @@ export function recordsOf(c: DockerContainer | undefined, gwIp: string | undefin
   const networks = new Set<string>();
   const askerIps = new Set<string>();
   if (gwIp) askerIps.add(gwIp);
+  // IPv6 off in the container: Docker 28 reserves no IPv6 address for it, 20.10 still does (one nothing answers on).
+  const sysctls = c.HostConfig?.Sysctls ?? {};
+  const ipv6Off = ['net.ipv6.conf.all.disable_ipv6', 'net.ipv6.conf.eth0.disable_ipv6'].some((k) => sysctls[k] === '1');
   for (const [netName, n] of Object.entries(c.NetworkSettings?.Networks ?? {})) {
     const cid = n.NetworkID ? weftNets.get(n.NetworkID) : undefined;
     if (!cid) {
@@ -450,9 +454,12 @@ export function recordsOf(c: DockerContainer | undefined, gwIp: string | undefin
       continue;
     }
     networks.add(cid);
-    if (!n.EndpointID || !n.IPAddress || !isIPv4(n.IPAddress)) continue;
+    // Dual-stack: both addresses; IPv6-only (Docker 28): no IPv4 address.
+    const ip4 = n.IPAddress && isIPv4(n.IPAddress) ? n.IPAddress : '';
+    const ip6 = !ipv6Off && n.GlobalIPv6Address && isIPv6(n.GlobalIPv6Address) ? canonicalIPv6(n.GlobalIPv6Address) : undefined;
+    if (!n.EndpointID || (!ip4 && !ip6)) continue;
     const aliases = [...new Set((n.Aliases ?? []).filter((a) => typeof a === 'string' && a && a !== name))].sort();
-    const rec: NameRecord = { name, aliases, ip: n.IPAddress, host, network: netName, container: c.Id };
+    const rec: NameRecord = { name, aliases, ip: ip4, ...(ip6 ? { ip6 } : {}), ...(ipv6Off ? { ipv6Off: true } : {}), host, network: netName, container: c.Id };
     out.set(keys.name(cid, n.EndpointID), JSON.stringify(rec));
   }
   if (!networks.size) return out;

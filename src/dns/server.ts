@@ -11,7 +11,7 @@ import * as dgram from 'dgram';
 import * as net from 'net';
 import type { Logger } from 'pino';
 import {
-  aRecord, buildResponse, CLASS_ANY, CLASS_IN, DnsFormatError, errorResponse, parseQuery, Query, RCODE, TYPE, udpLimit,
+  aRecord, aaaaRecord, ptrRecord, buildResponse, CLASS_ANY, CLASS_IN, DnsFormatError, errorResponse, parseQuery, Query, RCODE, TYPE, udpLimit,
 } from './codec';
 import type { Forwarder } from './forward';
 import type { Lookup, NameTable } from './table';
@@ -170,16 +170,29 @@ export class DnsServer {
     const maxSize = overTcp ? 65535 : udpLimit(q);
     const recursion = this.o.forwarder !== undefined;
     const { name, type, cls } = q.question;
-    let res: Lookup = cls === CLASS_IN || cls === CLASS_ANY ? this.o.table.lookup(src, name) : { kind: 'other' };
+    // PTR of a weft container's address (IPv4 or IPv6): its NAME.NETWORK, with the isolation of A and AAAA.
+    const ask = (): Lookup & { names?: string[] } => {
+      if (cls !== CLASS_IN && cls !== CLASS_ANY) return { kind: 'other' };
+      if (type === TYPE.PTR) {
+        const r = this.o.table.reverse(src, name);
+        return r.kind === 'found' ? { kind: 'found', ips: [], ips6: [], names: r.names } : r;
+      }
+      return this.o.table.lookup(src, name);
+    };
+    let res: Lookup & { names?: string[] } = ask();
     if (res.kind === 'nxdomain' && !this.o.table.asker(src) && this.mayPark(src)) {
       // A container that just started asks before weft has learned it from Docker: wait a little.
       this.o.onUnknownAsker?.(src);
       await this.park(src);
-      res = this.o.table.lookup(src, name);
+      res = ask();
       if (!this.o.table.asker(src)) this.rememberUnknown(src);
     }
     if (res.kind === 'found') {
-      const answers = type === TYPE.A || type === TYPE.ANY ? res.ips.map((ip) => aRecord(ip, this.ttl)) : [];
+      const answers = [
+        ...(type === TYPE.A || type === TYPE.ANY ? res.ips.map((ip) => aRecord(ip, this.ttl)) : []),
+        ...(type === TYPE.AAAA || type === TYPE.ANY ? res.ips6.map((ip) => aaaaRecord(ip, this.ttl)) : []),
+        ...(type === TYPE.PTR ? (res.names ?? []).map((n) => ptrRecord(n, this.ttl)) : []),
+      ];
       const out = buildResponse(q, { rcode: RCODE.NOERROR, answers, authoritative: true, recursion, maxSize });
       if (answers.length && out.readUInt16BE(6) === 0) this.stats.truncated++;
       this.stats.answered++;

@@ -3,6 +3,7 @@
 // never a silently ignored setting.
 
 import { errors } from '../errors';
+import { toNumber } from '../ipam/cidr';
 import { Label, Options } from './labels';
 
 /** Option weft adds when it creates a network that was made on another host. */
@@ -113,4 +114,10 @@ export function isValidUnicastMac(mac: string): boolean {
 /** A locally administered unicast MAC derived from the IPv4 address, the way Docker's bridge does (02:42 + address). */
 export function macFromIp(ip: string): string {
   return ['02', '42', ...ip.split('.').map((o) => Number(o).toString(16).padStart(2, '0'))].join(':');
+}
+
+/** The same for an endpoint with only an IPv6 address: 02:42 + its last 32 bits. */
+export function macFromIPv6(ip6: string): string {
+  const n = toNumber(ip6) & 0xffffffffn;
+  return ['02', '42', ...[24n, 16n, 8n, 0n].map((sh) => Number((n >> sh) & 0xffn).toString(16).padStart(2, '0'))].join(':');
 }

@@ -25,7 +25,8 @@ import { Store } from '../store/store';
 import { faultPoint } from '../util/fault';
 import { KeyedMutex } from '../util/mutex';
 import {
-  carve, contains, inside, isIPv4, overlaps, parseSubnet, poolKey, Subnet, subnetFromPoolKey, toIp, toNumber, usableBounds,
+  canonicalIPv6, carve, contains, inside, isIPv4, isIPv6, overlaps, parseAnySubnet, parseSubnet, parseSubnet6, poolKey, Subnet,
+  subnetFromPoolKey, toIp, toNumber, usableBounds,
 } from './cidr';
 
 export const ADDRESS_SPACE = 'weft';
@@ -34,6 +35,8 @@ export interface IpamOptions {
   host: string;
   defaultPool: string;
   defaultPoolSize: number;
+  /** Where `--ipv6` without an IPv6 --subnet gets its /64 (a ULA prefix); absent: fd77:eef0:77::/48. */
+  defaultPoolV6?: string;
   logger?: Logger;
   /** Optimistic transactions retried this many times before giving up. */
   maxRetries?: number;
@@ -61,10 +64,15 @@ export class Ipam {
   private readonly mutex = new KeyedMutex();
   private readonly cache = new Map<string, AddrCache>();
   private readonly defaultRange: Subnet;
+  private readonly defaultRange6: Subnet;
   private readonly maxRetries: number;
 
   constructor(private readonly store: Store, private readonly opts: IpamOptions) {
     this.defaultRange = parseSubnet(opts.defaultPool);
+    this.defaultRange6 = parseSubnet6(opts.defaultPoolV6 ?? DEFAULT_POOL_V6);
+    if (this.defaultRange6.prefix > DEFAULT_V6_SIZE) {
+      throw new Error(`default-pool-v6 ${this.defaultRange6.cidr} is smaller than the /${DEFAULT_V6_SIZE} subnets weft carves from it`);
+    }
     this.maxRetries = opts.maxRetries ?? 32;
     if (opts.defaultPoolSize < this.defaultRange.prefix) {
       throw new Error(`default-pool-size /${opts.defaultPoolSize} is larger than default-pool ${opts.defaultPool}`);
@@ -74,16 +82,17 @@ export class Ipam {
   // ---------------------------------------------------------------- pools
 
   async requestPool(req: PoolRequest): Promise<{ poolId: string; pool: string }> {
-    if (req.v6) throw errors.ipv6Unsupported();
+    const v6 = req.v6 === true;
     if (!req.pool) {
       if (req.subPool) throw errors.badSubnet(req.subPool, '--ip-range needs --subnet');
-      return this.mutex.run('pools', () => this.allocateDefaultPool());
+      return this.mutex.run('pools', () => this.allocateDefaultPool(v6));
     }
-    const subnet = parseSubnet(req.pool);
-    if (subnet.prefix > 30) throw errors.badSubnet(subnet.cidr, 'too small for containers: use a prefix length of at most /30');
+    const subnet = v6 ? parseSubnet6(req.pool) : parseSubnet(req.pool);
+    if (!v6 && subnet.prefix > 30) throw errors.badSubnet(subnet.cidr, 'too small for containers: use a prefix length of at most /30');
+    if (v6 && subnet.prefix > 126) throw errors.badSubnet(subnet.cidr, 'too small for containers: use a prefix length of at most /126 (/64 is usual)');
     let range: Subnet | undefined;
     if (req.subPool) {
-      range = parseSubnet(req.subPool);
+      range = v6 ? parseSubnet6(req.subPool) : parseSubnet(req.subPool);
       if (!inside(range, subnet)) throw errors.badIpRange(range.cidr, subnet.cidr);
     }
     return this.mutex.run('pools', () => this.createOrReusePool(subnet, range));
@@ -126,18 +135,20 @@ export class Ipam {
     throw errors.contention(`creating pool ${subnet.cidr}`);
   }
 
-  private async allocateDefaultPool(): Promise<{ poolId: string; pool: string }> {
+  private async allocateDefaultPool(v6: boolean): Promise<{ poolId: string; pool: string }> {
+    const range = v6 ? this.defaultRange6 : this.defaultRange;
+    const size = v6 ? DEFAULT_V6_SIZE : this.opts.defaultPoolSize;
     for (let attempt = 0; attempt < this.maxRetries; attempt++) {
       const { index, modRevision } = await this.readIndex();
-      const taken = Object.values(index).map((c) => parseSubnet(c));
+      const taken = Object.values(index).map((c) => parseAnySubnet(c)).filter((t) => overlaps(t, range));
       let chosen: Subnet | undefined;
-      for (const candidate of carve(this.defaultRange, this.opts.defaultPoolSize)) {
+      for (const candidate of carve(range, size)) {
         if (!taken.some((t) => overlaps(t, candidate))) {
           chosen = candidate;
           break;
         }
       }
-      if (!chosen) throw errors.defaultRangeExhausted(this.defaultRange.cidr, this.opts.defaultPoolSize);
+      if (!chosen) throw errors.defaultRangeExhausted(range.cidr, size);
       const id = poolKey(chosen);
       const rec: PoolRecord = { subnet: chosen.cidr, createdBy: this.opts.host, createdAt: new Date().toISOString() };
       // Recorded at once, unbound: if Docker rejects it (it overlaps a host
@@ -165,7 +176,7 @@ export class Ipam {
 
   private async findOverlap(index: Index, subnet: Subnet): Promise<WeftError | undefined> {
     for (const [id, cidr] of Object.entries(index)) {
-      const other = parseSubnet(cidr);
+      const other = parseAnySubnet(cidr);
       if (!overlaps(other, subnet)) continue;
       const pool = await this.getPool(id);
       const name = pool?.network ? await this.networkName(pool.network) : 'being created';
@@ -292,11 +303,19 @@ export class Ipam {
   async requestAddress(poolId: string, req: AddressRequest): Promise<string> {
     const subnet = subnetFromPoolKey(poolId);
     if (!subnet) throw errors.unknownPool(poolId);
-    if (req.address !== undefined && req.address !== '' && !isIPv4(req.address)) throw errors.badAddress(req.address);
+    let wanted = req.address || undefined;
+    if (wanted !== undefined) {
+      if (subnet.v6) {
+        if (!isIPv6(wanted)) throw errors.badAddress(wanted.slice(0, 64), 'IPv6');
+        wanted = canonicalIPv6(wanted);
+      } else if (!isIPv4(wanted)) {
+        throw errors.badAddress(wanted.slice(0, 64));
+      }
+    }
     return this.mutex.run(`pool:${poolId}`, async () => {
       const withPrefix = (ip: string) => `${ip}/${subnet.prefix}`;
-      if (req.gateway) return withPrefix(await this.gateway(poolId, subnet, req.address || undefined));
-      if (req.address) return withPrefix(await this.claimStatic(poolId, subnet, req.address, req.mac));
+      if (req.gateway) return withPrefix(await this.gateway(poolId, subnet, wanted));
+      if (wanted) return withPrefix(await this.claimStatic(poolId, subnet, wanted, req.mac));
       return withPrefix(await this.claimFree(poolId, subnet, req.mac));
     });
   }
@@ -316,14 +335,14 @@ export class Ipam {
       }
       let gw: string;
       if (wanted) {
-        if (!contains(subnet, wanted)) throw errors.addressOutside(wanted, subnet.cidr);
+        if (!contains(subnet, wanted)) throw errors.addressOutside(wanted, subnet.cidr, ipFlag(subnet));
         gw = wanted;
       } else {
         const { first } = usableBounds(subnet);
-        gw = toIp(first);
+        gw = toIp(first, subnet.v6);
       }
       const held = await this.store.get(keys.addr(poolId, gw));
-      if (held) throw errors.addressInUse(gw, subnet.cidr, describeHolder(JSON.parse(held.value) as AddressRecord));
+      if (held) throw errors.addressInUse(gw, subnet.cidr, describeHolder(JSON.parse(held.value) as AddressRecord), ipFlag(subnet));
       const ok = await this.store.txn(
         [{ key: keys.pool(poolId), modRevision }, { key: keys.addr(poolId, gw), modRevision: 0 }],
         [{ type: 'put', key: keys.pool(poolId), value: JSON.stringify({ ...rec, gateway: gw }) }],
@@ -334,15 +353,20 @@ export class Ipam {
   }
 
   private async claimStatic(poolId: string, subnet: Subnet, ip: string, mac?: string): Promise<string> {
-    if (!contains(subnet, ip)) throw errors.addressOutside(ip, subnet.cidr);
+    const flag = ipFlag(subnet);
+    if (!contains(subnet, ip)) throw errors.addressOutside(ip, subnet.cidr, flag);
     const { rec } = await this.pool(poolId);
     const n = toNumber(ip);
-    if (subnet.prefix <= 30 && n === subnet.first) throw errors.addressReserved(ip, 'network address');
-    if (subnet.prefix <= 30 && n === subnet.last) throw errors.addressReserved(ip, 'broadcast address');
+    if (subnet.v6) {
+      if (subnet.prefix <= 126 && n === subnet.first) throw errors.addressReserved(ip, 'subnet-router anycast address', flag);
+    } else {
+      if (subnet.prefix <= 30 && n === subnet.first) throw errors.addressReserved(ip, 'network address');
+      if (subnet.prefix <= 30 && n === subnet.last) throw errors.addressReserved(ip, 'broadcast address');
+    }
     const kind: AddressRecord['kind'] = mac ? 'endpoint' : 'aux';
     if (rec.gateway === ip) {
       if (kind === 'aux') return ip;
-      throw errors.addressReserved(ip, 'gateway');
+      throw errors.addressReserved(ip, 'gateway', flag);
     }
     const key = keys.addr(poolId, ip);
     for (let attempt = 0; attempt < this.maxRetries; attempt++) {
@@ -355,7 +379,7 @@ export class Ipam {
         // dockerd 20.10 sends it without the MAC. A request with another MAC
         // is a second container asking for a taken --ip.
         if (h.kind === 'endpoint' && h.host === this.opts.host && (!mac || h.mac === mac)) return ip;
-        throw errors.addressInUse(ip, subnet.cidr, describeHolder(h));
+        throw errors.addressInUse(ip, subnet.cidr, describeHolder(h), flag);
       }
       const value: AddressRecord = { host: this.opts.host, kind, ...(mac ? { mac } : {}), at: new Date().toISOString() };
       if (await this.createKey(key, JSON.stringify(value))) {
@@ -379,7 +403,7 @@ export class Ipam {
 
   private async claimFree(poolId: string, subnet: Subnet, mac?: string): Promise<string> {
     const { rec } = await this.pool(poolId);
-    const range = rec.ipRange ? parseSubnet(rec.ipRange) : subnet;
+    const range = rec.ipRange ? parseAnySubnet(rec.ipRange) : subnet;
     const { first, last } = usableBounds(subnet, range);
     const gateway = rec.gateway ? toNumber(rec.gateway) : undefined;
     let cache = this.cached(poolId) ?? (await this.refresh(poolId));
@@ -396,7 +420,7 @@ export class Ipam {
         }
         throw errors.poolExhausted(range.cidr, cache.used.size + (gateway !== undefined ? 1 : 0));
       }
-      const ip = toIp(candidate);
+      const ip = toIp(candidate, subnet.v6);
       const key = keys.addr(poolId, ip);
       const value: AddressRecord = { host: this.opts.host, kind: 'endpoint', ...(mac ? { mac } : {}), at: new Date().toISOString() };
       const ok = await this.createKey(key, JSON.stringify(value));
@@ -419,7 +443,9 @@ export class Ipam {
   /** ReleaseAddress: idempotent; the gateway and aux reservations stay with the pool. */
   async releaseAddress(poolId: string, address: string): Promise<void> {
     const subnet = subnetFromPoolKey(poolId);
-    if (!subnet || !isIPv4(address)) return;
+    if (!subnet) return;
+    if (subnet.v6 ? !isIPv6(address) : !isIPv4(address)) return;
+    if (subnet.v6) address = canonicalIPv6(address);
     await this.mutex.run(`pool:${poolId}`, async () => {
       const key = keys.addr(poolId, address);
       const kv = await this.store.get(key);
@@ -451,7 +477,16 @@ export class Ipam {
   }
 }
 
-/** An address record, or undefined when the value is not one (skipped, never thrown: one bad record must not stop the others). */
+/** Default range of the IPv6 subnets given to `--ipv6` networks without an IPv6 --subnet (a ULA prefix, RFC 4193). */
+export const DEFAULT_POOL_V6 = 'fd77:eef0:77::/48';
+/** IPv6 subnets carved from it are /64s: what SLAAC, and so most IPv6 tooling, expects of a link. */
+export const DEFAULT_V6_SIZE = 64;
+
+/** What the user types to ask for an address of the subnet's family. */
+function ipFlag(subnet: Subnet): string {
+  return subnet.v6 ? '--ip6' : '--ip';
+}
+
 function describeHolder(h: AddressRecord): string {
   return h.kind === 'aux' ? 'reserved with --aux-address' : `held by a container on host ${h.host}`;
 }
@@ -459,11 +494,22 @@ function describeHolder(h: AddressRecord): string {
 function pickFree(first: bigint, last: bigint, used: Set<bigint>, gateway: bigint | undefined, random: boolean): bigint | undefined {
   const size = last - first + 1n;
   if (size <= 0n) return undefined;
-  const start = random ? first + BigInt(Math.floor(Math.random() * Number(size))) : first;
+  // Random among the low addresses only: a /64 has 2^64, and an address picked
+  // anywhere in it would be long to type and read (fd00:40::9ca0:43bf:b7ac:8e1b).
+  const window = size < 4096n + 4n * BigInt(used.size) ? size : 4096n + 4n * BigInt(used.size);
+  const start = random ? first + randomBelow(window) : first;
   for (let i = 0n; i < size; i++) {
     let n = start + i;
     if (n > last) n -= size;
     if (n !== gateway && !used.has(n)) return n;
   }
   return undefined;
+}
+
+/** A uniform random bigint in [0, n): 2^64 addresses of a /64 do not fit a double. */
+function randomBelow(n: bigint): bigint {
+  if (n <= 1n << 52n) return BigInt(Math.floor(Math.random() * Number(n)));
+  let r = 0n;
+  for (let bits = 0n; (1n << bits) < n; bits += 32n) r = (r << 32n) | BigInt(Math.floor(Math.random() * 2 ** 32));
+  return r % n;
 }

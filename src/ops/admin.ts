@@ -74,11 +74,11 @@ export function registerAdminRoutes(app: FastifyInstance, deps: AdminDeps): void
   });
 }
 
-const entryKey = (e: PeerEntry) => `${e.kind}|${e.ip ?? ''}|${(e.mac ?? '').toLowerCase()}|${e.vtep}`;
+const entryKey = (e: PeerEntry) => `${e.kind}|${e.ip ?? ''}|${e.ip6 ?? ''}|${(e.mac ?? '').toLowerCase()}|${e.vtep}`;
 
 function entries(p: PeerState): PeerEntry[] {
   return [
-    ...p.endpoints.map((e): PeerEntry => ({ kind: 'endpoint', ip: e.ip, mac: e.mac.toLowerCase(), vtep: e.vtep })),
+    ...p.endpoints.map((e): PeerEntry => ({ kind: 'endpoint', ip: e.ip, ...(e.ip6 ? { ip6: e.ip6 } : {}), mac: e.mac.toLowerCase(), vtep: e.vtep })),
     ...p.floodVteps.map((v): PeerEntry => ({ kind: 'flood', vtep: v })),
     ...(p.routed?.routes ?? []).map((r): PeerEntry => ({ kind: 'route', ip: r.ip, vtep: r.via })),
     ...(p.routed?.nexthops ?? []).map((h): PeerEntry => ({ kind: 'nexthop', mac: h.mac.toLowerCase(), vtep: h.ip })),
@@ -98,14 +98,15 @@ export function comparePeers(programmed: PeerState, expected: PeerState): PeerRe
   const halves: PeerEntry[] = [];
   for (const m of missing) {
     if (m.kind !== 'endpoint') continue;
-    const x = extra.find((e) => e.kind === 'endpoint' && e.mac === m.mac && ((!e.vtep && e.ip === m.ip) || (!e.ip && e.vtep === m.vtep)));
+    const x = extra.find((e) => e.kind === 'endpoint' && e.mac === m.mac &&
+      ((!e.vtep && e.ip === m.ip && e.ip6 === m.ip6) || (!e.ip && !e.ip6 && e.vtep === m.vtep)));
     if (!x) continue;
     extra = extra.filter((e) => e !== x);
     halves.push({ ...m, part: x.vtep ? 'neighbour' : 'fdb' });
   }
-  missing = [...missing.filter((m) => !halves.some((h) => h.mac === m.mac && h.ip === m.ip && h.vtep === m.vtep)), ...halves];
+  missing = [...missing.filter((m) => !halves.some((h) => h.mac === m.mac && h.ip === m.ip && h.ip6 === m.ip6 && h.vtep === m.vtep)), ...halves];
   // Entries programmed in full: a half-programmed endpoint is not counted (it shows as missing its half).
-  const full = have.filter((e) => e.kind !== 'endpoint' || (e.ip && e.mac && e.vtep)).length;
+  const full = have.filter((e) => e.kind !== 'endpoint' || ((e.ip || e.ip6) && e.mac && e.vtep)).length;
   return { programmed: full, expected: want.length, missing, extra, drift: missing.length + extra.length };
 }
 
@@ -168,7 +169,7 @@ export async function collectStatus(deps: AdminDeps): Promise<StatusReport> {
         for (const kv of list.kvs) {
           const rec = JSON.parse(kv.value) as EndpointRecord & { container?: string };
           if (rec.host !== cfg.hostName) continue;
-          endpoints.push({ id: leaf(kv.key), ...(rec.container ? { container: rec.container } : {}), ip: rec.ip, mac: rec.mac });
+          endpoints.push({ id: leaf(kv.key), ...(rec.container ? { container: rec.container } : {}), ip: rec.ip, ...(rec.ip6 ? { ip6: rec.ip6 } : {}), mac: rec.mac });
         }
       } catch {
         // reported through store.reachable
@@ -187,7 +188,8 @@ export async function collectStatus(deps: AdminDeps): Promise<StatusReport> {
     const r = local.record;
     return {
       clusterId: local.clusterId, localId: local.localId, ...(r.name ? { name: r.name } : {}), vni: r.vni,
-      ...(r.subnet ? { subnet: r.subnet } : {}), ...(r.gateway ? { gateway: r.gateway } : {}), mtu: r.mtu,
+      ...(r.subnet ? { subnet: r.subnet } : {}), ...(r.gateway ? { gateway: r.gateway } : {}),
+      ...(r.subnet6 ? { subnet6: r.subnet6 } : {}), ...(r.gateway6 ? { gateway6: r.gateway6 } : {}), mtu: r.mtu,
       ...(r.deleting ? { deleting: true } : {}),
       ...(r.encrypted ? { encrypted: true } : {}),
       ...(networkMode(r.options) === 'routed' ? { mode: 'routed' as const, paths: agent?.routedPaths(local.clusterId) ?? [] } : {}),

@@ -31,6 +31,9 @@ export interface NetworkView {
   vni: number;
   subnet?: string;
   gateway?: string;
+  /** IPv6 subnet and gateway (--ipv6); an IPv6-only network has no subnet. */
+  subnet6?: string;
+  gateway6?: string;
   mtu: number;
   createdBy: string;
   createdAt: string;
@@ -52,6 +55,7 @@ export interface EndpointView {
   hostAlive: boolean;
   container?: string;
   ip: string;
+  ip6?: string;
   mac: string;
   vtep: string;
   createdAt?: string;
@@ -145,6 +149,8 @@ export class ClusterView {
       vni: r.vni,
       ...(r.subnet ? { subnet: r.subnet } : {}),
       ...(r.gateway ? { gateway: r.gateway } : {}),
+      ...(r.subnet6 ? { subnet6: r.subnet6 } : {}),
+      ...(r.gateway6 ? { gateway6: r.gateway6 } : {}),
       mtu: r.mtu,
       createdBy: r.createdBy,
       createdAt: r.createdAt,
@@ -188,6 +194,7 @@ export class ClusterView {
         hostAlive: this.hostRecords.has(e.record.host),
         ...(container ? { container } : {}),
         ip: e.record.ip,
+        ...(e.record.ip6 ? { ip6: e.record.ip6 } : {}),
         mac: e.record.mac,
         vtep: e.record.vtep,
         ...(e.record.createdAt ? { createdAt: e.record.createdAt } : {}),

@@ -9,9 +9,11 @@ import { OpsContext, OpsError, ParsedArgs } from './context';
 import { json, shortId, table } from './format';
 
 export function renderEndpoints(eps: EndpointView[]): string {
+  const v6 = eps.some((e) => e.ip6); // the IPV6 column only where some endpoint has one
   return table(
-    ['NETWORK', 'HOST', 'CONTAINER', 'IP', 'MAC', 'ENDPOINT'],
-    eps.map((e) => [e.network, e.hostAlive ? e.host : `${e.host} (down)`, e.container ?? shortId(e.id), e.ip, e.mac, shortId(e.id)]),
+    ['NETWORK', 'HOST', 'CONTAINER', 'IP', ...(v6 ? ['IPV6'] : []), 'MAC', 'ENDPOINT'],
+    eps.map((e) => [e.network, e.hostAlive ? e.host : `${e.host} (down)`, e.container ?? shortId(e.id), e.ip || '-',
+      ...(v6 ? [e.ip6 ?? '-'] : []), e.mac, shortId(e.id)]),
   );
 }
 
@@ -19,7 +21,7 @@ export function renderEndpoints(eps: EndpointView[]): string {
 export function endpointsJson(eps: EndpointView[]): unknown[] {
   return eps.map((e) => ({
     network: e.network, networkId: e.networkId, host: e.host, hostAlive: e.hostAlive, container: e.container ?? null,
-    endpoint: e.id, ip: e.ip, mac: e.mac, vtep: e.vtep, ...(e.createdAt ? { createdAt: e.createdAt } : {}),
+    endpoint: e.id, ip: e.ip, ...(e.ip6 ? { ip6: e.ip6 } : {}), mac: e.mac, vtep: e.vtep, ...(e.createdAt ? { createdAt: e.createdAt } : {}),
   }));
 }
 

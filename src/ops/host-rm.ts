@@ -39,7 +39,7 @@ export interface HostRmPlan {
   /** [wireguard] Its tunnel address claims (tunnels/<ip>). */
   tunnels?: PlannedKey[];
   /** Networks marked `deleting` that only this host kept: removed from the cluster after the bindings. */
-  finishNetworks: { clusterId: string; name?: string; vni: number; poolId?: string; modRevision: number }[];
+  finishNetworks: { clusterId: string; name?: string; vni: number; poolId?: string; poolId6?: string; modRevision: number }[];
   /** Store revision the plan was read at. */
   revision: number;
   /** Underlay addresses the host's endpoints name: where its weft would answer if it still ran. */
@@ -108,7 +108,7 @@ export async function planHostRemoval(store: Store, host: string): Promise<HostR
     const rec = kv ? parse<NetworkRecord>(kv) : undefined;
     if (kv && rec?.deleting && others.length === 0) {
       plan.finishNetworks.push({
-        clusterId: b.network, ...(rec.name ? { name: rec.name } : {}), vni: rec.vni, ...(rec.poolId ? { poolId: rec.poolId } : {}), modRevision: kv.modRevision,
+        clusterId: b.network, ...(rec.name ? { name: rec.name } : {}), vni: rec.vni, ...(rec.poolId ? { poolId: rec.poolId } : {}), ...(rec.poolId6 ? { poolId6: rec.poolId6 } : {}), modRevision: kv.modRevision,
       });
     }
   }

@@ -110,7 +110,7 @@ async function hostRmCommand(ctx: OpsContext, a: ReturnType<typeof parseArgs>): 
     const yes = await ask(`${describePlan(plan)}.\nRemove host ${host} for good? [y/N] `);
     if (!yes) return { stdout: 'nothing removed\n', code: 1 };
   }
-  const ipam = new Ipam(store, { host: ctx.cfg.hostName, defaultPool: ctx.cfg.defaultPool, defaultPoolSize: ctx.cfg.defaultPoolSize });
+  const ipam = new Ipam(store, { host: ctx.cfg.hostName, defaultPool: ctx.cfg.defaultPool, defaultPoolSize: ctx.cfg.defaultPoolSize, defaultPoolV6: ctx.cfg.defaultPoolV6 });
   let r;
   try {
     r = await executeHostRemoval(store, ipam, plan);

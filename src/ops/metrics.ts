@@ -194,6 +194,7 @@ export class WeftMetrics {
   readonly dns = this.registry.counter('weft_dns_events_total', 'DNS server events: queries, answered, nxdomain, forwarded, refused, servfail, malformed, truncated, dropped, parked (held while weft learns the asker), tcpConnections.', ['event']);
   readonly invalidRecords = this.registry.counter('weft_store_invalid_records_total', 'Records in the store that weft skipped because they are not valid, by kind (endpoint, host, network, binding); each value counted once.', ['kind']);
   readonly suspects = this.registry.gauge('weft_hosts_unregistered_kept', 'Hosts whose lease expired that are kept in the forwarding tables while they answer probes over the underlay.');
+  readonly endpointAddresses = this.registry.gauge('weft_endpoint_addresses', 'Addresses of endpoints in the cluster (every host), by network and family ("ipv4" or "ipv6"), from the agent\'s mirror of the store.', ['network', 'family']);
   readonly residentMemory = this.registry.gauge('process_resident_memory_bytes', 'Resident memory of the weft process (VmRSS: its private memory plus the pages of the node binary it touched, which other node processes share).');
   readonly heapUsed = this.registry.gauge('nodejs_heap_size_used_bytes', 'JavaScript heap in use (V8), after the last garbage collection as far as it ran.');
   readonly heapTotal = this.registry.gauge('nodejs_heap_size_total_bytes', 'JavaScript heap reserved by V8.');

@@ -109,6 +109,18 @@ export function createOps(cfg: Config, store: Store): Ops {
   });
   metrics.registry.onCollect(() => {
     if (!agent) return;
+    metrics.endpointAddresses.reset();
+    for (const [cid, eps] of agent.view.endpoints) {
+      const network = agent.view.networks.get(cid)?.name ?? cid.slice(0, 12);
+      let v4 = 0;
+      let v6 = 0;
+      for (const e of eps.values()) {
+        if (e.ip) v4++;
+        if (e.ip6) v6++;
+      }
+      metrics.endpointAddresses.set({ network, family: 'ipv4' }, v4);
+      metrics.endpointAddresses.set({ network, family: 'ipv6' }, v6);
+    }
     for (const [kind, n] of agent.invalid.byKind) metrics.invalidRecords.setTotal({ kind }, n);
     metrics.suspects.set({}, agent.liveness.report().length);
     // From the agent's mirror of the store (its watch), not a store request per scrape.

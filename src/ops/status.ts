@@ -13,7 +13,8 @@ function entry(e: PeerEntry): string {
   if (e.kind === 'route') return `route ${e.ip || '?'}/32 via ${e.vtep || '?'} (routed)`;
   if (e.kind === 'nexthop') return `next hop ${e.vtep || '?'} at ${e.mac || '?'} (routed)`;
   const what = e.part === 'fdb' ? 'FDB entry of ' : e.part === 'neighbour' ? 'neighbour entry of ' : '';
-  return `${what}${e.ip || '(no IP)'} ${e.mac || '(no MAC)'} via ${e.vtep || '(no VTEP)'}`;
+  const ips = [e.ip, e.ip6].filter(Boolean).join(' ');
+  return `${what}${ips || '(no IP)'} ${e.mac || '(no MAC)'} via ${e.vtep || '(no VTEP)'}`;
 }
 
 export function renderStatus(s: StatusReport, now = Date.now()): string {
@@ -48,10 +49,11 @@ export function renderStatus(s: StatusReport, now = Date.now()): string {
     const enc = s.networks.some((n) => n.encrypted);
     // [routed] the MODE column only where some network is routed
     const modes = s.networks.some((n) => n.mode);
+    const v6 = s.networks.some((n) => n.subnet6); // the IPv6 column only where some network has IPv6
     out += table(
-      ['NETWORK', 'ID', ...(modes ? ['MODE'] : []), 'VNI', 'SUBNET', 'GATEWAY', 'MTU', 'ENDPOINTS', 'PEERS', 'EXPECTED', 'DRIFT', ...(enc ? ['ENCRYPTED'] : [])],
+      ['NETWORK', 'ID', ...(modes ? ['MODE'] : []), 'VNI', 'SUBNET', ...(v6 ? ['IPV6 SUBNET'] : []), 'GATEWAY', 'MTU', 'ENDPOINTS', 'PEERS', 'EXPECTED', 'DRIFT', ...(enc ? ['ENCRYPTED'] : [])],
       s.networks.map((n) => [
-        n.name ?? '(unnamed)', shortId(n.clusterId), ...(modes ? [n.mode ?? 'vxlan'] : []), s.cluster ? n.vni : '-', n.subnet, n.gateway, n.mtu, n.endpoints.length,
+        n.name ?? '(unnamed)', shortId(n.clusterId), ...(modes ? [n.mode ?? 'vxlan'] : []), s.cluster ? n.vni : '-', n.subnet ?? '-', ...(v6 ? [n.subnet6 ?? '-'] : []), n.gateway ?? '-', n.mtu, n.endpoints.length,
         n.peers.programmed, n.peers.expected, n.peers.error ? 'error' : n.peers.drift, ...(enc ? [n.encrypted ? 'yes' : 'no'] : []),
       ]),
     );
@@ -70,8 +72,9 @@ export function renderStatus(s: StatusReport, now = Date.now()): string {
   const eps = s.networks.flatMap((n) => n.endpoints.map((e) => ({ n, e })));
   if (eps.length) {
     out += '\nENDPOINTS ON THIS HOST\n';
-    out += table(['NETWORK', 'CONTAINER', 'IP', 'MAC', 'ENDPOINT'],
-      eps.map(({ n, e }) => [n.name ?? shortId(n.clusterId), e.container ?? shortId(e.id), e.ip, e.mac, shortId(e.id)]));
+    const v6 = eps.some(({ e }) => e.ip6);
+    out += table(['NETWORK', 'CONTAINER', 'IP', ...(v6 ? ['IPV6'] : []), 'MAC', 'ENDPOINT'],
+      eps.map(({ n, e }) => [n.name ?? shortId(n.clusterId), e.container ?? shortId(e.id), e.ip || '-', ...(v6 ? [e.ip6 ?? '-'] : []), e.mac, shortId(e.id)]));
   }
   if (drifting.length) {
     out += '\nDRIFT (kernel against store)\n';

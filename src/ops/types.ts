@@ -10,6 +10,8 @@ export interface PeerEntry {
    */
   kind: 'endpoint' | 'flood' | 'route' | 'nexthop';
   ip?: string;
+  /** Its IPv6 address (an IPv6 neighbour entry), on a network with IPv6. */
+  ip6?: string;
   mac?: string;
   vtep: string;
   /** Only this half of an endpoint's entries is missing (the other is in the kernel). */
@@ -44,6 +46,7 @@ export interface LocalEndpointReport {
   /** Container name from this host's Docker engine, when it answered. */
   container?: string;
   ip: string;
+  ip6?: string;
   mac: string;
 }
 
@@ -54,6 +57,8 @@ export interface NetworkReport {
   vni: number;
   subnet?: string;
   gateway?: string;
+  subnet6?: string;
+  gateway6?: string;
   mtu: number;
   deleting?: boolean;
   /** [wireguard] traffic between hosts goes through WireGuard */

@@ -126,7 +126,7 @@ export interface PoolRecord {
   ipRange?: string;
   /** Set by the first gateway request; every host's repeat of it gets the same address. */
   gateway?: string;
-  /** Cluster network that owns the pool; unset between RequestPool and CreateNetwork. */
+  /** Cluster network that owns the pool; unset between RequestPool and CreateNetwork. An IPv6 pool (fd00:40::_64) is a pool like any other. */
   network?: string;
   createdBy: string;
   createdAt: string;
@@ -147,6 +147,13 @@ export interface NetworkRecord {
   poolId?: string;
   gateway?: string;
   ipRange?: string;
+  /** The IPv6 side of a dual-stack or IPv6-only network (--ipv6): subnet, pool, gateway, --ip-range. */
+  subnet6?: string;
+  poolId6?: string;
+  gateway6?: string;
+  ipRange6?: string;
+  /** false for an IPv6-only network (Docker 28, --ipv4=false): no subnet, poolId, gateway. Absent: IPv4 on. */
+  ipv4?: boolean;
   vni: number;
   mtu: number;
   /** The -o options the network was created with, replayed when it is created on other hosts. */
@@ -180,7 +187,10 @@ export interface EndpointRecord {
   host: string;
   /** Underlay address of the endpoint's host: where VXLAN frames for its MAC go. */
   vtep: string;
+  /** IPv4 address; empty on an IPv6-only network. */
   ip: string;
+  /** IPv6 address (canonical), on a network with IPv6. */
+  ip6?: string;
   mac: string;
   localNetwork: string;
   /** When it was created (ISO time): the garbage collector leaves young ones alone. */
@@ -193,7 +203,15 @@ export interface NameRecord {
   name: string;
   /** --network-alias values on this network (Docker adds the short container id too). */
   aliases: string[];
+  /** IPv4 address; empty on an IPv6-only network. */
   ip: string;
+  /** IPv6 address, on a network with IPv6: AAAA answers. */
+  ip6?: string;
+  /**
+   * The container runs with IPv6 off (--sysctl net.ipv6.conf.all.disable_ipv6=1):
+   * no AAAA for it, whatever address Docker 20.10 still reserved for it.
+   */
+  ipv6Off?: boolean;
   host: string;
   /** Docker name of the network (the same on every host). */
   network: string;

@@ -9,7 +9,7 @@
 // Callers skip what is invalid, count it and log it once (see InvalidRecords),
 // so that one bad record can stop nothing but itself.
 
-import { isIPv4 } from '../ipam/cidr';
+import { isIPv4, isIPv6 } from '../ipam/cidr';
 import { canonicalIp } from '../util/ip';
 import type { AddressRecord, BindingRecord, EndpointRecord, HostRecord, NetworkRecord } from './keys';
 
@@ -56,10 +56,11 @@ export function readNetwork(text: string | undefined): Read<NetworkRecord> {
   const r = o.value;
   if (typeof r.vni !== 'number' || !Number.isInteger(r.vni) || r.vni < 0 || r.vni >= 1 << 24) return { ok: false, why: `vni ${JSON.stringify(r.vni)} is not a VXLAN network identifier` };
   if (typeof r.mtu !== 'number' || !Number.isInteger(r.mtu) || r.mtu < 68 || r.mtu > 65535) return { ok: false, why: `mtu ${JSON.stringify(r.mtu)} is not an MTU` };
-  for (const k of ['name', 'subnet', 'poolId', 'gateway', 'ipRange', 'createdBy', 'createdAt']) {
+  for (const k of ['name', 'subnet', 'poolId', 'gateway', 'ipRange', 'subnet6', 'poolId6', 'gateway6', 'ipRange6', 'createdBy', 'createdAt']) {
     if (!optStr(r, k)) return { ok: false, why: `${k} must be a string` };
   }
   if (r.subnet !== undefined && !/^\d{1,3}(\.\d{1,3}){3}\/\d{1,2}$/.test(r.subnet as string)) return { ok: false, why: `subnet ${JSON.stringify(r.subnet)} is not IPv4 CIDR` };
+  if (r.subnet6 !== undefined && !/^[0-9a-f:]{2,39}\/\d{1,3}$/.test(r.subnet6 as string)) return { ok: false, why: `subnet6 ${JSON.stringify(r.subnet6)} is not IPv6 CIDR` };
   if (r.options !== undefined && (typeof r.options !== 'object' || r.options === null || Array.isArray(r.options) ||
       Object.values(r.options).some((v) => typeof v !== 'string'))) return { ok: false, why: 'options must map strings to strings' };
   return { ok: true, value: { ...r, options: (r.options ?? {}) as Record<string, string>, internal: r.internal === true } as unknown as NetworkRecord };
@@ -84,7 +85,10 @@ export function readEndpoint(text: string | undefined): Read<EndpointRecord> {
   if (!o.ok) return o;
   const r = o.value;
   if (!str(r, 'host') || (r.host as string) === '') return { ok: false, why: 'host must be a host name' };
-  if (!str(r, 'ip') || !isIPv4(r.ip as string)) return { ok: false, why: `ip ${JSON.stringify(r.ip)} is not an IPv4 address` };
+  if (r.ip6 !== undefined && (typeof r.ip6 !== 'string' || !isIPv6(r.ip6))) return { ok: false, why: `ip6 ${JSON.stringify(r.ip6)} is not an IPv6 address` };
+  // An endpoint of an IPv6-only network has no IPv4 address: ip is empty, ip6 set.
+  const v6only = r.ip === '' && r.ip6 !== undefined;
+  if (!str(r, 'ip') || (!v6only && !isIPv4(r.ip as string))) return { ok: false, why: `ip ${JSON.stringify(r.ip)} is not an IPv4 address` };
   if (!isUnicastMac(r.mac)) return { ok: false, why: `mac ${JSON.stringify(r.mac)} is not a unicast MAC address` };
   if (r.vtep !== undefined && (typeof r.vtep !== 'string' || (r.vtep !== '' && !canonicalIp(r.vtep)))) return { ok: false, why: `vtep ${JSON.stringify(r.vtep)} is not an IPv4 or IPv6 address` };
   if (!optStr(r, 'localNetwork') || !optStr(r, 'createdAt')) return { ok: false, why: 'localNetwork and createdAt must be strings' };

@@ -271,13 +271,14 @@ describe('single host, embedded store', () => {
       await expectWeftServes();
     });
 
-    // Docker 28 makes IPv6-only networks (--ipv4=false); weft networks are IPv4 only for now.
-    it.runIf(isEngine28())('an IPv6-only network (--ipv4=false, Docker 28)', async (ctx) => {
+    // Docker 28 makes IPv6-only networks (--ipv4=false): weft gives the container an IPv6 address only (issue 14).
+    it.runIf(isEngine28())('an IPv6-only network (--ipv4=false, Docker 28) gives a container an IPv6 address and no IPv4 one', async (ctx) => {
       needs(ctx, 'network');
-      const r = await d(['network', 'create', ...WEFT, '--ipv4=false', '--ipv6', '--subnet', 'fd00:77::/64', 'v6only']);
-      expect(r.code, `should fail; stdout: ${r.stdout}`).not.toBe(0);
-      expect(r.stderr).toMatch(/weft does not support IPv6.*--ipv4=false/);
-      expect((await d(['network', 'inspect', 'v6only'])).code).not.toBe(0);
+      await dOk(['network', 'create', ...WEFT, '--ipv4=false', '--ipv6', '--subnet', 'fd00:77::/64', 'v6only']);
+      const r = await dOk(['run', '--rm', '--network', 'v6only', IMG, 'ip', '-o', 'addr', 'show', 'eth0']);
+      expect(r).toMatch(/inet6 fd00:77::2\/64/);
+      expect(r).not.toMatch(/ inet /);
+      await dOk(['network', 'rm', 'v6only']);
       await expectWeftServes();
     });
   });

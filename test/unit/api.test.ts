@@ -180,7 +180,7 @@ describe('what Docker 23 to 29 changed on the wire', () => {
     expect(r).toEqual({ status: 200, body: { SkipIPv4: false, SkipIPv6: false } });
   });
 
-  it('takes com.docker.network.enable_ipv4=true (28) and refuses an IPv6-only network with a message saying so', async () => {
+  it('takes com.docker.network.enable_ipv4=true (28), and makes an IPv6-only network of enable_ipv4=false', async () => {
     const pool = await call('IpamDriver.RequestPool', { AddressSpace: 'weft', Pool: '10.40.0.0/24', SubPool: '', Options: {}, V6: false });
     const ok = await call('NetworkDriver.CreateNetwork', {
       NetworkID: NET, Options: { 'com.docker.network.enable_ipv4': true, 'com.docker.network.enable_ipv6': false },
@@ -189,16 +189,50 @@ describe('what Docker 23 to 29 changed on the wire', () => {
     expect(ok).toEqual({ status: 200, body: {} });
     expect(pool.status).toBe(200);
     const other = 'c'.repeat(64);
+    // Docker 28 sends only the IPv6 pool request for such a network
+    const v6pool = await call('IpamDriver.RequestPool', { AddressSpace: 'weft', Pool: 'fd00:40::/64', SubPool: '', Options: {}, V6: true });
+    expect(v6pool.body).toEqual({ PoolID: 'fd00:40::_64', Pool: 'fd00:40::/64', Data: {} });
+    await call('IpamDriver.RequestAddress', { PoolID: 'fd00:40::_64', Address: '', Options: { RequestAddressType: 'com.docker.network.gateway' } });
     const v6only = await call('NetworkDriver.CreateNetwork', {
       NetworkID: other, Options: { 'com.docker.network.enable_ipv4': false, 'com.docker.network.enable_ipv6': true },
-      IPv4Data: [], IPv6Data: [{ AddressSpace: 'weft', Pool: 'fd00:40::/64' }],
+      IPv4Data: [], IPv6Data: [{ AddressSpace: 'weft', Pool: 'fd00:40::/64', Gateway: 'fd00:40::1/64' }],
     });
-    expect(v6only.status).toBe(400);
-    expect(v6only.body.Err).toMatch(/IPv6-only networks \(--ipv4=false\)/);
-    expect(await store.get(keys.network(other))).toBeUndefined();
-    // the IPv6 pool request that Docker 28 sends first for such a network says so too
-    const v6pool = await call('IpamDriver.RequestPool', { AddressSpace: 'weft', Pool: 'fd00:40::/64', SubPool: '', Options: {}, V6: true });
-    expect(v6pool.body.Err).toMatch(/--ipv4=false/);
+    expect(v6only).toEqual({ status: 200, body: {} });
+    const rec = JSON.parse((await store.get(keys.network(other)))!.value);
+    expect(rec).toMatchObject({ subnet6: 'fd00:40::/64', poolId6: 'fd00:40::_64', gateway6: 'fd00:40::1', ipv4: false });
+    expect(rec.subnet).toBeUndefined();
+    const addr = await call('IpamDriver.RequestAddress', { PoolID: 'fd00:40::_64', Address: '', Options: {} });
+    const ep = await call('NetworkDriver.CreateEndpoint', { NetworkID: other, EndpointID: EP, Interface: { Address: '', AddressIPv6: addr.body.Address }, Options: {} });
+    expect(ep.status).toBe(200);
+    const epRec = JSON.parse((await store.get(keys.endpoint(other, EP)))!.value);
+    expect(epRec).toMatchObject({ ip: '', ip6: 'fd00:40::2' });
+    // a MAC of its own from the IPv6 address, returned since Docker left it empty
+    expect(ep.body.Interface.MacAddress).toBe('02:42:00:00:00:02');
+  });
+
+  it('dual-stack: the endpoint record carries both addresses, and Join returns no gateway of either family (docker_gwbridge stays)', async () => {
+    const pool = await call('IpamDriver.RequestPool', { AddressSpace: 'weft', Pool: '10.40.0.0/24', SubPool: '', Options: {}, V6: false });
+    const pool6 = await call('IpamDriver.RequestPool', { AddressSpace: 'weft', Pool: '', SubPool: '', Options: {}, V6: true });
+    expect(pool6.body.Pool).toBe('fd77:eef0:77::/64');
+    const gw6 = await call('IpamDriver.RequestAddress', { PoolID: pool6.body.PoolID, Address: '', Options: { RequestAddressType: 'com.docker.network.gateway' } });
+    const res = await call('NetworkDriver.CreateNetwork', {
+      NetworkID: NET, Options: { 'com.docker.network.enable_ipv6': true },
+      IPv4Data: [{ AddressSpace: 'weft', Pool: pool.body.Pool }], IPv6Data: [{ AddressSpace: 'weft', Pool: pool6.body.Pool, Gateway: gw6.body.Address }],
+    });
+    expect(res).toEqual({ status: 200, body: {} });
+    const a4 = await call('IpamDriver.RequestAddress', { PoolID: pool.body.PoolID, Address: '', Options: {} });
+    const a6 = await call('IpamDriver.RequestAddress', { PoolID: pool6.body.PoolID, Address: '', Options: {} });
+    expect(a6.body.Address).toBe('fd77:eef0:77::2/64');
+    await call('NetworkDriver.CreateEndpoint', { NetworkID: NET, EndpointID: EP, Interface: { Address: a4.body.Address, AddressIPv6: a6.body.Address }, Options: {} });
+    expect(JSON.parse((await store.get(keys.endpoint(NET, EP)))!.value)).toMatchObject({ ip: '10.40.0.1', ip6: 'fd77:eef0:77::2' });
+    const join = await call('NetworkDriver.Join', { NetworkID: NET, EndpointID: EP, SandboxKey: '/var/run/docker/netns/x', Options: {} });
+    expect(join.status).toBe(200);
+    expect(join.body.Gateway).toBeUndefined();
+    expect(join.body.GatewayIPv6).toBeUndefined();
+    expect(join.body.StaticRoutes).toBeUndefined();
+    // an IPv6 address outside the network's IPv6 subnet is refused with the --ip6 message
+    const bad = await call('NetworkDriver.CreateEndpoint', { NetworkID: NET, EndpointID: 'd'.repeat(64), Interface: { Address: '10.40.0.9/24', AddressIPv6: 'fd00:99::5/64' }, Options: {} });
+    expect(bad.body.Err).toMatch(/fd00:99::5 is outside the network's subnet fd77:eef0:77::\/64: pick an --ip6/);
   });
 
   it('Leave, DeleteEndpoint and ReleaseAddress for a container that died are idempotent (27 sends them at boot)', async () => {

@@ -56,12 +56,12 @@ function cluster(me = 'h2'): NameTable {
 describe('NameTable', () => {
   it('answers NAME, ALIAS, NAME.NETWORK, ALIAS.NETWORK, in any case, on the asker\'s networks', () => {
     const t = cluster();
-    expect(t.lookup('172.18.0.2', 'db')).toEqual({ kind: 'found', ips: ['10.85.0.2'] });
-    expect(t.lookup('172.18.0.2', 'db.neta')).toEqual({ kind: 'found', ips: ['10.85.0.2'] });
-    expect(t.lookup('172.18.0.2', 'database')).toEqual({ kind: 'found', ips: ['10.85.0.2', '10.85.0.3'] });
-    expect(t.lookup('172.18.0.2', 'database.neta')).toEqual({ kind: 'found', ips: ['10.85.0.2', '10.85.0.3'] });
-    expect(t.lookup('172.18.0.2', '0123456789ab')).toEqual({ kind: 'found', ips: ['10.85.0.2'] });
-    expect(t.lookup('172.18.0.3', 'web.net.b')).toEqual({ kind: 'found', ips: ['10.85.1.2'] });
+    expect(t.lookup('172.18.0.2', 'db')).toEqual({ kind: 'found', ips: ['10.85.0.2'], ips6: [] });
+    expect(t.lookup('172.18.0.2', 'db.neta')).toEqual({ kind: 'found', ips: ['10.85.0.2'], ips6: [] });
+    expect(t.lookup('172.18.0.2', 'database')).toEqual({ kind: 'found', ips: ['10.85.0.2', '10.85.0.3'], ips6: [] });
+    expect(t.lookup('172.18.0.2', 'database.neta')).toEqual({ kind: 'found', ips: ['10.85.0.2', '10.85.0.3'], ips6: [] });
+    expect(t.lookup('172.18.0.2', '0123456789ab')).toEqual({ kind: 'found', ips: ['10.85.0.2'], ips6: [] });
+    expect(t.lookup('172.18.0.3', 'web.net.b')).toEqual({ kind: 'found', ips: ['10.85.1.2'], ips6: [] });
   });
 
   it('gives NXDOMAIN, never an address, for names on networks the asker is not on', () => {
@@ -93,7 +93,7 @@ describe('NameTable', () => {
     const t = cluster();
     t.apply(del(keys.endpoint(A, ep(1))));
     expect(t.lookup('172.18.0.2', 'db')).toEqual({ kind: 'nxdomain' });
-    expect(t.lookup('172.18.0.2', 'database')).toEqual({ kind: 'found', ips: ['10.85.0.3'] });
+    expect(t.lookup('172.18.0.2', 'database')).toEqual({ kind: 'found', ips: ['10.85.0.3'], ips6: [] });
     t.apply(del(keys.name(A, ep(2))));
     expect(t.lookup('172.18.0.2', 'database')).toEqual({ kind: 'nxdomain' });
     t.reset();
@@ -107,13 +107,13 @@ describe('NameTable', () => {
     t.apply(del(keys.name(A, ep(1))));
     t.apply(put(keys.endpoint(A, ep(7)), { ip: '10.85.0.77' }));
     t.apply(put(keys.name(A, ep(7)), name({ name: 'db', ip: '10.85.0.77', host: 'h3' })));
-    expect(t.lookup('172.18.0.2', 'db')).toEqual({ kind: 'found', ips: ['10.85.0.77'] });
+    expect(t.lookup('172.18.0.2', 'db')).toEqual({ kind: 'found', ips: ['10.85.0.77'], ips6: [] });
   });
 
   it('prefers the learner\'s askers (ahead of the store) and ignores unreadable records', () => {
     const t = cluster();
     t.setLocalAskers(new Map<string, AskerRecord>([['172.18.0.50', { networks: [B], container: 'n', name: 'new' }]]));
-    expect(t.lookup('172.18.0.50', 'web')).toEqual({ kind: 'found', ips: ['10.85.1.2'] });
+    expect(t.lookup('172.18.0.50', 'web')).toEqual({ kind: 'found', ips: ['10.85.1.2'], ips6: [] });
     t.apply({ type: 'put', key: keys.name(A, ep(9)), value: '{not json', revision: 2 });
     t.apply({ type: 'put', key: keys.asker('h2', '172.18.0.51'), value: '{"networks": 3}', revision: 2 });
     expect(t.asker('172.18.0.51')).toBeUndefined();

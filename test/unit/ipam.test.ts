@@ -55,7 +55,7 @@ describe('pools', () => {
     expect(await code(ipam.requestPool({ pool: '300.1.1.0/24' }))).toBe('WEFT_BAD_SUBNET');
     expect(await code(ipam.requestPool({ pool: '10.40.0.0/31' }))).toBe('WEFT_BAD_SUBNET');
     expect(await code(ipam.requestPool({ pool: '10.40.0.0/24', subPool: '10.41.0.0/25' }))).toBe('WEFT_BAD_IP_RANGE');
-    expect(await code(ipam.requestPool({ pool: '10.40.0.0/24', v6: true }))).toBe('WEFT_IPV6_UNSUPPORTED');
+    expect(await code(ipam.requestPool({ pool: '10.40.0.0/24', v6: true }))).toBe('WEFT_BAD_SUBNET');
   });
 
   it('carves distinct default subnets, skipping used ones', async () => {

@@ -38,6 +38,10 @@ describe('/metrics and the kernel', () => {
     const agent = {
       stats: { corrections: 0, peersProgrammed: 0, storeErrors: 0, synced: true, invalidRecords: 0 },
       desiredPeers: () => peers, peerReport: () => [{ clusterId: 'c'.repeat(64), programmed: 2, expected: 3, drift: 1 }], invalid: { byKind: new Map([['endpoint', 2]]) }, liveness: { report: () => [] }, registered: () => true,
+      view: {
+        networks: new Map([['c'.repeat(64), record]]),
+        endpoints: new Map([['c'.repeat(64), new Map([['e1', { ip: '10.40.0.2', ip6: 'fd00:40::2' }], ['e2', { ip: '10.40.0.3' }]])]]),
+      },
     } as unknown as Agent;
     const app = Fastify();
     ops.register(app, { networks, dataplane });
@@ -55,6 +59,8 @@ describe('/metrics and the kernel', () => {
       expect(promSum(p, 'process_resident_memory_bytes')).toBeGreaterThan(0);
       expect(promSum(p, 'weft_lease_alive')).toBe(1);
       expect(promSum(p, 'weft_store_invalid_records_total', { kind: 'endpoint' })).toBe(2);
+      expect(promSum(p, 'weft_endpoint_addresses', { network: 'app', family: 'ipv4' })).toBe(2);
+      expect(promSum(p, 'weft_endpoint_addresses', { network: 'app', family: 'ipv6' })).toBe(1);
     } finally {
       await ops.close();
       await app.close();
