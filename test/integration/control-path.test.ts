@@ -8,49 +8,31 @@
 // Runs in order; every sub-test builds on the state before it.
 import { spawn, type ChildProcess } from 'child_process';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { startEtcd } from '../lab/etcd';
-import { keepLogs } from '../lab/logs';
+import { startLabCluster, type LabCluster } from '../lab/cluster';
 import { mcastToolOn } from '../lab/mcast';
-import {
-  BUSYBOX_IMAGE, cleanupLabLeftovers, createUnderlay, DOCKER_CLI, ensureBusyboxImage, startHost, startWeft, waitFor,
-  type LabHost, type Underlay, type WeftProcess,
-} from '../lab/host';
+import { BUSYBOX_IMAGE, DOCKER_CLI, waitFor, type LabHost, type WeftProcess } from '../lab/host';
 
 const PREFIX = 'w15v-';
 const DNS = '169.254.53.53';
 const SUBNET = '10.115.0.0/24';
-let ul: Underlay;
-let etcd: Awaited<ReturnType<typeof startEtcd>>;
-const hosts: LabHost[] = [];
-const wefts: WeftProcess[] = [];
-let etcdUrl = '';
+let lab: LabCluster | undefined;
+let hosts: LabHost[] = [];
+let wefts: WeftProcess[] = [];
 const children: ChildProcess[] = [];
 
-const ipOf = (h: LabHost) => h.underlay!.ports.get(h.name)!.address.split('/')[0];
-
 beforeAll(async () => {
-  await cleanupLabLeftovers(PREFIX);
-  ul = await createUnderlay(`${PREFIX}ul`, '192.0.2.0/24');
-  const etcdIp = ul.bridgeAddress.split('/')[0];
-  etcd = await startEtcd({ name: 'w15v', netns: ul.name, clientHost: etcdIp });
-  etcdUrl = `etcd://${etcdIp}:${new URL(etcd.endpoint).port}`;
-  for (let i = 1; i <= 2; i++) {
-    const h = await startHost({ name: `${PREFIX}h${i}`, underlay: ul });
-    hosts.push(h);
-    await ensureBusyboxImage(h);
-    wefts.push(await startWeft(h, { args: ['--store', etcdUrl, '--advertise-addr', ipOf(h), '--lease-ttl', '3', '--reconcile-interval', '2', '--gc-grace', '5'], logLevel: 'debug' }));
-  }
+  lab = await startLabCluster({
+    prefix: PREFIX, hosts: 2, weft: { logLevel: 'debug' },
+    weftArgs: (etcdUrl, address) => ['--store', etcdUrl, '--advertise-addr', address, '--lease-ttl', '3', '--reconcile-interval', '2', '--gc-grace', '5'],
+  });
+  ({ hosts, wefts } = lab);
   await hosts[0].dockerOk(['network', 'create', '-d', 'weft', '--ipam-driver', 'weft', '--subnet', SUBNET, 'app']);
   await waitFor(async () => (await hosts[1].docker(['network', 'inspect', 'app'])).code === 0, { timeoutMs: 15_000, what: 'network app on host 2' });
 }, 300_000);
 
 afterAll(async () => {
   for (const c of children) c.kill('SIGKILL');
-  keepLogs(hosts);
-  for (const h of hosts) await h.destroy().catch(() => undefined);
-  await etcd?.stop().catch(() => undefined);
-  await ul?.destroy().catch(() => undefined);
-  await cleanupLabLeftovers(PREFIX);
+  await lab?.destroy();
 }, 180_000);
 
 /** `docker exec -i NAME sh` kept open: each command runs at once, without the start-up of a new exec. */

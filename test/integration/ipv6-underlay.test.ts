@@ -2,13 +2,12 @@
 // IPv4 address between them), etcd listening on IPv6, each weft started with
 // an IPv6 --advertise-addr: VXLAN over IPv6 carries the containers' IPv4
 // (issue 14, "the data plane honours an IPv6 underlay"). One cluster for the
-// whole file; the its run in order.
+// whole file; the tests run in order.
 import * as fs from 'node:fs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { startEtcd } from '../lab/etcd';
-import { keepLogs } from '../lab/logs';
+import { startLabCluster, underlayIp, type LabCluster } from '../lab/cluster';
 import {
-  cleanupLabLeftovers, createUnderlay, ensureBusyboxImage, run, startHost, startWeft, waitFor,
+  run, waitFor,
   type LabHost, type RunResult, type Underlay, type WeftProcess,
 } from '../lab/host';
 import { WEFT_CLI } from '../lab/weft';
@@ -18,13 +17,14 @@ const PREFIX = 'w14u-';
 const UNDERLAY = '2001:db8:14::/64';
 const SUBNET = '10.140.0.0/24';
 const SEC = '10.141.0.0/24';
+let lab: LabCluster | undefined;
 let ul: Underlay;
-let etcd: Awaited<ReturnType<typeof startEtcd>>;
+let etcd: LabCluster['etcd'];
 let etcdUrl = '';
 const hosts: LabHost[] = [];
 const wefts: WeftProcess[] = [];
 
-const ipOf = (h: LabHost) => h.underlay!.ports.get(h.name)!.address.split('/')[0]!;
+const ipOf = underlayIp;
 
 function weftArgs(h: LabHost): string[] {
   return ['--store', etcdUrl, '--advertise-addr', ipOf(h), '--lease-ttl', '3', '--reconcile-interval', '2', '--gc-grace', '5', '--dns-forward', 'off'];
@@ -53,26 +53,15 @@ async function status(i: number): Promise<StatusReport> {
 }
 
 beforeAll(async () => {
-  await cleanupLabLeftovers(PREFIX);
-  ul = await createUnderlay(`${PREFIX}ul`, UNDERLAY);
-  const etcdIp = ul.bridgeAddress.split('/')[0]!;
-  etcd = await startEtcd({ name: 'w14u', netns: ul.name, clientHost: etcdIp });
-  // The store URL form for an IPv6 etcd: the address in brackets.
-  etcdUrl = `etcd://[${etcdIp}]:${new URL(etcd.endpoint).port}`;
-  for (let i = 1; i <= 3; i++) {
-    const h = await startHost({ name: `${PREFIX}h${i}`, underlay: ul });
-    hosts.push(h);
-    await ensureBusyboxImage(h);
-    wefts.push(await startWeft(h, { args: weftArgs(h) }));
-  }
+  // The store URL form for an IPv6 etcd: the address in brackets (startLabCluster makes it).
+  lab = await startLabCluster({ prefix: PREFIX, hosts: 3, cidr: UNDERLAY, weftArgs: (url, _address, h) => { etcdUrl = url; return weftArgs(h); } });
+  ({ ul, etcd } = lab);
+  hosts.push(...lab.hosts);
+  wefts.push(...lab.wefts);
 }, 300_000);
 
 afterAll(async () => {
-  keepLogs(hosts);
-  for (const h of hosts) await h.destroy().catch(() => undefined);
-  await etcd?.stop().catch(() => undefined);
-  await ul?.destroy().catch(() => undefined);
-  await cleanupLabLeftovers(PREFIX);
+  await lab?.destroy();
 }, 180_000);
 
 async function containerIp(h: LabHost, name: string, network: string): Promise<string> {

@@ -7,46 +7,35 @@
 import { spawn } from 'child_process';
 import * as path from 'path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { startEtcd } from '../lab/etcd';
-import { keepLogs } from '../lab/logs';
+import { startLabCluster, underlayIp, type LabCluster } from '../lab/cluster';
 import {
-  cleanupLabLeftovers, createUnderlay, ensureBusyboxImage, hostHttpGet, isEngine28, LAB_ROOT, run, runOk, startHost, startWeft, waitFor,
+  hostHttpGet, isEngine28, LAB_ROOT, run, runOk, waitFor,
   type LabHost, type Underlay, type WeftProcess,
 } from '../lab/host';
 import { pluginCall } from '../lab/weft';
 
 const PREFIX = 'w14-';
 const WEFT = ['-d', 'weft', '--ipam-driver', 'weft'];
+let lab: LabCluster | undefined;
 let ul: Underlay;
-let etcd: Awaited<ReturnType<typeof startEtcd>>;
-const hosts: LabHost[] = [];
-const wefts: WeftProcess[] = [];
-let etcdUrl = '';
+let etcd: LabCluster['etcd'];
+let hosts: LabHost[] = [];
+let wefts: WeftProcess[] = [];
 
-const ipOf = (h: LabHost) => h.underlay!.ports.get(h.name)!.address.split('/')[0];
-const weftArgs = (h: LabHost) => ['--store', etcdUrl, '--advertise-addr', ipOf(h), '--lease-ttl', '3', '--reconcile-interval', '2', '--gc-grace', '5', '--dns-forward', 'off'];
+const ipOf = underlayIp;
 
 beforeAll(async () => {
-  await cleanupLabLeftovers(PREFIX);
-  ul = await createUnderlay(`${PREFIX}ul`, '198.51.100.0/24');
-  const etcdIp = ul.bridgeAddress.split('/')[0];
-  etcd = await startEtcd({ name: 'w14', netns: ul.name, clientHost: etcdIp });
-  etcdUrl = `etcd://${etcdIp}:${new URL(etcd.endpoint).port}`;
-  for (let i = 1; i <= 3; i++) {
+  lab = await startLabCluster({
+    prefix: PREFIX, hosts: 3, cidr: '198.51.100.0/24',
     // containers ask weft's DNS (names across hosts: A, AAAA, PTR), the one setting a user adds
-    const h = await startHost({ name: `${PREFIX}h${i}`, underlay: ul, daemonConfig: { dns: ['169.254.53.53'] } });
-    hosts.push(h);
-    await ensureBusyboxImage(h);
-    wefts.push(await startWeft(h, { args: weftArgs(h) }));
-  }
+    host: { daemonConfig: { dns: ['169.254.53.53'] } },
+    weftArgs: (etcdUrl, address) => ['--store', etcdUrl, '--advertise-addr', address, '--lease-ttl', '3', '--reconcile-interval', '2', '--gc-grace', '5', '--dns-forward', 'off'],
+  });
+  ({ ul, etcd, hosts, wefts } = lab);
 }, 300_000);
 
 afterAll(async () => {
-  keepLogs(hosts);
-  for (const h of hosts) await h?.destroy().catch(() => undefined);
-  await etcd?.stop().catch(() => undefined);
-  await ul?.destroy().catch(() => undefined);
-  await cleanupLabLeftovers(PREFIX);
+  await lab?.destroy();
 }, 180_000);
 
 async function addrs(h: LabHost, name: string, network: string): Promise<{ v4: string; v6: string }> {
