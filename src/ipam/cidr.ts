@@ -5,6 +5,7 @@
 
 import { IPv4, IPv4CidrRange, IPv6, Validator } from 'ip-num';
 import { errors } from '../errors';
+import { ipFromBytes } from '../util/ip';
 
 export interface Subnet {
   /** Canonical "10.40.0.0/24". */
@@ -64,20 +65,10 @@ export function isIPv6(s: string): boolean {
 
 /** The canonical text of an IPv6 address (RFC 5952: lower case, no leading zeros, the longest run of zero groups as ::). */
 export function formatIPv6(n: bigint): string {
-  const groups: number[] = [];
-  for (let i = 7; i >= 0; i--) groups.push(Number((n >> BigInt(i * 16)) & 0xffffn));
-  let best = -1;
-  let bestLen = 1;
-  for (let i = 0; i < 8;) {
-    if (groups[i] !== 0) { i++; continue; }
-    let j = i;
-    while (j < 8 && groups[j] === 0) j++;
-    if (j - i > bestLen) { best = i; bestLen = j - i; }
-    i = j;
-  }
-  const hex = groups.map((g) => g.toString(16));
-  if (best < 0) return hex.join(':');
-  return `${hex.slice(0, best).join(':')}::${hex.slice(best + bestLen).join(':')}`;
+  const b = Buffer.alloc(16);
+  for (let i = 0; i < 8; i++) b.writeUInt16BE(Number((n >> BigInt((7 - i) * 16)) & 0xffffn), i * 2);
+  // One formatter for container and underlay addresses alike (src/util/ip.ts).
+  return ipFromBytes(b)!;
 }
 
 /** The canonical form of an IPv6 address (throws on anything else: check isIPv6 first). */
