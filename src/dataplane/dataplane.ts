@@ -21,7 +21,7 @@ import { socketIn, forgetSocket, ensureNetns, removeNetns, isPinnedNetns, withNs
 import { native } from '../native';
 import { MAX_IFNAME, networkIdFromNetnsName } from './names';
 import { isIPv6, toNumber } from '../ipam/cidr';
-import { canonicalIp, ipFamily } from '../util/ip';
+import { canonicalIp, ipFamily, isIPv4 } from '../util/ip';
 
 export interface DataPlaneLogger {
   debug(obj: object, msg?: string): void;
@@ -38,7 +38,6 @@ export interface DataPlaneOptions {
 }
 
 const ZERO_MAC = '00:00:00:00:00:00';
-const IPV4 = /^(25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)(\.(25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)){3}$/;
 const MAC = /^[0-9a-f]{2}(:[0-9a-f]{2}){5}$/;
 const silent: DataPlaneLogger = { debug() {}, info() {}, warn() {} };
 
@@ -281,7 +280,7 @@ export class DataPlane implements DataPlaneApi {
   }
 
   async underlayOf(address: string): Promise<UnderlayInfo | undefined> {
-    if (!IPV4.test(address)) return undefined;
+    if (!isIPv4(address)) return undefined;
     const u = await findUnderlay(this.host(), address);
     return u ? { link: u.link, cidr: u.cidr, mtu: u.mtu } : undefined;
   }
@@ -394,7 +393,7 @@ export class DataPlane implements DataPlaneApi {
    * IPv6 address it sends an unsolicited neighbour advertisement instead.
    */
   async announce(net: NetworkSpec, ip: string, mac: string): Promise<void> {
-    if (!(IPV4.test(ip) || isIPv6(ip)) || !MAC.test(mac.toLowerCase())) throw new Error(`announce: invalid address ${ip} / ${mac}`);
+    if (!(isIPv4(ip) || isIPv6(ip)) || !MAC.test(mac.toLowerCase())) throw new Error(`announce: invalid address ${ip} / ${mac}`);
     return this.sendGarp(net, ip, mac);
   }
 
@@ -405,7 +404,7 @@ export class DataPlane implements DataPlaneApi {
    * until their neighbour entry expired.
    */
   async announceRouted(net: NetworkSpec, ip: string): Promise<void> {
-    if (!IPV4.test(ip)) throw new Error(`announceRouted: invalid address ${ip}`);
+    if (!isIPv4(ip)) throw new Error(`announceRouted: invalid address ${ip}`);
     return this.sendGarp(net, ip);
   }
 
@@ -459,7 +458,7 @@ export class DataPlane implements DataPlaneApi {
       endpoints: wanted.endpoints.flatMap((ep) => {
         const v = vtep(ep.vtep);
         const v6ok = ep.ip6 === undefined || (typeof ep.ip6 === 'string' && isIPv6(ep.ip6));
-        const v4ok = typeof ep.ip === 'string' && (IPV4.test(ep.ip) || (ep.ip === '' && ep.ip6 !== undefined));
+        const v4ok = typeof ep.ip === 'string' && (isIPv4(ep.ip) || (ep.ip === '' && ep.ip6 !== undefined));
         const ok = v4ok && v6ok && typeof ep.mac === 'string' && v !== undefined && MAC.test(ep.mac.toLowerCase());
         if (!ok) bad.push(ep);
         return ok ? [{ ...ep, vtep: v }] : [];
@@ -473,12 +472,12 @@ export class DataPlane implements DataPlaneApi {
     if (wanted.routed) {
       out.routed = {
         routes: wanted.routed.routes.filter((r) => {
-          const ok = typeof r.ip === 'string' && typeof r.via === 'string' && IPV4.test(r.ip) && IPV4.test(r.via);
+          const ok = typeof r.ip === 'string' && typeof r.via === 'string' && isIPv4(r.ip) && isIPv4(r.via);
           if (!ok) bad.push(r);
           return ok;
         }),
         nexthops: wanted.routed.nexthops.filter((h) => {
-          const ok = typeof h.ip === 'string' && typeof h.mac === 'string' && IPV4.test(h.ip) && MAC.test(h.mac.toLowerCase());
+          const ok = typeof h.ip === 'string' && typeof h.mac === 'string' && isIPv4(h.ip) && MAC.test(h.mac.toLowerCase());
           if (!ok) bad.push(h);
           return ok;
         }),

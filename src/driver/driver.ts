@@ -143,10 +143,11 @@ export class Driver {
     const ep = await this.networks.lookupEndpoint(local, endpointId);
     if (!ep) throw errors.unknownEndpoint(endpointId);
     await this.networks.ensureKernel(local);
+    const net = this.networks.spec(local.clusterId, local.record);
     const spec = this.networks.endpointSpec(local, endpointId, ep.record.mac);
     faultPoint('join:before-veth');
     try {
-      await this.dataplane.createEndpoint(this.networks.spec(local.clusterId, local.record), spec);
+      await this.dataplane.createEndpoint(net, spec);
     } catch (err) {
       throw err instanceof WeftError ? err : errors.kernel(`creating the interface of endpoint ${endpointId.slice(0, 12)}`, err);
     }
@@ -155,7 +156,7 @@ export class Driver {
     // IPv4: gratuitous ARP; IPv6: unsolicited neighbour advertisement.
     for (const ip of [ep.record.ip, ep.record.ip6]) {
       if (!ip) continue;
-      await this.dataplane.announce(this.networks.spec(local.clusterId, local.record), ip, ep.record.mac).catch((err: Error) =>
+      await this.dataplane.announce(net, ip, ep.record.mac).catch((err: Error) =>
         this.opts.logger.warn({ endpoint: endpointId.slice(0, 12), err: err.message }, 'gratuitous ARP / unsolicited NA failed'));
     }
     // Multicast: an application that sends to or joins a group without naming

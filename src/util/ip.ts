@@ -11,6 +11,11 @@ export type IpFamily = 4 | 6;
 
 const IPV4 = /^(25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)(\.(25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)){3}$/;
 
+/** A dotted IPv4 address (no leading zeros, no prefix). */
+export function isIPv4(s: unknown): s is string {
+  return typeof s === 'string' && IPV4.test(s);
+}
+
 /** 4 or 16 bytes, or undefined when `s` is not an IPv4 or IPv6 address (no zone, no prefix). */
 export function ipBytes(s: string): Buffer | undefined {
   if (typeof s !== 'string') return undefined;

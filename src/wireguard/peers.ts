@@ -9,7 +9,7 @@
 // the old peer (old key) is removed in the same transaction.
 import type { HostRecord } from '../store/keys';
 import { isPublicKey } from './keys';
-import { splitHostPort } from '../util/ip';
+import { isIPv4, splitHostPort } from '../util/ip';
 import type { WgDeviceState, WgPeer, WgPeerChange } from './model';
 
 export interface DesiredPeer extends WgPeer {
@@ -17,7 +17,6 @@ export interface DesiredPeer extends WgPeer {
   tunnel: string;
 }
 
-const IPV4 = /^(25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)(\.(25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)){3}$/;
 
 /** Why a host's WireGuard record cannot be used, or undefined if it can. */
 export function recordProblem(rec: HostRecord): string | undefined {
@@ -26,7 +25,7 @@ export function recordProblem(rec: HostRecord): string | undefined {
   if (!isPublicKey(w.publicKey)) return 'publishes an invalid WireGuard public key';
   // IPv4:port, or [IPv6]:port over an IPv6 underlay.
   if (typeof w.endpoint !== 'string' || !splitHostPort(w.endpoint)) return `publishes an invalid WireGuard endpoint "${String(w.endpoint).slice(0, 40)}"`;
-  if (!IPV4.test(w.tunnel ?? '')) return `publishes an invalid tunnel address "${String(w.tunnel).slice(0, 40)}"`;
+  if (!isIPv4(w.tunnel ?? '')) return `publishes an invalid tunnel address "${String(w.tunnel).slice(0, 40)}"`;
   return undefined;
 }
 
