@@ -8,7 +8,8 @@
 //   sendFrame(fd, ifindex, buf)  send one raw Ethernet frame (gratuitous ARP)
 //   closeFd(fd)
 //   flock(fd, operation)   flock(2) on an open file: the embedded store's lock
-//   releaseMemory()        ask V8 to give freed heap pages back to the system
+//   releaseMemory()        ask V8 to give freed heap pages back to the system,
+//                          then malloc its free pages (glibc's malloc_trim)
 //
 // createNetns runs unshare(CLONE_NEWNET) on a short-lived helper thread, so the
 // Node main thread never leaves its own namespace.
@@ -23,6 +24,9 @@
 #include <sys/socket.h>
 #include <cstring>
 #include <fcntl.h>
+#if defined(__GLIBC__)
+#include <malloc.h>
+#endif
 #include <sched.h>
 #include <string>
 #include <sys/file.h>
@@ -178,9 +182,18 @@ Napi::Value Flock(const Napi::CallbackInfo& info) {
 // 30 ms at that size). The only call of V8's own API here: the addon is built
 // against the headers of the runtime that runs it (build.js), and JavaScript
 // calls it only when NODE_MODULE_VERSION (exported below) matches its own.
+//
+// Then malloc: V8's compiler zones, Node's and OpenSSL's buffers come from
+// glibc's malloc, whose arenas (one per thread that allocated: the main one,
+// V8's workers) keep freed chunks resident. malloc_trim(0) hands every whole
+// free page of every arena back (measured: 2 MiB of an idle weft's 39 MiB of
+// private memory). Not with another C library, which has no such call.
 Napi::Value ReleaseMemory(const Napi::CallbackInfo& info) {
   v8::Isolate* isolate = v8::Isolate::GetCurrent();
   if (isolate != nullptr) isolate->MemoryPressureNotification(v8::MemoryPressureLevel::kCritical);
+#if defined(__GLIBC__)
+  malloc_trim(0);
+#endif
   return info.Env().Undefined();
 }
 
