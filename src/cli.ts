@@ -2,10 +2,14 @@
 // The `weft` command. Entry point of the plain daemon and of the managed
 // plugin (whose entrypoint runs `weft serve`).
 
+// `serve` and the operator commands are loaded only for the command that
+// runs: a daemon never holds the operator commands' code (nor readline), and
+// `weft status` does not load the daemon.
 import { ConfigError, helpText, loadConfig } from './config';
-import { opsCommand, OpsError, runOps } from './ops';
-import { serve } from './serve';
+import type { OpsError } from './ops';
 import { RUNTIME, VERSION } from './version';
+
+let opsErrorClass: typeof OpsError | undefined;
 
 async function main(argv: string[]): Promise<number> {
   const [cmd, ...rest] = argv;
@@ -19,10 +23,13 @@ async function main(argv: string[]): Promise<number> {
   }
   if (cmd === 'serve') {
     const cfg = loadConfig(rest);
+    const { serve } = await import('./serve');
     await serve(cfg);
     return -1; // keeps running
   }
   // Operator commands (src/ops): status, hosts, networks, endpoints, host rm, doctor.
+  const { opsCommand, OpsError, runOps } = await import('./ops');
+  opsErrorClass = OpsError;
   const op = opsCommand(argv);
   if (op) {
     const r = await runOps(op.name, op.rest);
@@ -40,6 +47,6 @@ main(process.argv.slice(2)).then(
   (err: unknown) => {
     const msg = err instanceof ConfigError ? err.message : err instanceof Error ? err.message : String(err);
     process.stderr.write(`weft: ${msg}\n`);
-    process.exit(err instanceof ConfigError ? 2 : err instanceof OpsError ? err.exitCode : 1);
+    process.exit(err instanceof ConfigError ? 2 : opsErrorClass && err instanceof opsErrorClass ? err.exitCode : 1);
   },
 );

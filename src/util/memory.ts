@@ -5,15 +5,23 @@
 // JavaScript API return them. A weft that listed 10,000 endpoints at start,
 // or took in a fill of thousands, keeps well over 100 MiB it no longer uses
 // (measured: 156 MiB resident beside a 60 MiB heap). Every 10 s this looks
-// at the resident size; when it grew by more than `growthBytes` since
-// the last release (and the last one is at least `minGapMs` old), it asks V8
-// to release (native releaseMemory: a full collection and the pool handed
-// back, about 30 ms at 10,000 endpoints). At rest nothing grows, and nothing
-// is done. The first look (10 s after start) releases in any case: start-up
-// (loading and compiling the modules, the first list of the store, the
-// compilers' work) leaves a heap page pool and freed malloc pages behind that
-// nothing else would give back (measured on an idle weft: 5 MiB of its 39 MiB
-// of private memory).
+// at the resident size and asks V8 to release (native releaseMemory: a full
+// collection and the pool handed back, then malloc's free pages; 25-30 ms
+// idle, about 30-50 ms at 10,000 endpoints) when
+//  - it is the first look (10 s after start): start-up (loading and
+//    compiling the modules, the first list of the store, the compilers' work)
+//    leaves pooled heap pages and freed malloc pages that nothing else would
+//    give back (measured on an idle weft: 5 MiB of its 39 MiB of private
+//    memory);
+//  - it grew by `growthBytes` (16 MiB) since the last release, and that one
+//    is at least `minGapMs` (30 s) old: in the middle of a burst;
+//  - it grew by `settledBytes` (2 MiB) since the last release and stayed
+//    within 1 MiB of the previous look: a smaller burst (a network created,
+//    hosts joining) is over, and what it left is garbage (measured: 2-3 MiB
+//    after two networks). These releases keep to 0.1 % of a core: the last
+//    one is at least 1,000 times its own duration old (and `minGapMs`; the
+//    start-up release does not count).
+// At rest nothing grows, and nothing is done.
 import type { Logger } from 'pino';
 import { native } from '../native';
 
@@ -22,6 +30,8 @@ export interface MemoryReturnerOptions {
   intervalMs?: number;
   /** Growth of the resident size since the last release that makes a release worth its collection; default 16 MiB. */
   growthBytes?: number;
+  /** Growth since the last release that is released once the resident size stops changing (a burst is over); default 2 MiB. */
+  settledBytes?: number;
   /** At least this long between two releases; default 30 s. */
   minGapMs?: number;
   logger?: Logger;
@@ -53,6 +63,10 @@ export class MemoryReturner {
   /** The resident size after the last release; undefined until the first look, which releases what start-up left. */
   private baseline: number | undefined;
   private last = Number.NEGATIVE_INFINITY;
+  /** How long the last release took (ms). */
+  private lastMs = 0;
+  /** The resident size at the previous look. */
+  private previous: number | undefined;
   private timer: NodeJS.Timeout | undefined;
 
   constructor(private readonly o: MemoryReturnerOptions = {}) {
@@ -70,19 +84,31 @@ export class MemoryReturner {
   check(): boolean {
     if (!this.release) return false;
     const before = this.rss();
+    const previous = this.previous;
+    this.previous = before;
     if (this.baseline !== undefined) {
       // Shrinking by itself (pages reused, the kernel reclaimed) lowers the bar.
       if (before < this.baseline) this.baseline = before;
-      if (before < this.baseline + (this.o.growthBytes ?? 16 << 20) || this.now() - this.last < (this.o.minGapMs ?? 30_000)) return false;
+      const since = this.now() - this.last;
+      if (since < (this.o.minGapMs ?? 30_000)) return false;
+      const grown = before - this.baseline;
+      const burst = grown >= (this.o.growthBytes ?? 16 << 20);
+      const settled = grown >= (this.o.settledBytes ?? 2 << 20) && previous !== undefined && Math.abs(before - previous) < 1 << 20 && since >= this.lastMs * 1000;
+      if (!burst && !settled) return false;
     }
+    const first = this.baseline === undefined;
     const t0 = this.now();
     this.release();
     const after = this.rss();
     this.last = this.now();
+    const ms = this.last - t0;
+    // start-up's one release is a start-up cost: the budget counts the others
+    if (!first) this.lastMs = ms;
     this.baseline = after;
+    this.previous = after;
     this.stats.releases++;
     this.stats.releasedBytes += Math.max(0, before - after);
-    this.o.logger?.debug({ beforeMiB: Math.round(before / 1048576), afterMiB: Math.round(after / 1048576), ms: this.last - t0 }, 'gave freed heap pages back to the system');
+    this.o.logger?.debug({ beforeMiB: Math.round(before / 1048576), afterMiB: Math.round(after / 1048576), ms }, 'gave freed heap pages back to the system');
     return true;
   }
 
