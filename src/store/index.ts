@@ -3,12 +3,16 @@
 //   file:  or ""                     the embedded FileStore in the state dir
 //   etcd://host:port[,host:port]     etcd over plain HTTP/2
 //   etcds://host:port[,host:port]    etcd over TLS
+//
+// The etcd client (etcd3, gRPC, protobuf: about 8 MiB of a weft's memory) is
+// loaded only when the URL names etcd: a weft on the embedded store never
+// holds it.
 import * as path from 'node:path';
-import { EtcdStore, EtcdAuthOptions, EtcdTlsOptions } from './etcd-store';
+import type { EtcdAuthOptions, EtcdTlsOptions } from './etcd-store';
 import { FileStore, StoreLogger } from './file-store';
 import type { Store } from './store';
 
-export { EtcdStore, FileStore };
+export { FileStore };
 export type { EtcdAuthOptions, EtcdTlsOptions, StoreLogger };
 
 export type StoreLocation = { kind: 'file'; dir: string } | { kind: 'etcd'; endpoints: string[]; secure: boolean };
@@ -74,6 +78,7 @@ export async function openStore(url: string, opts: OpenStoreOptions): Promise<St
   if (opts.tls && !loc.secure) {
     throw bad(url, 'TLS files are configured but the URL is etcd:// (plain); use etcds:// to talk TLS');
   }
+  const { EtcdStore } = await import('./etcd-store');
   return EtcdStore.open({
     endpoints: loc.endpoints,
     requestTimeoutMs: opts.requestTimeoutMs,
