@@ -513,8 +513,17 @@ export async function cluster(b: Bench): Promise<void> {
     });
     log(`cluster: ${init.hosts} simulated hosts registered in ${((nowMs() - t0) / 1000).toFixed(1)} s`);
     await sleep(5_000);
+    // Idle means at rest, as for the sizes: the wefts started seconds ago, and
+    // what their start-up left is given back by weft's memory returner within
+    // its first looks (README, "Memory"). The figure right after start-up is
+    // kept beside it (log, notes, details).
+    const justStarted = lab.wefts.map((w) => procStats(w.pid));
+    log(`cluster: weft memory right after start-up ${justStarted.map((p) => `${p.rssMiB.toFixed(1)} (anon ${p.anonMiB.toFixed(1)})`).join(', ')} MiB; idle at rest for ${cfg.clusterRestSeconds} s`);
+    await sleep(cfg.clusterRestSeconds * 1000);
     const idle = lab.wefts.map((w) => procStats(w.pid));
     log(`cluster: idle weft memory ${idle.map((p) => `${p.rssMiB.toFixed(1)} (anon ${p.anonMiB.toFixed(1)})`).join(', ')} MiB`);
+    b.notes.push(`cluster: the idle figures are taken after ${cfg.clusterRestSeconds} s at rest; 5 s after the simulated hosts registered (seconds after weft started) the wefts held ${justStarted.map((p) => p.rssMiB.toFixed(1)).join(', ')} MiB (anon ${justStarted.map((p) => p.anonMiB.toFixed(1)).join(', ')})`);
+    b.details.clusterIdleJustStarted = justStarted;
 
     const results: SizeResult[] = [];
     for (const size of sizes) {
