@@ -464,8 +464,10 @@ describe('weft as a managed plugin', () => {
     await waitFor(async () => (await h2.docker(['network', 'inspect', 'app'])).code !== 0,
       { timeoutMs: 30_000, what: `network app to leave ${h2.name}` });
     for (const h of hosts) {
-      await waitFor(async () => (await weftLinks(h)).length === 0 && pinsInDockerd(h).length === 0,
-        { timeoutMs: 15_000, what: `weft's links and pins to leave ${h.name}` });
+      let left: string[] = [];
+      await waitFor(async () => (left = [...await weftLinks(h), ...pinsInDockerd(h)]).length === 0,
+        { timeoutMs: 15_000, what: `weft's links and pins to leave ${h.name}` })
+        .catch((e: Error) => { throw new Error(`${e.message}; still there: ${left.join(', ')}`); });
       await h.dockerOk(['plugin', 'disable', PLUGIN]);
       await h.dockerOk(['plugin', 'rm', PLUGIN]);
       expect((await h.docker(['plugin', 'ls', '-q'])).stdout.trim()).toBe('');
