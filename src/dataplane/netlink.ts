@@ -90,6 +90,8 @@ export interface LinkInfo {
   /** Set when the link's other side (veth peer, VXLAN socket) lives in another namespace. */
   linkNetnsid?: number;
   vxlan?: VxlanInfo;
+  /** A macvlan's mode (1 private, 2 vepa, 4 bridge, 8 passthru, 16 source). */
+  macvlanMode?: number;
 }
 export interface NeighEntry { ifindex: number; ip?: string; mac?: string; permanent: boolean; self: boolean }
 
@@ -104,6 +106,10 @@ function parseLink(m: rt.LinkMessage): LinkInfo {
   if (m.attrs.master) out.master = m.attrs.master;
   if (m.attrs.address) out.mac = macString(m.attrs.address);
   if (m.attrs.linkNetnsid !== undefined) out.linkNetnsid = m.attrs.linkNetnsid;
+  if (info?.kind === 'macvlan' && info.data) {
+    const mode = ifla.parseMacvlan(info.data).mode;
+    if (typeof mode === 'number') out.macvlanMode = mode;
+  }
   if (info?.kind === 'vxlan' && info.data) {
     const v = ifla.parseVxlan(info.data);
     out.vxlan = {

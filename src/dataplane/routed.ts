@@ -54,6 +54,8 @@ export function setRoutedSysctls(nsPath: string): void {
   }
 }
 
+const MACVLAN_BRIDGE = 4;
+
 /** The host-namespace link holding `address`, and its on-link prefix. */
 export async function findUnderlay(host: Rtnl, address: string): Promise<(UnderlayInfo & { index: number }) | undefined> {
   const a = (await host.listAddresses()).find((x) => x.ip === address);
@@ -94,8 +96,9 @@ export async function ensureRoutedLink(c: RoutedLinkContext): Promise<boolean> {
   await c.fixLink(ns, br, { mac: r.bridgeMac });
   let mv = c.links.get(r.name);
   let made = false;
-  if (mv && mv.kind !== 'macvlan') {
-    log.warn({ network: spec.id, link: mv.name, kind: mv.kind }, 'replacing a link that is not a macvlan');
+  // Bridge mode, or this host's containers (macvlans of the same link) cannot reach it: an older weft made it private.
+  if (mv && (mv.kind !== 'macvlan' || (mv.macvlanMode !== undefined && mv.macvlanMode !== MACVLAN_BRIDGE))) {
+    log.warn({ network: spec.id, link: mv.name, kind: mv.kind, mode: mv.macvlanMode }, 'replacing a link that is not a macvlan in bridge mode');
     await ns.delLink(mv.index);
     mv = undefined;
   }

@@ -274,6 +274,18 @@ describe('routed mode', () => {
     await waitFor(async () => (await ping(0, ips[2])).code === 0, { timeoutMs: 10_000, what: 'c1 -> c3 over the new routed link' });
   });
 
+  it('a routed link in private mode (as an older weft made it) is replaced by one in bridge mode, and host 3 is reached again', async () => {
+    const rt = `rt-${cid.slice(0, 10)}`;
+    const mac = /link\/ether ([0-9a-f:]{17})/.exec((await inNet(0, ['ip', '-o', 'link', 'show', 'dev', rt])).stdout)?.[1];
+    expect(mac, 'the routed link\'s MAC').toBeDefined();
+    await inNet(0, ['ip', 'link', 'del', rt]);
+    await hosts[0].execOk(['ip', 'link', 'add', rt, 'link', hosts[0].underlayIf!, 'address', mac!, 'type', 'macvlan', 'mode', 'private']);
+    await hosts[0].execOk(['ip', 'link', 'set', rt, 'netns', `${wefts[0].runDir}/netns/weft-${cid.slice(0, 10)}`]);
+    await waitFor(async () => (await inNet(0, ['ip', '-d', 'link', 'show', rt])).stdout.includes('macvlan mode bridge') && (await proxies(0)).includes(ips[2]),
+      { timeoutMs: 20_000, what: 'the routed link in bridge mode again, with its proxy entries' });
+    await waitFor(async () => (await ping(0, ips[2])).code === 0, { timeoutMs: 10_000, what: 'c1 -> c3 through the new routed link' });
+  });
+
   it('a dockerd restart on host 2: its container comes back and is reached by route again', async () => {
     await hosts[1].restartDockerd();
     await waitFor(async () => (await hosts[1].docker(['inspect', '-f', '{{.State.Running}}', 'c2'])).stdout.trim() === 'true',
