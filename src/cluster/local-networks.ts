@@ -7,7 +7,7 @@
 // none of them calls another's handlers.
 
 import type { Logger } from 'pino';
-import { endpointNames, networkNames, routedMac } from '../dataplane/names';
+import { endpointNames, networkNames, routedBridgeMac, routedMac } from '../dataplane/names';
 import { DataPlaneApi, EndpointSpec, NetworkSpec } from '../dataplane/types';
 import { errors } from '../errors';
 import { parseSubnet, parseSubnet6, poolKey } from '../ipam/cidr';
@@ -427,7 +427,7 @@ export class LocalNetworks {
       if (networkMode(record.options) === 'routed' && !record.encrypted && record.gateway && record.subnet) {
         spec.routed = {
           name: names.routed, local: this.opts.advertiseAddr, mac: routedMac(this.opts.advertiseAddr, record.vni),
-          gateway: record.gateway, prefixLen: parseSubnet(record.subnet).prefix,
+          bridgeMac: routedBridgeMac(this.opts.advertiseAddr, record.vni), gateway: record.gateway, prefixLen: parseSubnet(record.subnet).prefix,
         };
       }
       const wg = this.opts.encryption?.wireguard;
@@ -476,9 +476,9 @@ export class LocalNetworks {
     return ep;
   }
 
-  endpointSpec(local: LocalNetwork, endpointId: string, mac: string): EndpointSpec {
+  endpointSpec(local: LocalNetwork, endpointId: string, mac: string, ip?: string): EndpointSpec {
     const n = endpointNames(endpointId);
-    return { hostIf: n.hostIf, bridgeIf: n.bridgeIf, mac, mtu: local.record.mtu };
+    return { hostIf: n.hostIf, bridgeIf: n.bridgeIf, mac, mtu: local.record.mtu, ...(ip ? { ip } : {}) };
   }
 
   /** The one way to remove an endpoint of this host: its interface, then its record (DeleteEndpoint, the collector). */
