@@ -410,16 +410,8 @@ export class DataPlane implements DataPlaneApi {
         }
         await this.fixLink(host, link, { mtu: ep.mtu, mac: ep.mac, up: true });
         if (ep.ip && isIPv4(ep.ip)) {
-          // The host namespace's packet socket (weft's own namespace unless hostNetns says otherwise).
-          const key = this.hostNetns ?? '';
-          let fd = this.packetSockets.get(key);
-          if (fd === undefined) {
-            const hostNs = this.hostNetns;
-            fd = hostNs ? withNetns(hostNs, () => native().packetSocket()) : native().packetSocket();
-            this.packetSockets.set(key, fd);
-          }
           try {
-            native().sendFrame(fd, link.index, garp(ep.ip, ep.mac));
+            native().sendFrame(this.packetSocket(this.hostNetns), link.index, garp(ep.ip, ep.mac));
           } catch (e) {
             this.log.warn({ link: ep.hostIf, ip: ep.ip, err: (e as Error).message }, 'gratuitous ARP from a routed container\'s interface failed');
           }
@@ -457,11 +449,7 @@ export class DataPlane implements DataPlaneApi {
     return this.serial(net.nsPath, async () => {
       const rt = await this.netSocket(net).getLink(net.routed!.name);
       if (!rt?.mac) throw new Error(`announce on network ${net.id}: routed link ${net.routed!.name} is missing`);
-      let fd = this.packetSockets.get(net.nsPath);
-      if (fd === undefined) {
-        fd = withNetns(net.nsPath, () => native().packetSocket());
-        this.packetSockets.set(net.nsPath, fd);
-      }
+      const fd = this.packetSocket(net.nsPath);
       for (const dst of to) if (MAC.test(dst.toLowerCase())) native().sendFrame(fd, rt.index, garp(ip, rt.mac, dst));
     });
   }
@@ -472,12 +460,7 @@ export class DataPlane implements DataPlaneApi {
       if (!br) throw new Error(`announce on network ${net.id}: bridge ${net.bridge} is missing`);
       // IPv6: an unsolicited neighbour advertisement with the override flag (RFC 4861 §7.2.6), the gratuitous ARP of IPv6.
       const frame = isIPv6(ip) ? unsolicitedNa(ip, mac) : garp(ip, mac);
-      let fd = this.packetSockets.get(net.nsPath);
-      if (fd === undefined) {
-        fd = withNetns(net.nsPath, () => native().packetSocket());
-        this.packetSockets.set(net.nsPath, fd);
-      }
-      native().sendFrame(fd, br.index, frame);
+      native().sendFrame(this.packetSocket(net.nsPath), br.index, frame);
     });
   }
 
@@ -692,6 +675,17 @@ export class DataPlane implements DataPlaneApi {
   }
 
   /** Closes the sockets of every namespace this instance used. */
+  /** The packet socket of a namespace (the host's, weft's own unless hostNetns says otherwise, when nsPath is undefined), opened once. */
+  private packetSocket(nsPath: string | undefined): number {
+    const key = nsPath ?? '';
+    let fd = this.packetSockets.get(key);
+    if (fd === undefined) {
+      fd = nsPath ? withNetns(nsPath, () => native().packetSocket()) : native().packetSocket();
+      this.packetSockets.set(key, fd);
+    }
+    return fd;
+  }
+
   private closePacketSocket(nsPath: string): void {
     const fd = this.packetSockets.get(nsPath);
     if (fd === undefined) return;
