@@ -17,7 +17,7 @@ import type { Logger } from 'pino';
 import { Config, driverName, isClusterStore } from '../config';
 import { networkIdFromNetnsName, NETNS_PREFIX } from '../dataplane/names';
 import { DataPlaneApi, PeerState } from '../dataplane/types';
-import { routedMac } from '../dataplane/names';
+import { routedBridgeMac } from '../dataplane/names';
 import { networkMode } from '../driver/options';
 import type { LocalNetworks } from '../cluster/local-networks';
 import { CLUSTER_NETWORK_OPTION } from '../driver/options';
@@ -267,9 +267,9 @@ export class Agent {
       const u = await this.d.dataplane.underlayOf(addr);
       this.underlay = u?.cidr;
       if (u) this.d.logger.info({ link: u.link, underlay: u.cidr }, 'underlay segment found (routed networks go unencapsulated to hosts on it)');
-      else this.d.logger.warn({ address: addr }, 'no link of this host holds --advertise-addr: routed networks reach every other host through VXLAN');
+      else this.d.logger.warn({ address: addr }, 'no link of this host holds --advertise-addr: containers of routed networks cannot start on this host');
     } catch (err) {
-      this.d.logger.warn({ err: (err as Error).message }, 'cannot read this host\'s links: routed networks reach every other host through VXLAN');
+      this.d.logger.warn({ err: (err as Error).message }, 'cannot read this host\'s links: routed networks reach every other host through VXLAN, and their containers may not start here');
     }
   }
 
@@ -416,10 +416,12 @@ export class Agent {
     const vteps = new Set<string>();
     const rec = this.view.networks.get(cid);
     const encrypted = rec?.encrypted === true;
-    // [routed] Endpoints of hosts on this host's segment become /32 routes; the others stay on VXLAN.
+    // [routed] Containers of hosts on this host's segment need nothing (reached straight on the underlay);
+    // those of other segments get a proxy entry and a VXLAN neighbour at their host's bridge MAC; this
+    // host's own containers get a /32 route on the routed link.
     const routed = !encrypted && rec !== undefined && networkMode(rec.options) === 'routed' && !!rec.gateway && !!rec.subnet;
-    const routes: { ip: string; via: string }[] = [];
-    const hops = new Map<string, string>();
+    const local: string[] = [];
+    const proxies: string[] = [];
     let subnet: Subnet | undefined;
     let subnet6: Subnet | undefined;
     try {
@@ -433,7 +435,10 @@ export class Agent {
       subnet6 = undefined;
     }
     for (const [id, ep] of this.view.endpoints.get(cid) ?? []) {
-      if (ep.host === this.me) continue;
+      if (ep.host === this.me) {
+        if (routed && ep.ip && subnet && contains(subnet, ep.ip)) local.push(ep.ip);
+        continue;
+      }
       const registered = this.view.hosts.get(ep.host);
       if (!registered && !this.liveness.keeps(ep.host)) continue;
       if (subnet && ep.ip && !contains(subnet, ep.ip)) {
@@ -457,22 +462,18 @@ export class Agent {
         }
         continue;
       }
-      if (routed && this.pathTo(ep.host, registered ?? this.view.lastHostRecord.get(ep.host)) === 'routed') {
-        routes.push({ ip: ep.ip, via: vtep });
-        hops.set(vtep, routedMac(vtep, rec.vni));
+      if (routed) {
+        if (!ep.ip || this.pathTo(ep.host, registered ?? this.view.lastHostRecord.get(ep.host)) === 'routed') continue;
+        proxies.push(ep.ip);
+        out.endpoints.push({ ip: ep.ip, mac: routedBridgeMac(vtep, rec.vni), vtep });
         continue;
       }
       out.endpoints.push({ ip: ep.ip, ...(ep.ip6 ? { ip6: ep.ip6 } : {}), mac: ep.mac, vtep });
       vteps.add(vtep);
     }
-    // [routed] No flood entries: broadcast and multicast stay on each host, whichever path a peer takes (README, Routed mode).
+    // [routed] No flood entries: broadcast and multicast reach the containers of this segment (on the underlay itself), not other segments (README, Routed mode).
     out.floodVteps = routed ? [] : [...vteps].sort();
-    if (routed) {
-      out.routed = {
-        routes: routes.sort((a, b) => a.ip.localeCompare(b.ip)),
-        nexthops: [...hops].map(([ip, mac]) => ({ ip, mac })).sort((a, b) => a.ip.localeCompare(b.ip)),
-      };
-    }
+    if (routed) out.routed = { local: local.sort(), proxies: proxies.sort() };
     return out;
   }
 
@@ -526,7 +527,7 @@ export class Agent {
     return this.d.networks.list().map((local) => {
       const cid = local.clusterId;
       const last = this.programmed.get(cid);
-      const count = (p: PeerState) => p.endpoints.length + p.floodVteps.length + (p.routed ? p.routed.routes.length + p.routed.nexthops.length : 0);
+      const count = (p: PeerState) => p.endpoints.length + p.floodVteps.length + (p.routed ? p.routed.local.length + p.routed.proxies.length : 0);
       const programmed = last ? count(last.state) : 0;
       return { clusterId: cid, programmed, expected: last ? programmed : count(this.desiredPeers(cid)), drift: this.lastDrift.get(cid) ?? 0 };
     });
@@ -549,24 +550,36 @@ export class Agent {
     const now = Date.now();
     const seen = this.announced.get(cid);
     const next = new Map<string, { mac: string; gone?: number }>();
-    for (const ep of desired.endpoints) {
-      // IPv4 by gratuitous ARP, IPv6 by unsolicited neighbour advertisement.
-      for (const ip of [ep.ip, ep.ip6]) {
-        if (!ip) continue;
-        next.set(ip, { mac: ep.mac });
-        const before = seen?.get(ip);
-        if (!before || before.mac === ep.mac) continue;
-        await this.d.dataplane.announce(spec, ip, ep.mac).catch((err: Error) =>
-          this.d.logger.debug({ ip, err: err.message }, 'gratuitous ARP / unsolicited NA failed'));
+    if (desired.routed) {
+      // [routed] This host's containers see a remote address at one of two MACs: its container's own (same
+      // segment, reached straight) or the routed link's (other segments, through the proxy entry). One that
+      // moved from the first to the second is announced to them, unicast to each (a broadcast would reach
+      // other hosts' containers too, and send theirs here). The reverse needs nothing from here: the
+      // container announces itself from its new interface (createEndpoint).
+      const proxied = new Set(desired.routed.proxies);
+      const to: string[] = [];
+      for (const ep of this.view.endpoints.get(cid)?.values() ?? []) {
+        if (ep.host === this.me) { if (ep.mac) to.push(ep.mac); } else if (ep.ip && !proxied.has(ep.ip)) next.set(ep.ip, { mac: DIRECT });
       }
-    }
-    // [routed] Routed addresses are at the bridge's MAC for local containers (proxy ARP): announced when one was reached through VXLAN before.
-    for (const r of desired.routed?.routes ?? []) {
-      next.set(r.ip, { mac: ROUTED });
-      const before = seen?.get(r.ip);
-      if (!before || before.mac === ROUTED) continue;
-      await this.d.dataplane.announceRouted(spec, r.ip).catch((err: Error) =>
-        this.d.logger.debug({ ip: r.ip, err: err.message }, 'gratuitous ARP failed'));
+      for (const ip of desired.routed.proxies) {
+        next.set(ip, { mac: ROUTED });
+        const before = seen?.get(ip);
+        if (!before || before.mac === ROUTED || !to.length) continue;
+        await this.d.dataplane.announceRouted(spec, ip, to).catch((err: Error) =>
+          this.d.logger.debug({ ip, err: err.message }, 'gratuitous ARP failed'));
+      }
+    } else {
+      for (const ep of desired.endpoints) {
+        // IPv4 by gratuitous ARP, IPv6 by unsolicited neighbour advertisement.
+        for (const ip of [ep.ip, ep.ip6]) {
+          if (!ip) continue;
+          next.set(ip, { mac: ep.mac });
+          const before = seen?.get(ip);
+          if (!before || before.mac === ep.mac) continue;
+          await this.d.dataplane.announce(spec, ip, ep.mac).catch((err: Error) =>
+            this.d.logger.debug({ ip, err: err.message }, 'gratuitous ARP / unsolicited NA failed'));
+        }
+      }
     }
     for (const [ip, e] of seen ?? []) {
       if (next.has(ip)) continue;
@@ -774,8 +787,9 @@ export class Agent {
   }
 }
 
-/** [routed] What announceChanges remembers for a routed address: not a MAC of its own (the bridge's, through proxy ARP). */
+/** [routed] What announceChanges remembers for a remote address of a routed network: behind the routed link's proxy entry, or reached straight. */
 const ROUTED = 'routed';
+const DIRECT = 'direct';
 
 function sleep(ms: number): Promise<void> {
   return new Promise((r) => setTimeout(r, ms).unref());

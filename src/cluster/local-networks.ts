@@ -7,7 +7,7 @@
 // none of them calls another's handlers.
 
 import type { Logger } from 'pino';
-import { endpointNames, networkNames, routedMac } from '../dataplane/names';
+import { endpointNames, networkNames, routedBridgeMac, routedMac } from '../dataplane/names';
 import { DataPlaneApi, EndpointSpec, NetworkSpec } from '../dataplane/types';
 import { errors } from '../errors';
 import { parseSubnet, parseSubnet6, poolKey } from '../ipam/cidr';
@@ -180,7 +180,15 @@ export class LocalNetworks {
         await this.putUnderNetwork(clusterId, keys.binding(clusterId, this.opts.host), JSON.stringify(binding), `recording network ${clusterId.slice(0, 12)} on this host`);
         const local: LocalNetwork = { localId, clusterId, record, since: Date.now() };
         this.networks.set(localId, local);
-        await this.ensureKernel(local, true);
+        if (o.clusterId) {
+          // A copy (made by the agent when the network appeared elsewhere): Docker lists it as soon as this
+          // returns, so its kernel objects (24 to 108 ms measured) are made after the answer, not before it.
+          // Join waits for them (ensureKernel); one that fails is made again by the next Join or reconcile.
+          this.ensureKernel(local, true).catch((err: Error) =>
+            this.opts.logger.warn({ network: localId, cluster: clusterId, err: err.message }, 'setting up the copy\'s kernel objects failed; the next Join or reconcile tries again'));
+        } else {
+          await this.ensureKernel(local, true);
+        }
         this.opts.logger.info({ network: localId, cluster: clusterId, vni: record.vni, subnet: record.subnet, subnet6: record.subnet6, mtu: record.mtu }, 'network created');
       } catch (err) {
         // Roll back: Docker will not call DeleteNetwork for a create that failed.
@@ -427,7 +435,7 @@ export class LocalNetworks {
       if (networkMode(record.options) === 'routed' && !record.encrypted && record.gateway && record.subnet) {
         spec.routed = {
           name: names.routed, local: this.opts.advertiseAddr, mac: routedMac(this.opts.advertiseAddr, record.vni),
-          gateway: record.gateway, prefixLen: parseSubnet(record.subnet).prefix,
+          bridgeMac: routedBridgeMac(this.opts.advertiseAddr, record.vni), gateway: record.gateway, prefixLen: parseSubnet(record.subnet).prefix,
         };
       }
       const wg = this.opts.encryption?.wireguard;
@@ -476,9 +484,9 @@ export class LocalNetworks {
     return ep;
   }
 
-  endpointSpec(local: LocalNetwork, endpointId: string, mac: string): EndpointSpec {
+  endpointSpec(local: LocalNetwork, endpointId: string, mac: string, ip?: string): EndpointSpec {
     const n = endpointNames(endpointId);
-    return { hostIf: n.hostIf, bridgeIf: n.bridgeIf, mac, mtu: local.record.mtu };
+    return { hostIf: n.hostIf, bridgeIf: n.bridgeIf, mac, mtu: local.record.mtu, ...(ip ? { ip } : {}) };
   }
 
   /** The one way to remove an endpoint of this host: its interface, then its record (DeleteEndpoint, the collector). */

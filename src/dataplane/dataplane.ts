@@ -343,6 +343,7 @@ export class DataPlane implements DataPlaneApi {
     checkName('host interface', ep.hostIf);
     checkName('bridge interface', ep.bridgeIf);
     if (!MAC.test(ep.mac.toLowerCase())) throw new Error(`createEndpoint ${ep.hostIf}: invalid MAC "${ep.mac}"`);
+    if (net.routed) return this.createRoutedEndpoint(net, ep);
     return this.serial(net.nsPath, async () => {
       const what = `createEndpoint ${ep.bridgeIf}/${ep.hostIf} on network ${net.id} (netns ${net.nsPath})`;
       let ns: Rtnl;
@@ -384,6 +385,44 @@ export class DataPlane implements DataPlaneApi {
   }
 
   /**
+   * [routed] The container's interface: a macvlan (bridge mode) on the
+   * underlay link, in the host namespace, where Docker takes it. Then, for an
+   * IPv4 address, a gratuitous ARP from it: containers of the segment that
+   * cached the address at another MAC (a container before a restart, or this
+   * host's routed link while the address was on another segment) take the
+   * new one at once.
+   */
+  private createRoutedEndpoint(net: NetworkSpec, ep: EndpointSpec): Promise<void> {
+    return this.serial(net.nsPath, async () => {
+      const what = `createEndpoint ${ep.hostIf} on routed network ${net.id}`;
+      const host = this.host();
+      try {
+        let link = await host.getLink(ep.hostIf);
+        if (link && link.kind !== 'macvlan') throw new Error(`${ep.hostIf} exists and is a ${link.kind ?? 'device'}, not a macvlan`);
+        if (!link) {
+          const under = await findUnderlay(host, net.routed!.local);
+          if (!under) {
+            throw new Error(`no link of this host holds --advertise-addr ${net.routed!.local}, and a routed network's containers get a macvlan on that link: ` +
+              'give weft an --advertise-addr of this host\'s own underlay link, or use a VXLAN network (leave out -o mode=routed)');
+          }
+          await host.createMacvlan({ name: ep.hostIf, lower: under.index, mac: ep.mac, mtu: ep.mtu, mode: 'bridge' });
+          link = await this.mustGet(host, ep.hostIf);
+        }
+        await this.fixLink(host, link, { mtu: ep.mtu, mac: ep.mac, up: true });
+        if (ep.ip && isIPv4(ep.ip)) {
+          try {
+            native().sendFrame(this.packetSocket(this.hostNetns), link.index, garp(ep.ip, ep.mac));
+          } catch (e) {
+            this.log.warn({ link: ep.hostIf, ip: ep.ip, err: (e as Error).message }, 'gratuitous ARP from a routed container\'s interface failed');
+          }
+        }
+      } catch (e) {
+        throw wrap(what, e);
+      }
+    });
+  }
+
+  /**
    * Gratuitous ARP: "ip is at mac", broadcast on the network's bridge. Docker
    * gives a restarted container a new random MAC but often the same IP; peers
    * that cached the old MAC would send to it for up to a minute (until their
@@ -398,37 +437,30 @@ export class DataPlane implements DataPlaneApi {
   }
 
   /**
-   * [routed] "ip is at the bridge's MAC", to this host's containers: a remote
-   * endpoint that moved from the VXLAN path to a route. Containers that cached
-   * its own MAC would otherwise send to a MAC that no table knows any more
-   * until their neighbour entry expired.
+   * [routed] "ip is at the routed link's MAC", to each of this host's
+   * containers `to` (unicast: macvlan siblings get it without the wire, and
+   * no other host's container hears it): a remote address that moved to
+   * another segment, now behind the routed link's proxy entry. Containers
+   * that cached the old container's MAC would otherwise send to it until
+   * their neighbour entry expired.
    */
-  async announceRouted(net: NetworkSpec, ip: string): Promise<void> {
-    if (!isIPv4(ip)) throw new Error(`announceRouted: invalid address ${ip}`);
-    return this.sendGarp(net, ip);
+  async announceRouted(net: NetworkSpec, ip: string, to: string[]): Promise<void> {
+    if (!isIPv4(ip) || !net.routed) throw new Error(`announceRouted: invalid address ${ip}, or not a routed network`);
+    return this.serial(net.nsPath, async () => {
+      const rt = await this.netSocket(net).getLink(net.routed!.name);
+      if (!rt?.mac) throw new Error(`announce on network ${net.id}: routed link ${net.routed!.name} is missing`);
+      const fd = this.packetSocket(net.nsPath);
+      for (const dst of to) if (MAC.test(dst.toLowerCase())) native().sendFrame(fd, rt.index, garp(ip, rt.mac, dst));
+    });
   }
 
-  private sendGarp(net: NetworkSpec, ip: string, mac?: string): Promise<void> {
+  private sendGarp(net: NetworkSpec, ip: string, mac: string): Promise<void> {
     return this.serial(net.nsPath, async () => {
       const br = await this.netSocket(net).getLink(net.bridge);
       if (!br) throw new Error(`announce on network ${net.id}: bridge ${net.bridge} is missing`);
-      const from = mac ?? br.mac;
-      if (!from) throw new Error(`announce on network ${net.id}: bridge ${net.bridge} has no MAC`);
-      // [routed] The namespace itself routes to the containers of this host (it has the gateway address): an
-      // entry it cached for this address (a container before a restart, with another MAC) would take it
-      // until it expired (up to a minute). The bridge does not hear its own announcement, so drop the entry:
-      // the next packet asks again.
-      if (net.routed && mac && !isIPv6(ip)) {
-        await this.netSocket(net).delNeighbour(br.index, ip).catch((e: unknown) => { if (errorCode(e) !== 'ENOENT') throw e; });
-      }
       // IPv6: an unsolicited neighbour advertisement with the override flag (RFC 4861 §7.2.6), the gratuitous ARP of IPv6.
-      const frame = isIPv6(ip) ? unsolicitedNa(ip, from) : garp(ip, from);
-      let fd = this.packetSockets.get(net.nsPath);
-      if (fd === undefined) {
-        fd = withNetns(net.nsPath, () => native().packetSocket());
-        this.packetSockets.set(net.nsPath, fd);
-      }
-      native().sendFrame(fd, br.index, frame);
+      const frame = isIPv6(ip) ? unsolicitedNa(ip, mac) : garp(ip, mac);
+      native().sendFrame(this.packetSocket(net.nsPath), br.index, frame);
     });
   }
 
@@ -436,7 +468,8 @@ export class DataPlane implements DataPlaneApi {
     return this.serial(net.nsPath, async () => {
       try {
         // The bridge end is always ours to find; deleting it takes the peer with it, wherever Docker put it.
-        if (isPinnedNetns(net.nsPath)) await this.netSocket(net).delLink(ep.bridgeIf);
+        // [routed] A container's macvlan: back in the host namespace (Docker moves it there at leave), or gone with the container's namespace.
+        if (!net.routed && isPinnedNetns(net.nsPath)) await this.netSocket(net).delLink(ep.bridgeIf);
         await this.host().delLink(ep.hostIf);
       } catch (e) {
         throw wrap(`deleteEndpoint ${ep.bridgeIf}/${ep.hostIf} on network ${net.id}`, e);
@@ -470,18 +503,12 @@ export class DataPlane implements DataPlaneApi {
       }),
     };
     if (wanted.routed) {
-      out.routed = {
-        routes: wanted.routed.routes.filter((r) => {
-          const ok = typeof r.ip === 'string' && typeof r.via === 'string' && isIPv4(r.ip) && isIPv4(r.via);
-          if (!ok) bad.push(r);
-          return ok;
-        }),
-        nexthops: wanted.routed.nexthops.filter((h) => {
-          const ok = typeof h.ip === 'string' && typeof h.mac === 'string' && isIPv4(h.ip) && MAC.test(h.mac.toLowerCase());
-          if (!ok) bad.push(h);
-          return ok;
-        }),
+      const v4 = (ip: unknown) => {
+        const ok = typeof ip === 'string' && isIPv4(ip);
+        if (!ok) bad.push(ip);
+        return ok;
       };
+      out.routed = { local: wanted.routed.local.filter(v4), proxies: wanted.routed.proxies.filter(v4) };
     }
     if (bad.length) this.log.warn({ network: net.id, skipped: bad.slice(0, 5), count: bad.length }, 'left out peer entries that cannot be programmed');
     return out;
@@ -504,8 +531,8 @@ export class DataPlane implements DataPlaneApi {
         const want = routedTablesOf(desired);
         const link = await ns.getLink(net.routed.name);
         if (!link && isEmpty(want)) return d;
-        const { mv, tables } = await this.readKernelRouted(net, ns);
-        return addDiffs(d, await this.applyRouted(net, ns, mv, tables, want));
+        if (!link) throw new Error(`routed link ${net.routed.name} is missing (ensureNetwork first)`);
+        return addDiffs(d, await this.applyRouted(net, ns, link.index, await readRoutedTables(ns, link.index), want));
       } catch (e) {
         throw wrap(`programPeers ${net.id} (netns ${net.nsPath})`, e);
       }
@@ -545,30 +572,20 @@ export class DataPlane implements DataPlaneApi {
   }
 
   private checkRouted(net: NetworkSpec, desired: PeerState, what: string): void {
-    const n = (desired.routed?.routes.length ?? 0) + (desired.routed?.nexthops.length ?? 0);
+    const n = (desired.routed?.local.length ?? 0) + (desired.routed?.proxies.length ?? 0);
     if (n && !net.routed) throw new Error(`${what} ${net.id}: routed entries for a network that is not routed`);
   }
 
-  /** [routed] weft's /32 routes and permanent next hops on the network's routed link. */
-  private async readKernelRouted(net: NetworkSpec, ns: Rtnl): Promise<{ mv: number; tables: RoutedTables }> {
-    const name = net.routed!.name;
-    const link = await ns.getLink(name);
-    if (!link) throw new Error(`routed link ${name} is missing (ensureNetwork first)`);
-    return { mv: link.index, tables: await readRoutedTables(ns, link.index) };
-  }
-
-  /** [routed] Moves the routes and next hops from `have` to `want`, removals first (see routedChanges). */
+  /** [routed] Moves the /32 routes and proxy entries on the routed link from `have` to `want` (see routedChanges). */
   private async applyRouted(net: NetworkSpec, ns: Rtnl, mv: number, have: RoutedTables, want: RoutedTables): Promise<PeerDiff> {
-    const { routeDel, routeSet, hopDel, hopSet } = routedChanges(have, want);
+    const { routeDel, routeAdd, proxyDel, proxyAdd } = routedChanges(have, want);
     const gone = (e: unknown) => { const c = errorCode(e); if (c !== 'ENOENT' && c !== 'ESRCH') throw e; };
-    this.ops.route += routeDel.length + routeSet.length;
-    this.ops.neighbour += hopDel.length + hopSet.length;
-    await settle(routeDel.map((ip) => ns.delRoute(ip, mv).catch(gone)));
-    await settle(hopDel.map((ip) => ns.delNeighbour(mv, ip).catch(gone)));
-    await settle(hopSet.map(([ip, m]) => ns.addNeighbour(mv, ip, m)));
-    await settle(routeSet.map(([ip, via]) => ns.replaceRoute(ip, via, mv)));
-    const diff = { added: routeSet.length + hopSet.length, removed: routeDel.length + hopDel.length };
-    if (diff.added || diff.removed) this.log.info({ network: net.id, ...diff }, 'routes programmed');
+    this.ops.route += routeDel.length + routeAdd.length;
+    this.ops.neighbour += proxyDel.length + proxyAdd.length;
+    await settle([...routeDel.map((ip) => ns.delRoute(ip, mv).catch(gone)), ...proxyDel.map((ip) => ns.delProxy(mv, ip).catch(gone))]);
+    await settle([...routeAdd.map((ip) => ns.replaceLinkRoute(ip, mv)), ...proxyAdd.map((ip) => ns.addProxy(mv, ip))]);
+    const diff = { added: routeAdd.length + proxyAdd.length, removed: routeDel.length + proxyDel.length };
+    if (diff.added || diff.removed) this.log.info({ network: net.id, ...diff }, 'routes and proxy entries programmed');
     return diff;
   }
 
@@ -630,12 +647,10 @@ export class DataPlane implements DataPlaneApi {
         for (const [m, d] of macToVtep) if (!withIp.has(m)) endpoints.push({ ip: '', mac: m, vtep: d });
         endpoints.sort((a, b) => (a.ip + (a.ip6 ?? '') + a.mac).localeCompare(b.ip + (b.ip6 ?? '') + b.mac));
         const out: PeerState = { endpoints, floodVteps: floodVteps.sort() };
-        if (net.routed && await this.netSocket(net).getLink(net.routed.name)) {
-          const { tables } = await this.readKernelRouted(net, this.netSocket(net));
-          const routed: RoutedPeers = {
-            routes: [...tables.routes].map(([ip, via]) => ({ ip, via })).sort((a, b) => a.ip.localeCompare(b.ip)),
-            nexthops: [...tables.hops].map(([ip, mac]) => ({ ip, mac })).sort((a, b) => a.ip.localeCompare(b.ip)),
-          };
+        const rt = net.routed ? await this.netSocket(net).getLink(net.routed.name) : undefined;
+        if (rt) {
+          const tables = await readRoutedTables(this.netSocket(net), rt.index);
+          const routed: RoutedPeers = { local: [...tables.local].sort(), proxies: [...tables.proxies].sort() };
           out.routed = routed;
         }
         return out;
@@ -660,6 +675,17 @@ export class DataPlane implements DataPlaneApi {
   }
 
   /** Closes the sockets of every namespace this instance used. */
+  /** The packet socket of a namespace (the host's, weft's own unless hostNetns says otherwise, when nsPath is undefined), opened once. */
+  private packetSocket(nsPath: string | undefined): number {
+    const key = nsPath ?? '';
+    let fd = this.packetSockets.get(key);
+    if (fd === undefined) {
+      fd = nsPath ? withNetns(nsPath, () => native().packetSocket()) : native().packetSocket();
+      this.packetSockets.set(key, fd);
+    }
+    return fd;
+  }
+
   private closePacketSocket(nsPath: string): void {
     const fd = this.packetSockets.get(nsPath);
     if (fd === undefined) return;
@@ -678,11 +704,12 @@ export class DataPlane implements DataPlaneApi {
 }
 
 /** An ARP request announcing ip at mac (sender and target address both ip), to the broadcast address. */
-function garp(ip: string, mac: string): Buffer {
+function garp(ip: string, mac: string, to?: string): Buffer {
   const m = Buffer.from(mac.split(':').map((h) => parseInt(h, 16)));
   const a = Buffer.from(ip.split('.').map(Number));
   return Buffer.concat([
-    Buffer.alloc(6, 0xff), m, Buffer.from([0x08, 0x06]), // Ethernet: broadcast, from mac, ARP
+    // Ethernet: broadcast (or unicast to `to`), from mac, ARP
+    to ? Buffer.from(to.split(':').map((h) => parseInt(h, 16))) : Buffer.alloc(6, 0xff), m, Buffer.from([0x08, 0x06]),
     Buffer.from([0x00, 0x01, 0x08, 0x00, 6, 4, 0x00, 0x01]), // Ethernet/IPv4, request
     m, a, Buffer.alloc(6, 0), a,
   ]);

@@ -65,3 +65,14 @@ export function routedMac(address: string, vni: number): string {
   const h = createHash('sha256').update(`weft-routed|${vni}|${address}`).digest();
   return ['06', ...[...h.subarray(0, 5)].map((b) => b.toString(16).padStart(2, '0'))].join(':');
 }
+
+/**
+ * The MAC of a host's bridge in a routed network's namespace, derived like
+ * routedMac (first octet 0x0a: another value than the routed link's): hosts
+ * on other segments send, through VXLAN, the packets for this host's
+ * containers to it, and the namespace routes them on.
+ */
+export function routedBridgeMac(address: string, vni: number): string {
+  const h = createHash('sha256').update(`weft-routed-bridge|${vni}|${address}`).digest();
+  return ['0a', ...[...h.subarray(0, 5)].map((b) => b.toString(16).padStart(2, '0'))].join(':');
+}

@@ -49,6 +49,8 @@ export const WEFT_ROUTE_PROTOCOL = 0x77;
 const RT_TABLE_MAIN = 254;
 const RTNH_F_ONLINK = 4;
 const MACVLAN_MODE_PRIVATE = 1;
+const MACVLAN_MODE_BRIDGE = 4;
+const RT_SCOPE_LINK = 253;
 
 /** A route of the main IPv4 table, as weft reads it back. */
 export interface RouteEntry { dst: string; dstLen: number; via?: string; oif?: number; protocol: number }
@@ -88,6 +90,8 @@ export interface LinkInfo {
   /** Set when the link's other side (veth peer, VXLAN socket) lives in another namespace. */
   linkNetnsid?: number;
   vxlan?: VxlanInfo;
+  /** A macvlan's mode (1 private, 2 vepa, 4 bridge, 8 passthru, 16 source). */
+  macvlanMode?: number;
 }
 export interface NeighEntry { ifindex: number; ip?: string; mac?: string; permanent: boolean; self: boolean }
 
@@ -102,6 +106,10 @@ function parseLink(m: rt.LinkMessage): LinkInfo {
   if (m.attrs.master) out.master = m.attrs.master;
   if (m.attrs.address) out.mac = macString(m.attrs.address);
   if (m.attrs.linkNetnsid !== undefined) out.linkNetnsid = m.attrs.linkNetnsid;
+  if (info?.kind === 'macvlan' && info.data) {
+    const mode = ifla.parseMacvlan(info.data).mode;
+    if (typeof mode === 'number') out.macvlanMode = mode;
+  }
   if (info?.kind === 'vxlan' && info.data) {
     const v = ifla.parseVxlan(info.data);
     out.vxlan = {
@@ -312,14 +320,15 @@ export class Rtnl {
   }
 
   /**
-   * A macvlan (private mode) on the link `lower` of this socket's namespace,
-   * created straight into the namespace nsFd when given (`ip link add NAME
-   * link LOWER netns NS address MAC type macvlan mode private`).
+   * A macvlan on the link `lower` of this socket's namespace, created straight
+   * into the namespace nsFd when given (`ip link add NAME link LOWER netns NS
+   * address MAC type macvlan mode bridge|private`). Bridge mode (the default):
+   * macvlans of one lower link reach each other without the wire.
    */
-  async createMacvlan(v: { name: string; lower: number; mac: string; mtu: number; nsFd?: number }): Promise<void> {
+  async createMacvlan(v: { name: string; lower: number; mac: string; mtu: number; nsFd?: number; mode?: 'bridge' | 'private' }): Promise<void> {
     const lower = Buffer.alloc(4);
     lower.writeUInt32LE(v.lower);
-    const data = enc(ifla.formatMacvlan({ mode: MACVLAN_MODE_PRIVATE }));
+    const data = enc(ifla.formatMacvlan({ mode: v.mode === 'private' ? MACVLAN_MODE_PRIVATE : MACVLAN_MODE_BRIDGE }));
     const attrs: ifla.LinkAttrs = { ifname: v.name, mtu: v.mtu, link: lower, address: mac(v.mac), linkinfo: linkinfo('macvlan', data) };
     if (v.nsFd !== undefined) attrs.netNsFd = v.nsFd;
     await this.call(`create macvlan ${v.name} on ${v.lower}`, (s, o) => s.newLink({}, attrs, { ...CREATE_EXCL, ...o }));
@@ -419,6 +428,32 @@ export class Rtnl {
     await this.call(`delete neighbour ${ip} on ${ifindex}`, (s, o) => s.delNeighbor({ family, ifindex }, { dst: isV6(ip) ? ip6(ip) : ip4(ip) }, o));
   }
 
+  // ---- IPv4 proxy entries (ip neigh add proxy IP dev DEV): the link answers ARP for IP
+
+  /** The proxy entries of every link, IPv4 (a dump of the kernel's proxy table: ndm_flags = NTF_PROXY). */
+  async listProxies(): Promise<{ ifindex: number; ip: string }[]> {
+    peerRequestCounts.neigh.dump++;
+    const r = await this.call('dump proxy entries', (s, o) => s.getNeighbors({ family: AF_INET, flags: { proxy: true } }, {}, o), true);
+    peerRequestCounts.neigh.dumpEntries += r.length;
+    const out: { ifindex: number; ip: string }[] = [];
+    for (const m of r) {
+      const ip = ipFromBytes(m.attrs.dst);
+      if (m.data.flags?.proxy && ip && !ip.includes(':')) out.push({ ifindex: m.data.ifindex ?? 0, ip });
+    }
+    return out;
+  }
+
+  async addProxy(ifindex: number, ip: string): Promise<void> {
+    peerRequestCounts.neigh.add++;
+    await this.call(`add proxy entry ${ip} on ${ifindex}`, (s, o) =>
+      s.newNeighbor({ family: AF_INET, ifindex, flags: { proxy: true } }, { dst: ip4(ip) }, { flags: FlagsNew.CREATE | FlagsNew.REPLACE, ...o }));
+  }
+
+  async delProxy(ifindex: number, ip: string): Promise<void> {
+    peerRequestCounts.neigh.del++;
+    await this.call(`delete proxy entry ${ip} on ${ifindex}`, (s, o) => s.delNeighbor({ family: AF_INET, ifindex, flags: { proxy: true } }, { dst: ip4(ip) }, o));
+  }
+
   // ---- IPv4 routes of weft's own (routed networks: ip route replace IP/32 via HOP dev DEV onlink proto 0x77)
 
   async listRoutes(): Promise<RouteEntry[]> {
@@ -446,6 +481,14 @@ export class Rtnl {
     await this.call(`replace route ${ip}/32 via ${via} dev ${oif}`, (s, o) =>
       s.newRoute({ family: AF_INET, dstLen: 32, table: RT_TABLE_MAIN, protocol: WEFT_ROUTE_PROTOCOL as never, scope: 0 as never, type: 1 as never, flags: { __unknown: RTNH_F_ONLINK } },
         { dst: ip4(ip), gateway: ip4(via), oif }, { flags: FlagsNew.CREATE | FlagsNew.REPLACE, ...o }));
+  }
+
+  /** Adds or replaces the /32 route to `ip` straight on link `oif` (scope link: `ip route replace IP/32 dev DEV proto 0x77`). */
+  async replaceLinkRoute(ip: string, oif: number): Promise<void> {
+    peerRequestCounts.route.add++;
+    await this.call(`replace route ${ip}/32 dev ${oif}`, (s, o) =>
+      s.newRoute({ family: AF_INET, dstLen: 32, table: RT_TABLE_MAIN, protocol: WEFT_ROUTE_PROTOCOL as never, scope: RT_SCOPE_LINK as never, type: 1 as never },
+        { dst: ip4(ip), oif }, { flags: FlagsNew.CREATE | FlagsNew.REPLACE, ...o }));
   }
 
   async delRoute(ip: string, oif: number): Promise<void> {

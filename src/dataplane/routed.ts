@@ -1,45 +1,46 @@
 // [routed] The kernel side of routed networks (-o mode=routed), used by
-// dataplane.ts. Inside the network's namespace:
-//   - the gateway address on the bridge, and proxy ARP there: a container
-//     asking for a remote address of the segment gets the bridge's MAC, and
-//     the namespace routes the packet;
-//   - the routed link rt-<id>: a private-mode macvlan on the host's underlay
-//     link (the one holding --advertise-addr), created straight into the
-//     namespace, with a MAC every peer derives (names.ts routedMac);
-//   - per remote endpoint of the segment, a /32 route via its host's address
-//     (onlink, protocol WEFT_ROUTE_PROTOCOL) on the routed link, and per such
-//     host a permanent neighbour: its address at its routed link's MAC.
-// Frames between the routed links of two hosts never enter either host
-// namespace: Docker's FORWARD policy, its firewall rules and the host's
-// routing table play no part, and weft opens nothing there.
+// dataplane.ts.
+//   - Each container's interface is a macvlan (bridge mode) on the host's
+//     underlay link (the one holding --advertise-addr), made in the host
+//     namespace and handed to Docker. Containers of hosts on one segment talk
+//     straight over the underlay: no host namespace, no network namespace, no
+//     route, no table entry on the way (as fast as the underlay itself).
+//   - Inside the network's namespace, the routed link rt-<id>: a macvlan
+//     (bridge mode) on the same underlay link, so it reaches this host's
+//     containers without the wire. It holds a proxy entry for each container
+//     of a host on another segment (this host's containers ARP for it and get
+//     the routed link's MAC) and a /32 route for each container of this host
+//     (packets from other segments, decapsulated here, go on to them). Strict
+//     reverse-path filtering on it makes it answer only this host's
+//     containers: another host's container asking is not routed back here.
+//   - Containers of other segments are reached through the VXLAN device, at
+//     the bridge MAC of their host (names.ts routedBridgeMac): one FDB entry
+//     per host, a neighbour entry per container.
+// Docker's FORWARD policy, its firewall rules and the host's routing table
+// play no part, and weft opens nothing in the host namespace.
 import type { NetworkSpec, PeerState, UnderlayInfo } from './types';
 import { LinkInfo, Rtnl, WEFT_ROUTE_PROTOCOL } from './netlink';
 import { setSysctlIn, withNsFd } from './netns';
 
-/** A routed network's tables: /32 routes ip -> next hop, and next hops (permanent neighbours on the routed link) ip -> mac. */
+/** A routed network's tables on the routed link: /32 routes to this host's containers, proxy entries for other segments' containers. */
 export interface RoutedTables {
-  routes: Map<string, string>;
-  hops: Map<string, string>;
+  local: Set<string>;
+  proxies: Set<string>;
 }
 
 export function routedTablesOf(p: PeerState): RoutedTables {
-  return {
-    routes: new Map((p.routed?.routes ?? []).map((r) => [r.ip, r.via])),
-    hops: new Map((p.routed?.nexthops ?? []).map((h) => [h.ip, h.mac.toLowerCase()])),
-  };
+  return { local: new Set(p.routed?.local ?? []), proxies: new Set(p.routed?.proxies ?? []) };
 }
 
-export const isEmpty = (t: RoutedTables): boolean => t.routes.size === 0 && t.hops.size === 0;
+export const isEmpty = (t: RoutedTables): boolean => t.local.size === 0 && t.proxies.size === 0;
 
 /**
  * Namespace-wide settings of a routed network, set before its links exist:
- * forwarding on; no ICMP redirects (a container's packet to an address that
- * moved to the VXLAN path goes back out the bridge it came from); proxy ARP
- * answers at once (the default delays answers to broadcast requests).
+ * forwarding on; no ICMP redirects (a container's packet for another
+ * segment goes back out the link it came in on, toward VXLAN's bridge).
  */
 export const ROUTED_SYSCTLS: [string, string][] = [
   ['net.ipv4.ip_forward', '1'], ['net.ipv4.conf.all.send_redirects', '0'], ['net.ipv4.conf.default.send_redirects', '0'],
-  ['net.ipv4.neigh.default.proxy_delay', '0'],
 ];
 
 export function setRoutedSysctls(nsPath: string): void {
@@ -52,6 +53,8 @@ export function setRoutedSysctls(nsPath: string): void {
     }
   }
 }
+
+const MACVLAN_BRIDGE = 4;
 
 /** The host-namespace link holding `address`, and its on-link prefix. */
 export async function findUnderlay(host: Rtnl, address: string): Promise<(UnderlayInfo & { index: number }) | undefined> {
@@ -78,8 +81,10 @@ export interface RoutedLinkContext {
 }
 
 /**
- * The gateway address and proxy ARP on the bridge, and the routed link. True
- * when the routed link was made anew (its routes and next hops are then gone).
+ * The gateway address on the bridge (the namespace's connected route to the
+ * subnet, toward VXLAN), the bridge's derived MAC, and the routed link. True
+ * when the routed link was made anew (its routes and proxy entries are then
+ * gone).
  */
 export async function ensureRoutedLink(c: RoutedLinkContext): Promise<boolean> {
   const { spec, ns, br, log } = c;
@@ -88,50 +93,60 @@ export async function ensureRoutedLink(c: RoutedLinkContext): Promise<boolean> {
     throw new Error(`routed mode needs a gateway address and a prefix length (got ${r.gateway}/${r.prefixLen})`);
   }
   if (await ns.addAddress(br.index, r.gateway, r.prefixLen)) log.info({ network: spec.id, address: `${r.gateway}/${r.prefixLen}` }, 'gateway address put on the bridge (routed)');
+  await c.fixLink(ns, br, { mac: r.bridgeMac });
   let mv = c.links.get(r.name);
   let made = false;
-  if (mv && mv.kind !== 'macvlan') {
-    log.warn({ network: spec.id, link: mv.name, kind: mv.kind }, 'replacing a link that is not a macvlan');
+  // Bridge mode, or this host's containers (macvlans of the same link) cannot reach it: an older weft made it private.
+  if (mv && (mv.kind !== 'macvlan' || (mv.macvlanMode !== undefined && mv.macvlanMode !== MACVLAN_BRIDGE))) {
+    log.warn({ network: spec.id, link: mv.name, kind: mv.kind, mode: mv.macvlanMode }, 'replacing a link that is not a macvlan in bridge mode');
     await ns.delLink(mv.index);
     mv = undefined;
   }
   if (!mv) {
     const under = await findUnderlay(c.host, r.local);
     if (!under) {
-      // This host then reaches every peer through VXLAN (the agent finds no segment either): say so, do not fail the network.
-      log.warn({ network: spec.id, address: r.local }, 'routed network: no link in the host namespace holds the advertise address; every peer goes through VXLAN');
+      // No container of this network can start here either (createEndpoint says why): say so, do not fail the network.
+      log.warn({ network: spec.id, address: r.local }, 'routed network: no link in the host namespace holds the advertise address; its containers cannot start on this host');
       return false;
     }
-    await withNsFd(spec.nsPath, (nsFd) => c.host.createMacvlan({ name: r.name, lower: under.index, mac: r.mac, mtu: under.mtu, nsFd }));
+    await withNsFd(spec.nsPath, (nsFd) => c.host.createMacvlan({ name: r.name, lower: under.index, mac: r.mac, mtu: under.mtu, nsFd, mode: 'bridge' }));
     mv = await c.mustGet(ns, r.name);
     log.info({ network: spec.id, link: r.name, lower: under.link, mac: r.mac }, 'routed link created');
     made = true;
   }
   await c.fixLink(ns, mv, { mac: r.mac, up: true });
-  setSysctlIn(spec.nsPath, `net.ipv4.conf.${spec.bridge}.proxy_arp`, '1');
-  setSysctlIn(spec.nsPath, `net.ipv4.neigh.${spec.bridge}.proxy_delay`, '0');
-  // The routed link has no address: it never answers ARP from the underlay.
-  setSysctlIn(spec.nsPath, `net.ipv4.conf.${r.name}.arp_ignore`, '8');
+  for (const [key, value] of ROUTED_LINK_SYSCTLS) setSysctlIn(spec.nsPath, key.replace('LINK', r.name), value);
   return made;
 }
 
-/** weft's /32 routes and permanent next hops on the routed link `mv`. */
+/**
+ * The routed link's settings: it has no address, so it never answers ARP
+ * for one of its own; proxy answers go out at once (the default delays those
+ * to broadcast requests); strict reverse-path filtering, so that it answers
+ * (and forwards for) this host's containers only, the addresses it has a
+ * route back to on this link.
+ */
+export const ROUTED_LINK_SYSCTLS: [string, string][] = [
+  ['net.ipv4.conf.LINK.arp_ignore', '8'], ['net.ipv4.neigh.LINK.proxy_delay', '0'], ['net.ipv4.conf.LINK.rp_filter', '1'],
+];
+
+/** weft's /32 routes (no gateway) and proxy entries on the routed link `mv`. */
 export async function readRoutedTables(ns: Rtnl, mv: number): Promise<RoutedTables> {
-  const routes = new Map<string, string>();
+  const local = new Set<string>();
   for (const r of await ns.listRoutes()) {
-    if (r.oif === mv && r.protocol === WEFT_ROUTE_PROTOCOL && r.dstLen === 32 && r.via) routes.set(r.dst, r.via);
+    if (r.oif === mv && r.protocol === WEFT_ROUTE_PROTOCOL && r.dstLen === 32 && !r.via) local.add(r.dst);
   }
-  const hops = new Map<string, string>();
-  for (const e of await ns.listNeighbours()) if (e.ifindex === mv && e.permanent && e.ip && e.mac) hops.set(e.ip, e.mac);
-  return { routes, hops };
+  const proxies = new Set<string>();
+  for (const e of await ns.listProxies()) if (e.ifindex === mv) proxies.add(e.ip);
+  return { local, proxies };
 }
 
-/** What moves the tables from `have` to `want`: one route operation per endpoint that changed (a moved one is a replace), one neighbour operation per next hop. */
-export function routedChanges(have: RoutedTables, want: RoutedTables): { routeDel: string[]; routeSet: [string, string][]; hopDel: string[]; hopSet: [string, string][] } {
+/** What moves the tables from `have` to `want`: one operation per address that came or went. */
+export function routedChanges(have: RoutedTables, want: RoutedTables): { routeDel: string[]; routeAdd: string[]; proxyDel: string[]; proxyAdd: string[] } {
   return {
-    routeDel: [...have.routes.keys()].filter((ip) => !want.routes.has(ip)),
-    routeSet: [...want.routes].filter(([ip, via]) => have.routes.get(ip) !== via),
-    hopDel: [...have.hops.keys()].filter((ip) => !want.hops.has(ip)),
-    hopSet: [...want.hops].filter(([ip, m]) => have.hops.get(ip) !== m),
+    routeDel: [...have.local].filter((ip) => !want.local.has(ip)),
+    routeAdd: [...want.local].filter((ip) => !have.local.has(ip)),
+    proxyDel: [...have.proxies].filter((ip) => !want.proxies.has(ip)),
+    proxyAdd: [...want.proxies].filter((ip) => !have.proxies.has(ip)),
   };
 }

@@ -11,7 +11,8 @@
 //     br_netfilter sends bridged frames through it).
 //   - per endpoint, a veth pair: one end on the bridge inside the network
 //     namespace, the other end in the host namespace, handed to Docker in Join
-//     (Docker moves it into the container and renames it ethN).
+//     (Docker moves it into the container and renames it ethN). Routed
+//     networks give the container a macvlan on the underlay link instead.
 
 export interface VxlanSpec {
   /** Device name inside the network namespace, at most 15 characters. */
@@ -35,18 +36,28 @@ export interface VxlanSpec {
 }
 
 /**
- * Routed mode (`-o mode=routed`): a macvlan on this host's underlay link,
- * inside the network's namespace, through which endpoints of hosts on the
- * same underlay segment are reached unencapsulated by /32 routes.
+ * Routed mode (`-o mode=routed`): every container's interface is a macvlan on
+ * this host's underlay link, so containers of hosts on one underlay segment
+ * reach each other straight over it, with no host in between. For hosts on
+ * other segments, the network's namespace routes: its routed link (a macvlan
+ * on the same underlay link) answers ARP for their addresses (proxy entries)
+ * to this host's containers only, and sends their packets through the VXLAN
+ * device, to the bridge MAC of the host that has them.
  */
 export interface RoutedSpec {
   /** macvlan name inside the network namespace (rt-<id>). */
   name: string;
-  /** This host's advertise address: the macvlan goes on the host-namespace link that holds it. */
+  /** This host's advertise address: the macvlans go on the host-namespace link that holds it. */
   local: string;
-  /** The macvlan's MAC, derived from (advertise address, VNI) so that every peer knows it (names.ts routedMac). */
+  /** The routed link's MAC, derived from (advertise address, VNI) (names.ts routedMac). */
   mac: string;
-  /** The network's gateway address, put on the bridge: the connected route and the proxy-ARP answerer for remote addresses. */
+  /**
+   * The MAC of the namespace's bridge, derived from (advertise address, VNI)
+   * (names.ts routedBridgeMac): peers on other segments send this host's
+   * containers' packets, through VXLAN, to it.
+   */
+  bridgeMac: string;
+  /** The network's gateway address, put on the bridge: the namespace's connected route to the subnet. */
   gateway: string;
   /** The subnet's prefix length. */
   prefixLen: number;
@@ -75,6 +86,8 @@ export interface EndpointSpec {
   /** MAC of the container's interface, "02:42:0a:28:00:02". */
   mac: string;
   mtu: number;
+  /** [routed] The endpoint's IPv4 address: announced on the underlay segment from its new interface. */
+  ip?: string;
 }
 
 /** A remote endpoint on another host: programs an FDB entry (mac -> vtep) and a permanent neighbour (ip -> mac). */
@@ -92,25 +105,20 @@ export interface PeerState {
   endpoints: RemoteEndpoint[];
   /** Underlay addresses of every other host with endpoints on the network: all-zero FDB entries for broadcast and multicast. */
   floodVteps: string[];
-  /** Routed networks: endpoints of hosts on this host's underlay segment, reached unencapsulated. */
+  /** Routed networks: this host's containers and the addresses its routed link answers for (see RoutedPeers). */
   routed?: RoutedPeers;
 }
 
-/** A /32 route: a remote container's address, through the underlay address of its host. */
-export interface RoutedEndpoint {
-  ip: string;
-  via: string;
-}
-
-/** A next hop of routed endpoints: a peer host's underlay address and the MAC of its macvlan on this network. */
-export interface RoutedNextHop {
-  ip: string;
-  mac: string;
-}
-
+/**
+ * [routed] What a routed network's namespace holds besides the VXLAN tables.
+ * Containers of hosts on this host's segment need nothing: they are reached
+ * straight on the underlay.
+ */
 export interface RoutedPeers {
-  routes: RoutedEndpoint[];
-  nexthops: RoutedNextHop[];
+  /** This host's containers: a /32 route each on the routed link (packets that came through VXLAN go to them). */
+  local: string[];
+  /** Containers of hosts on other segments: a proxy entry each on the routed link (this host's containers send them to it). */
+  proxies: string[];
 }
 
 /** What programPeers changed: the reconcile counts these as corrections. */
@@ -126,7 +134,7 @@ export interface PeerDiff {
 export interface PeerOpCounts {
   fdb: number;
   neighbour: number;
-  /** Routed networks: /32 route operations. */
+  /** Routed networks: /32 route operations (their proxy entries count as neighbour operations). */
   route: number;
 }
 
@@ -163,8 +171,8 @@ export interface DataPlaneApi {
   peerOps(): PeerOpCounts;
   /** Gratuitous ARP (IPv4) or unsolicited neighbour advertisement (IPv6) for ip at mac on the network's bridge. */
   announce(net: NetworkSpec, ip: string, mac: string): Promise<void>;
-  /** [routed] Gratuitous ARP for ip at the bridge's own MAC: a remote address that is now routed (was reached through VXLAN). */
-  announceRouted(net: NetworkSpec, ip: string): Promise<void>;
+  /** [routed] "ip is at the routed link's MAC", to each of this host's containers `to` (their MACs): a remote address now behind a proxy entry. */
+  announceRouted(net: NetworkSpec, ip: string, to: string[]): Promise<void>;
   readPeers(net: NetworkSpec): Promise<PeerState>;
   /** The host-namespace link that holds `address` and its on-link prefix; undefined when no link holds it. */
   underlayOf(address: string): Promise<UnderlayInfo | undefined>;

@@ -29,8 +29,8 @@ import { DockerError } from '../agent/docker';
 import type { LocalNetwork } from '../cluster/local-networks';
 import { AskerRecord, keys, NameRecord } from '../store/keys';
 import type { LeaseId, Store } from '../store/store';
-import { isIPv4, NameTable } from './table';
-import { canonicalIPv6, isIPv6 } from '../ipam/cidr';
+import { NameTable } from './table';
+import { canonicalIPv6, isIPv4, isIPv6 } from '../ipam/cidr';
 
 export interface LearnerDeps {
   store: Store;

@@ -9,7 +9,7 @@
 // expires takes its name and asker records with it.
 
 import { AskerRecord, EndpointRecord, NameRecord, NetworkRecord, ROOT } from '../store/keys';
-import { canonicalIPv6, isIPv6, toNumber } from '../ipam/cidr';
+import { canonicalIPv6, isIPv4, isIPv6, toNumber } from '../ipam/cidr';
 import type { WatchEvent } from '../store/store';
 
 /** Something that keeps its own view of the agent's mirror: told of every record, and of every re-list. */
@@ -237,11 +237,6 @@ function parseAsker(value: string): AskerRecord {
   const r = JSON.parse(value) as Partial<AskerRecord>;
   if (!Array.isArray(r.networks)) throw new Error('asker record without networks');
   return { networks: r.networks.filter((n): n is string => typeof n === 'string'), container: String(r.container ?? ''), name: String(r.name ?? '') };
-}
-
-export function isIPv4(s: string): boolean {
-  const p = s.split('.');
-  return p.length === 4 && p.every((x) => /^\d{1,3}$/.test(x) && Number(x) <= 255);
 }
 
 function compareIp(a: string, b: string): number {

@@ -144,7 +144,7 @@ export class Driver {
     if (!ep) throw errors.unknownEndpoint(endpointId);
     await this.networks.ensureKernel(local);
     const net = this.networks.spec(local.clusterId, local.record);
-    const spec = this.networks.endpointSpec(local, endpointId, ep.record.mac);
+    const spec = this.networks.endpointSpec(local, endpointId, ep.record.mac, ep.record.ip);
     faultPoint('join:before-veth');
     try {
       await this.dataplane.createEndpoint(net, spec);
@@ -154,7 +154,8 @@ export class Driver {
     faultPoint('join:after-veth');
     // Best effort: a lost announcement only delays peers that cached an old MAC.
     // IPv4: gratuitous ARP; IPv6: unsolicited neighbour advertisement.
-    for (const ip of [ep.record.ip, ep.record.ip6]) {
+    // [routed] createEndpoint announced it on the underlay segment, from the container's own interface.
+    for (const ip of net.routed ? [] : [ep.record.ip, ep.record.ip6]) {
       if (!ip) continue;
       await this.dataplane.announce(net, ip, ep.record.mac).catch((err: Error) =>
         this.opts.logger.warn({ endpoint: endpointId.slice(0, 12), err: err.message }, 'gratuitous ARP / unsolicited NA failed'));

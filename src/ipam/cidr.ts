@@ -5,7 +5,7 @@
 
 import { IPv4, IPv4CidrRange, IPv6, Validator } from 'ip-num';
 import { errors } from '../errors';
-import { ipFromBytes } from '../util/ip';
+import { ipFromBytes, isIPv4 } from '../util/ip';
 
 export interface Subnet {
   /** Canonical "10.40.0.0/24". */
@@ -17,9 +17,8 @@ export interface Subnet {
   v6?: boolean;
 }
 
-export function isIPv4(s: string): boolean {
-  return typeof s === 'string' && s.length <= 15 && Validator.isValidIPv4String(s)[0];
-}
+// One IPv4 check for the whole code base (dotted quad, no leading zeros): util/ip's.
+export { isIPv4 };
 
 export function parseSubnet(value: string): Subnet {
   if (typeof value !== 'string' || value.length > 18 || !/^\d{1,3}(\.\d{1,3}){3}\/\d{1,2}$/.test(value)) {
@@ -74,13 +73,6 @@ export function formatIPv6(n: bigint): string {
 /** The canonical form of an IPv6 address (throws on anything else: check isIPv6 first). */
 export function canonicalIPv6(ip: string): string {
   return formatIPv6(new IPv6(ip).getValue());
-}
-
-/** Either family's address, canonical; undefined when it is neither. */
-export function canonicalIp(ip: string): string | undefined {
-  if (isIPv4(ip)) return ip;
-  if (isIPv6(ip)) return canonicalIPv6(ip);
-  return undefined;
 }
 
 export function parseSubnet6(value: string): Subnet {

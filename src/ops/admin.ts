@@ -80,8 +80,8 @@ function entries(p: PeerState): PeerEntry[] {
   return [
     ...p.endpoints.map((e): PeerEntry => ({ kind: 'endpoint', ip: e.ip, ...(e.ip6 ? { ip6: e.ip6 } : {}), mac: e.mac.toLowerCase(), vtep: e.vtep })),
     ...p.floodVteps.map((v): PeerEntry => ({ kind: 'flood', vtep: v })),
-    ...(p.routed?.routes ?? []).map((r): PeerEntry => ({ kind: 'route', ip: r.ip, vtep: r.via })),
-    ...(p.routed?.nexthops ?? []).map((h): PeerEntry => ({ kind: 'nexthop', mac: h.mac.toLowerCase(), vtep: h.ip })),
+    ...(p.routed?.local ?? []).map((ip): PeerEntry => ({ kind: 'route', ip, vtep: '' })),
+    ...(p.routed?.proxies ?? []).map((ip): PeerEntry => ({ kind: 'proxy', ip, vtep: '' })),
   ];
 }
 

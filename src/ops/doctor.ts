@@ -296,7 +296,7 @@ export function routedCheck(me: string, facts: StoreFacts | undefined): Check | 
   if (!mine) {
     return {
       name: 'routed', state: 'warn',
-      detail: `routed network${routed.length > 1 ? 's' : ''} ${names}: this host publishes no underlay segment, so they reach every other host through VXLAN`,
+      detail: `routed network${routed.length > 1 ? 's' : ''} ${names}: this host publishes no underlay segment, so containers of theirs cannot start here`,
       fix: 'weft serve must run where a link holds --advertise-addr (ip -4 addr shows it), and be weft 0.2 or later',
     };
   }
@@ -304,7 +304,7 @@ export function routedCheck(me: string, facts: StoreFacts | undefined): Check | 
   const other = peers.filter(([, r]) => r.underlay !== mine).map(([h, r]) => `${h} (${r.address}, ${r.underlay ?? 'no segment published'})`);
   return {
     name: 'routed', state: 'ok',
-    detail: `routed network${routed.length > 1 ? 's' : ''} ${names} on segment ${mine}: unencapsulated to ${same.length ? same.join(', ') : 'no other host'}; VXLAN to ${other.length ? other.join(', ') : 'no host'}; broadcast and multicast stay on each host`,
+    detail: `routed network${routed.length > 1 ? 's' : ''} ${names} on segment ${mine}: unencapsulated to ${same.length ? same.join(', ') : 'no other host'}; VXLAN to ${other.length ? other.join(', ') : 'no host'}; broadcast and multicast stay on this segment`,
   };
 }
 

@@ -10,8 +10,8 @@ import { PEER_HEADERS, peerRows, wireguardLine } from '../wireguard/ops';
 
 function entry(e: PeerEntry): string {
   if (e.kind === 'flood') return `flood entry to ${e.vtep || '?'}`;
-  if (e.kind === 'route') return `route ${e.ip || '?'}/32 via ${e.vtep || '?'} (routed)`;
-  if (e.kind === 'nexthop') return `next hop ${e.vtep || '?'} at ${e.mac || '?'} (routed)`;
+  if (e.kind === 'route') return `route ${e.ip || '?'}/32 to a container of this host (routed)`;
+  if (e.kind === 'proxy') return `proxy entry ${e.ip || '?'}, a container of another segment (routed)`;
   const what = e.part === 'fdb' ? 'FDB entry of ' : e.part === 'neighbour' ? 'neighbour entry of ' : '';
   const ips = [e.ip, e.ip6].filter(Boolean).join(' ');
   return `${what}${ips || '(no IP)'} ${e.mac || '(no MAC)'} via ${e.vtep || '(no VTEP)'}`;
@@ -61,7 +61,7 @@ export function renderStatus(s: StatusReport, now = Date.now()): string {
   // [routed] The path to each peer host: unencapsulated on this host's segment, VXLAN to the others.
   const paths = s.networks.flatMap((n) => (n.paths ?? []).map((p) => ({ n, p })));
   if (paths.length) {
-    out += '\nPATHS OF ROUTED NETWORKS (broadcast and multicast stay on each host)\n';
+    out += '\nPATHS OF ROUTED NETWORKS (broadcast and multicast stay on this segment)\n';
     out += table(['NETWORK', 'PEER', 'ADDRESS', 'UNDERLAY', 'PATH'],
       paths.map(({ n, p }) => [n.name ?? shortId(n.clusterId), p.host, p.address, p.underlay ?? '-', p.path === 'routed' ? 'routed (unencapsulated)' : 'vxlan']));
   }

@@ -6,9 +6,9 @@ import type { WireGuardStatus } from '../wireguard';
 export interface PeerEntry {
   /**
    * "endpoint": a remote container (FDB + neighbour entry); "flood": a host that gets broadcasts;
-   * [routed] "route": a remote container's /32 route via its host (vtep); "nexthop": a host's routed link (vtep at mac).
+   * [routed] "route": this host's container's /32 route on the routed link; "proxy": the routed link answers ARP for a container of another segment.
    */
-  kind: 'endpoint' | 'flood' | 'route' | 'nexthop';
+  kind: 'endpoint' | 'flood' | 'route' | 'proxy';
   ip?: string;
   /** Its IPv6 address (an IPv6 neighbour entry), on a network with IPv6. */
   ip6?: string;

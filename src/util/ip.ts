@@ -12,7 +12,7 @@ export type IpFamily = 4 | 6;
 const IPV4 = /^(25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)(\.(25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)){3}$/;
 
 /** A dotted IPv4 address (no leading zeros, no prefix). */
-export function isIPv4(s: unknown): s is string {
+export function isIPv4(s: unknown): boolean {
   return typeof s === 'string' && IPV4.test(s);
 }
 

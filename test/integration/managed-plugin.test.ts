@@ -21,8 +21,9 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it, type TestContext } from 'vitest';
-import { cgroupMounts } from '../lab/cleanup';
+import { cgroupMounts, pidsByCmdline, pidsInNetns } from '../lab/cleanup';
 import { startEtcd, type EtcdHandle } from '../lab/etcd';
+import { processAlive } from '../lab/proc';
 import {
   LAB_ROOT,
   cleanupLabLeftovers,
@@ -100,6 +101,12 @@ async function reach(h: LabHost, container: string, target: string, timeoutMs = 
     throw new Error(`${(e as Error).message}: ${last?.stdout}${last?.stderr}\n${pluginLog(h, 15)}`);
   }
   return Date.now() - t0;
+}
+
+/** The plugin's weft process(es) on h, as host pids: network host, so in the host's namespace. */
+function pluginPids(h: LabHost): number[] {
+  const inHost = new Set(pidsInNetns(h.name));
+  return pidsByCmdline(['/opt/weft/dist/cli.js serve']).filter((p) => inHost.has(p));
 }
 
 async function pluginEnabled(h: LabHost): Promise<boolean> {
@@ -400,35 +407,53 @@ describe('weft as a managed plugin', () => {
       { timeoutMs: 15_000, what: `live-restore on ${h1.name}` });
     const pid = await out(h1, ['inspect', '-f', '{{.State.Pid}}', 'x1']);
     const ip2 = await containerIp(h2, 'x4', 'app');
+    const oldPlugin = pluginPids(h1);
+    expect(oldPlugin, `weft's process on ${h1.name}`).toHaveLength(1);
     await h1.stopDockerd();
-    // no dockerd on host 1: its container and the plugin (weft) keep running, and so does the traffic
-    expect(fs.existsSync(`/proc/${pid}`)).toBe(true);
-    // (docker exec needs dockerd: enter the container's network namespace instead)
-    const r = await run('nsenter', ['-t', pid, '-n', 'ping', '-c', '3', '-W', '2', ip2]);
-    expect(r.code, `ping from x1 while dockerd is down: ${r.stdout}${r.stderr}`).toBe(0);
-    await h1.startDockerd();
-    expect(await out(h1, ['inspect', '-f', '{{.State.Pid}}', 'x1'])).toBe(pid);
-    await waitFor(() => pluginEnabled(h1), { timeoutMs: 60_000, what: `the plugin on ${h1.name}` });
-    // Lab limit: every lab dockerd runs in a mount namespace of its own, made
-    // anew at each start, and weft's pins (in the exec-root) live in the old
-    // one: once the old plugin exits, x1's weft interface goes with them. On a
-    // host, the exec-root is in the one shared /run and the pins stay (the
-    // disable/enable test above shows a restarted plugin keeping them).
-    // What the lab does show: the container itself, new containers, and
-    // networks made elsewhere (the plugin got the new Engine socket).
-    await h1.dockerOk(['run', '-d', '--name', 'x5', '--network', 'app', IMG, 'sleep', '3600']);
-    await reach(h1, 'x5', ip2, 60_000);
-    await reach(h2, 'x4', await containerIp(h1, 'x5', 'app'), 60_000);
-    await h1.docker(['rm', '-f', 'x5']);
-    // networks made on another host still arrive: weft saw that its mount of the
-    // Engine socket went stale, exited, and Docker started it again with the new one
-    await h2.dockerOk(['network', 'create', ...WEFT, '--subnet', '10.70.4.0/24', 'after-restore']);
-    await waitFor(async () => (await h1.docker(['network', 'inspect', 'after-restore'])).code === 0,
-      { timeoutMs: 60_000, what: `network after-restore on ${h1.name}` });
-    expect(pluginLog(h1, 400)).toMatch(/Docker Engine socket was replaced/);
-    await h2.dockerOk(['network', 'rm', 'after-restore']);
-    await waitFor(async () => (await h1.docker(['network', 'inspect', 'after-restore'])).code !== 0,
-      { timeoutMs: 30_000, what: `network after-restore to leave ${h1.name}` });
+    try {
+      // no dockerd on host 1: its container keeps running, and so does the traffic
+      expect(fs.existsSync(`/proc/${pid}`)).toBe(true);
+      // (docker exec needs dockerd: enter the container's network namespace instead)
+      const r = await run('nsenter', ['-t', pid, '-n', 'ping', '-c', '3', '-W', '2', ip2]);
+      expect(r.code, `ping from x1 while dockerd is down: ${r.stdout}${r.stderr}`).toBe(0);
+      await h1.startDockerd();
+      expect(await out(h1, ['inspect', '-f', '{{.State.Pid}}', 'x1'])).toBe(pid);
+      await waitFor(() => pluginEnabled(h1), { timeoutMs: 60_000, what: `the plugin on ${h1.name}` });
+      // Lab limit: every lab dockerd runs in a mount namespace of its own, made
+      // anew at each start, and weft's pins (in the exec-root) live in the old
+      // one: once the old plugin exits, x1's weft interface goes with them. On a
+      // host, the exec-root is in the one shared /run and the pins stay (the
+      // disable/enable test above shows a restarted plugin keeping them).
+      // What the lab does show: the container itself, new containers, and
+      // networks made elsewhere (the plugin got the new Engine socket).
+      await h1.dockerOk(['run', '-d', '--name', 'x5', '--network', 'app', IMG, 'sleep', '3600']);
+      await reach(h1, 'x5', ip2, 60_000);
+      await reach(h2, 'x4', await containerIp(h1, 'x5', 'app'), 60_000);
+      await h1.dockerOk(['rm', '-f', 'x5']);
+      // Networks made on another host still arrive: only a weft holding the new
+      // Engine socket can create them on host 1. The old weft's mount of the
+      // socket went stale when the old dockerd removed it: the old weft exits
+      // (its socket watch) and Docker starts a new one with the new socket.
+      // Its "socket was replaced" line reaches dockerd's log only when the
+      // watch fires before the old dockerd has exited (nothing relays a
+      // plugin's output while no dockerd runs): a race, so not asserted here.
+      await h2.dockerOk(['network', 'create', ...WEFT, '--subnet', '10.70.4.0/24', 'after-restore']);
+      await waitFor(async () => (await h1.docker(['network', 'inspect', 'after-restore'])).code === 0,
+        { timeoutMs: 60_000, what: `network after-restore on ${h1.name}` });
+      expect(processAlive(oldPlugin[0]!), `the old weft (pid ${oldPlugin[0]}) still runs with the stale Engine socket`).toBe(false);
+      const now = pluginPids(h1);
+      expect(now, `weft's process on ${h1.name} after the restore`).toHaveLength(1);
+      expect(now).not.toEqual(oldPlugin);
+      timings['live-restore: the old weft\'s "socket was replaced" line'] = /Docker Engine socket was replaced/.test(pluginLog(h1, 400)) ? 'in the log' : 'not in the log';
+      await h2.dockerOk(['network', 'rm', 'after-restore']);
+      await waitFor(async () => (await h1.docker(['network', 'inspect', 'after-restore'])).code !== 0,
+        { timeoutMs: 30_000, what: `network after-restore to leave ${h1.name}` });
+    } finally {
+      // whatever failed above, leave the cluster as the next test expects it
+      if (!h1.dockerdRunning()) await h1.startDockerd().catch(() => undefined);
+      await h1.docker(['rm', '-f', 'x5']);
+      await h2.docker(['network', 'rm', 'after-restore']);
+    }
     done.add('live-restore');
   }, 300_000);
 
@@ -441,8 +466,10 @@ describe('weft as a managed plugin', () => {
     await waitFor(async () => (await h2.docker(['network', 'inspect', 'app'])).code !== 0,
       { timeoutMs: 30_000, what: `network app to leave ${h2.name}` });
     for (const h of hosts) {
-      await waitFor(async () => (await weftLinks(h)).length === 0 && pinsInDockerd(h).length === 0,
-        { timeoutMs: 15_000, what: `weft's links and pins to leave ${h.name}` });
+      let left: string[] = [];
+      await waitFor(async () => (left = [...await weftLinks(h), ...pinsInDockerd(h)]).length === 0,
+        { timeoutMs: 15_000, what: `weft's links and pins to leave ${h.name}` })
+        .catch((e: Error) => { throw new Error(`${e.message}; still there: ${left.join(', ')}`); });
       await h.dockerOk(['plugin', 'disable', PLUGIN]);
       await h.dockerOk(['plugin', 'rm', PLUGIN]);
       expect((await h.docker(['plugin', 'ls', '-q'])).stdout.trim()).toBe('');

@@ -2,10 +2,12 @@
 // 192.0.2.0/24, host 3 on 198.51.100.0/24, a router namespace between the
 // two (etcd sits on the first). A routed network carries traffic among all
 // three; a capture on the first segment shows which path each pair took
-// (plain IP between hosts 1 and 2, VXLAN between host 1 and host 3). Then:
-// isolation from another Docker network on the same host, weft killed and
-// restarted (routes kept while it is down, drift repaired), a dockerd
-// restart. One cluster for the whole file.
+// (the containers' own frames between hosts 1 and 2, VXLAN between host 1
+// and host 3). Each container's interface is a macvlan on its host's underlay
+// link. Then: what one new container costs each host, isolation from another
+// Docker network on the same host, weft killed and restarted (traffic kept
+// while it is down, drift repaired), a dockerd restart, a host's death. One
+// cluster for the whole file.
 import { spawn, type ChildProcess } from 'child_process';
 import * as fs from 'fs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -37,12 +39,12 @@ const METRICS_PORT = 9477;
 
 function weftArgs(h: LabHost, i: number): string[] {
   return ['--store', etcdUrl, '--advertise-addr', ipOf(h), '--lease-ttl', '3', '--reconcile-interval', '2', '--peer-audit-interval', '2', '--gc-grace', '5',
-    ...(i === 0 ? ['--metrics-addr', `${ipOf(h)}:${METRICS_PORT}`] : [])];
+    '--metrics-addr', `${ipOf(h)}:${METRICS_PORT}`];
 }
 
-/** Host 1's kernel operations on forwarding tables so far, by table. */
-async function peerOps(): Promise<Record<string, number>> {
-  const r = await hostHttpGet(hosts[0], `http://${ipOf(hosts[0])}:${METRICS_PORT}/metrics`);
+/** Host i's kernel operations on forwarding tables so far, by table. */
+async function peerOps(i: number): Promise<Record<string, number>> {
+  const r = await hostHttpGet(hosts[i], `http://${ipOf(hosts[i])}:${METRICS_PORT}/metrics`);
   expect(r.code, r.stderr).toBe(0);
   const p = parsePromText(r.stdout);
   const out: Record<string, number> = {};
@@ -93,6 +95,7 @@ function inNet(i: number, cmd: string[]): Promise<{ code: number; stdout: string
 }
 
 const routes = async (i: number) => (await inNet(i, ['ip', 'route', 'show', 'dev', `rt-${cid.slice(0, 10)}`])).stdout;
+const proxies = async (i: number) => (await inNet(i, ['ip', 'neigh', 'show', 'proxy', 'dev', `rt-${cid.slice(0, 10)}`])).stdout;
 const vxNeigh = async (i: number) => (await inNet(i, ['ip', 'neigh', 'show', 'dev', `vx-${cid.slice(0, 10)}`])).stdout;
 
 async function ping(i: number, ip: string, count = 1): Promise<{ code: number; out: string }> {
@@ -153,14 +156,24 @@ describe('routed mode', () => {
       ips.push(await containerIp(hosts[i], `c${i + 1}`));
     }
     expect(new Set(ips).size).toBe(3);
-    // Routes and neighbours as the store says, before any traffic: host 2 by route, host 3 by VXLAN.
-    await waitFor(async () => (await routes(0)).includes(`${ips[1]} via ${ipOf(hosts[1])}`) && (await vxNeigh(0)).includes(ips[2]),
-      { timeoutMs: 15_000, what: 'host 1: a route to c2, a VXLAN neighbour for c3' });
-    expect(await routes(0)).not.toContain(ips[2]);
-    expect(await vxNeigh(0)).not.toContain(ips[1]);
-    await waitFor(async () => (await routes(1)).includes(`${ips[0]} via ${ipOf(hosts[0])}`), { timeoutMs: 15_000, what: 'host 2: a route to c1' });
-    await waitFor(async () => (await vxNeigh(2)).includes(ips[0]) && (await vxNeigh(2)).includes(ips[1]), { timeoutMs: 15_000, what: 'host 3: VXLAN neighbours for c1 and c2' });
-    expect(await routes(2)).toBe('');
+    // Before any traffic, as the store says: each host a route to its own container on the routed link; for host 3's
+    // container (another segment) a proxy entry and a VXLAN neighbour on hosts 1 and 2, and the reverse on host 3;
+    // nothing at all between hosts 1 and 2.
+    await waitFor(async () => (await routes(0)).includes(`${ips[0]} proto`) && (await proxies(0)).includes(ips[2]) && (await vxNeigh(0)).includes(ips[2]),
+      { timeoutMs: 15_000, what: 'host 1: a route to c1, a proxy entry and a VXLAN neighbour for c3' });
+    for (const t of [await routes(0), await proxies(0), await vxNeigh(0)]) expect(t).not.toContain(ips[1]);
+    await waitFor(async () => (await routes(1)).includes(`${ips[1]} proto`) && (await proxies(1)).includes(ips[2]),
+      { timeoutMs: 15_000, what: 'host 2: a route to c2, a proxy entry for c3' });
+    for (const t of [await routes(1), await proxies(1), await vxNeigh(1)]) expect(t).not.toContain(ips[0]);
+    await waitFor(async () => (await vxNeigh(2)).includes(ips[0]) && (await vxNeigh(2)).includes(ips[1]) &&
+      (await proxies(2)).includes(ips[0]) && (await proxies(2)).includes(ips[1]) && (await routes(2)).includes(`${ips[2]} proto`),
+    { timeoutMs: 15_000, what: 'host 3: VXLAN neighbours and proxy entries for c1 and c2, a route to c3' });
+    // Each container's interface: a macvlan (bridge mode) on its host's underlay link.
+    for (let i = 0; i < 3; i++) {
+      const pid = (await hosts[i].dockerOk(['inspect', '-f', '{{.State.Pid}}', `c${i + 1}`])).stdout.trim();
+      const link = (await runOk('nsenter', [`--net=/proc/${pid}/ns/net`, 'ip', '-d', 'link', 'show', 'eth0'])).stdout;
+      expect(link, `c${i + 1}'s eth0`).toMatch(/macvlan mode bridge/);
+    }
 
     const cap = await capture();
     try {
@@ -202,19 +215,23 @@ describe('routed mode', () => {
     expect(n.peers.drift).toBe(0);
   });
 
-  it('a new container on host 2 costs host 1 one route operation, and no FDB or neighbour operation', async () => {
-    const before = await peerOps();
+  it('a new container on host 2 costs host 1 (same segment) no kernel operation, and host 3 one proxy entry and one neighbour', async () => {
+    const before = [await peerOps(0), await peerOps(2)];
     await hosts[1].dockerOk(['run', '-d', '--name', 'c4', '--network', 'rnet', 'busybox:local', 'sleep', '3600']);
     const ip4 = await containerIp(hosts[1], 'c4');
-    await waitFor(async () => (await routes(0)).includes(`${ip4} via ${ipOf(hosts[1])}`), { timeoutMs: 15_000, what: 'host 1: a route to c4' });
-    const after = await peerOps();
-    expect(after.route - before.route).toBe(1);
-    expect(after.neighbour - before.neighbour).toBe(0);
-    expect(after.fdb - before.fdb).toBe(0);
+    await waitFor(async () => (await proxies(2)).includes(ip4) && (await vxNeigh(2)).includes(ip4), { timeoutMs: 15_000, what: 'host 3: a proxy entry and a neighbour for c4' });
     expect((await ping(0, ip4)).code).toBe(0);
+    expect((await ping(2, ip4)).code).toBe(0);
+    const after = [await peerOps(0), await peerOps(2)];
+    expect(after[0]).toEqual(before[0]);
+    expect(after[1].neighbour - before[1].neighbour).toBe(2);
+    expect(after[1].fdb - before[1].fdb).toBe(0); // host 2's bridge is in host 3's FDB already, for c2
+    expect(after[1].route - before[1].route).toBe(0);
+    for (const t of [await routes(0), await proxies(0), await vxNeigh(0)]) expect(t).not.toContain(ip4);
     await hosts[1].dockerOk(['rm', '-f', 'c4']);
-    await waitFor(async () => !(await routes(0)).includes(ip4), { timeoutMs: 15_000, what: 'host 1: c4\'s route gone' });
-    expect((await peerOps()).route - after.route).toBe(1);
+    await waitFor(async () => !(await proxies(2)).includes(ip4) && !(await vxNeigh(2)).includes(ip4), { timeoutMs: 15_000, what: 'host 3: c4\'s entries gone' });
+    expect(await peerOps(0)).toEqual(before[0]);
+    expect((await peerOps(2)).neighbour - after[1].neighbour).toBe(2);
   });
 
   it('a container on another Docker network of the same host cannot reach the routed containers', async () => {
@@ -230,28 +247,43 @@ describe('routed mode', () => {
     await hosts[0].dockerOk(['network', 'rm', 'w15r-other']);
   });
 
-  it('weft killed: the routes stay and carry traffic; restarted, it repairs drift made meanwhile, and later drift too', async () => {
+  it('weft killed: traffic goes on, straight and through VXLAN; restarted, it repairs drift made meanwhile, and later drift too', async () => {
+    const rt = `rt-${cid.slice(0, 10)}`;
     wefts[0].kill('SIGKILL');
     expect(await wefts[0].waitExit(10_000)).toBe(true);
     expect((await ping(0, ips[1], 3)).code).toBe(0);
-    // Drift while weft is down: c2's route gone, traffic to c2 with it.
-    await inNet(0, ['ip', 'route', 'del', `${ips[1]}/32`]);
-    expect(await routes(0)).not.toContain(ips[1]);
-    expect((await ping(0, ips[1])).code).not.toBe(0);
+    expect((await ping(0, ips[2], 3)).code).toBe(0);
+    // Drift while weft is down: c1's route gone, and with it the way back from host 3 (c2 is reached straight, unaffected).
+    await inNet(0, ['ip', 'route', 'del', `${ips[0]}/32`]);
+    expect(await routes(0)).not.toContain(ips[0]);
+    expect((await ping(0, ips[2])).code).not.toBe(0);
+    expect((await ping(0, ips[1])).code).toBe(0);
     await wefts[0].start();
-    await waitFor(async () => (await routes(0)).includes(`${ips[1]} via ${ipOf(hosts[1])}`), { timeoutMs: 20_000, what: 'c2\'s route back after the restart' });
-    expect((await ping(0, ips[1], 2)).code).toBe(0);
-    // Drift while weft runs: the next hop's neighbour entry and the route, both repaired by the reconcile.
-    await inNet(0, ['ip', 'neigh', 'del', ipOf(hosts[1]), 'dev', `rt-${cid.slice(0, 10)}`]);
-    await inNet(0, ['ip', 'route', 'del', `${ips[1]}/32`]);
-    await waitFor(async () => (await routes(0)).includes(`${ips[1]} via ${ipOf(hosts[1])}`) &&
-      (await inNet(0, ['ip', 'neigh', 'show', 'dev', `rt-${cid.slice(0, 10)}`])).stdout.includes(`${ipOf(hosts[1])} lladdr`),
-    { timeoutMs: 20_000, what: 'route and next hop repaired by the reconcile' });
-    expect((await ping(0, ips[1], 2)).code).toBe(0);
-    // The routed link itself deleted (its routes and next hops go with it): made again, with its routes.
-    await inNet(0, ['ip', 'link', 'del', `rt-${cid.slice(0, 10)}`]);
-    await waitFor(async () => (await routes(0)).includes(`${ips[1]} via ${ipOf(hosts[1])}`), { timeoutMs: 20_000, what: 'routed link and its routes made again' });
-    await waitFor(async () => (await ping(0, ips[1])).code === 0, { timeoutMs: 10_000, what: 'c1 -> c2 over the new routed link' });
+    await waitFor(async () => (await routes(0)).includes(`${ips[0]} proto`), { timeoutMs: 20_000, what: 'c1\'s route back after the restart' });
+    expect((await ping(0, ips[2], 2)).code).toBe(0);
+    // Drift while weft runs: the proxy entry for c3 and c1's route, both repaired by the reconcile.
+    await inNet(0, ['ip', 'neigh', 'del', 'proxy', ips[2], 'dev', rt]);
+    await inNet(0, ['ip', 'route', 'del', `${ips[0]}/32`]);
+    await waitFor(async () => (await routes(0)).includes(`${ips[0]} proto`) && (await proxies(0)).includes(ips[2]),
+      { timeoutMs: 20_000, what: 'route and proxy entry repaired by the reconcile' });
+    expect((await ping(0, ips[2], 2)).code).toBe(0);
+    // The routed link itself deleted (its routes and proxy entries go with it): made again, with them.
+    await inNet(0, ['ip', 'link', 'del', rt]);
+    await waitFor(async () => (await routes(0)).includes(`${ips[0]} proto`) && (await proxies(0)).includes(ips[2]),
+      { timeoutMs: 20_000, what: 'routed link, its route and proxy entry made again' });
+    await waitFor(async () => (await ping(0, ips[2])).code === 0, { timeoutMs: 10_000, what: 'c1 -> c3 over the new routed link' });
+  });
+
+  it('a routed link in private mode (as an older weft made it) is replaced by one in bridge mode, and host 3 is reached again', async () => {
+    const rt = `rt-${cid.slice(0, 10)}`;
+    const mac = /link\/ether ([0-9a-f:]{17})/.exec((await inNet(0, ['ip', '-o', 'link', 'show', 'dev', rt])).stdout)?.[1];
+    expect(mac, 'the routed link\'s MAC').toBeDefined();
+    await inNet(0, ['ip', 'link', 'del', rt]);
+    await hosts[0].execOk(['ip', 'link', 'add', rt, 'link', hosts[0].underlayIf!, 'address', mac!, 'type', 'macvlan', 'mode', 'private']);
+    await hosts[0].execOk(['ip', 'link', 'set', rt, 'netns', `${wefts[0].runDir}/netns/weft-${cid.slice(0, 10)}`]);
+    await waitFor(async () => (await inNet(0, ['ip', '-d', 'link', 'show', rt])).stdout.includes('macvlan mode bridge') && (await proxies(0)).includes(ips[2]),
+      { timeoutMs: 20_000, what: 'the routed link in bridge mode again, with its proxy entries' });
+    await waitFor(async () => (await ping(0, ips[2])).code === 0, { timeoutMs: 10_000, what: 'c1 -> c3 through the new routed link' });
   });
 
   it('a dockerd restart on host 2: its container comes back and is reached by route again', async () => {
@@ -259,8 +291,9 @@ describe('routed mode', () => {
     await waitFor(async () => (await hosts[1].docker(['inspect', '-f', '{{.State.Running}}', 'c2'])).stdout.trim() === 'true',
       { timeoutMs: 60_000, what: 'c2 running again' });
     const ip2 = await containerIp(hosts[1], 'c2');
-    await waitFor(async () => (await routes(0)).includes(`${ip2} via ${ipOf(hosts[1])}`), { timeoutMs: 20_000, what: 'host 1: the route to c2' });
+    await waitFor(async () => (await routes(1)).includes(`${ip2} proto`), { timeoutMs: 20_000, what: 'host 2: the route to c2' });
     await waitFor(async () => (await ping(0, ip2)).code === 0, { timeoutMs: 20_000, what: 'c1 -> c2 after the dockerd restart' });
+    expect((await ping(2, ip2)).code).toBe(0);
     expect((await hosts[1].docker(['exec', 'c2', 'ping', '-c', '1', '-W', '2', ips[0]])).code).toBe(0);
     expect((await hosts[1].docker(['exec', 'c2', 'ping', '-c', '1', '-W', '2', ips[2]])).code).toBe(0);
   });
@@ -270,7 +303,7 @@ describe('routed mode', () => {
     const id2 = (await hosts[0].dockerOk(['network', 'inspect', '-f', '{{.Id}}', 'rnet2'])).stdout.trim().slice(0, 10);
     const ns = (i: number) => `${wefts[i].runDir}/netns/weft-${id2}`;
     for (let i = 0; i < 3; i++) {
-      await waitFor(async () => (await run('nsenter', [`--net=${ns(i)}`, 'ip', '-d', 'link', 'show', `rt-${id2}`])).stdout.includes('macvlan mode private'),
+      await waitFor(async () => (await run('nsenter', [`--net=${ns(i)}`, 'ip', '-d', 'link', 'show', `rt-${id2}`])).stdout.includes('macvlan mode bridge'),
         { timeoutMs: 20_000, what: `routed link of rnet2 on ${hosts[i].name}` });
     }
     await hosts[0].dockerOk(['network', 'rm', 'rnet2']);
@@ -279,11 +312,11 @@ describe('routed mode', () => {
     }
   });
 
-  it('host 2 dies (unplugged): its routes leave host 1, its VXLAN entries leave host 3, the others still talk', async () => {
+  it('host 2 dies (unplugged): its entries leave host 3, the others still talk', async () => {
     const ip2 = await containerIp(hosts[1], 'c2');
     await ulA.removeHost(hosts[1].name);
-    await waitFor(async () => !(await routes(0)).includes(ip2) && !(await vxNeigh(2)).includes(ip2),
-      { timeoutMs: 30_000, what: 'c2 out of host 1\'s routes and host 3\'s neighbours' });
+    await waitFor(async () => !(await proxies(2)).includes(ip2) && !(await vxNeigh(2)).includes(ip2),
+      { timeoutMs: 30_000, what: 'c2 out of host 3\'s proxy entries and neighbours' });
     expect((await ping(0, ips[2])).code).toBe(0);
     expect((await ping(2, ips[0])).code).toBe(0);
   });

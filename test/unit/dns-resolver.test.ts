@@ -119,6 +119,13 @@ describe('NameTable', () => {
     expect(t.asker('172.18.0.51')).toBeUndefined();
     expect(t.sizes().names).toBe(3);
   });
+
+  it('gives no A record for an address written with leading zeros (the one IPv4 check the whole code base uses)', () => {
+    const t = cluster();
+    t.apply(put(keys.endpoint(A, ep(7)), { ip: '010.85.0.7' }));
+    t.apply(put(keys.name(A, ep(7)), name({ name: 'zeros', ip: '010.85.0.7' })));
+    expect(t.lookup('172.18.0.2', 'zeros').kind).toBe('nxdomain');
+  });
 });
 
 describe('DnsServer answers', () => {

@@ -219,15 +219,16 @@ describe('status', () => {
     r.networks[0] = {
       ...r.networks[0], mode: 'routed',
       paths: [{ host: 'h2', address: '192.0.2.12', path: 'routed', underlay: '192.0.2.0/24' }, { host: 'h3', address: '198.51.100.13', path: 'vxlan', underlay: '198.51.100.0/24' }],
-      peers: { ...r.networks[0].peers, missing: [{ kind: 'route', ip: '10.80.0.3', vtep: '192.0.2.12' }], drift: 1 },
+      peers: { ...r.networks[0].peers, missing: [{ kind: 'route', ip: '10.80.0.3', vtep: '' }, { kind: 'proxy', ip: '10.80.0.9', vtep: '' }], drift: 2 },
     };
     const text = renderStatus(r, now);
     expect(text).toMatch(/^NETWORK\s+ID\s+MODE\s+VNI/m);
     expect(text).toMatch(/^app\s+a1b2c3d4e5f6\s+routed\s+5000\s/m);
     expect(text).toMatch(/^app\s+h2\s+192\.0\.2\.12\s+192\.0\.2\.0\/24\s+routed \(unencapsulated\)$/m);
     expect(text).toMatch(/^app\s+h3\s+198\.51\.100\.13\s+198\.51\.100\.0\/24\s+vxlan$/m);
-    expect(text).toContain('broadcast and multicast stay on each host');
-    expect(text).toMatch(/^app\s+missing\s+route 10\.80\.0\.3\/32 via 192\.0\.2\.12 \(routed\)$/m);
+    expect(text).toContain('broadcast and multicast stay on this segment');
+    expect(text).toMatch(/^app\s+missing\s+route 10\.80\.0\.3\/32 to a container of this host \(routed\)$/m);
+    expect(text).toMatch(/^app\s+missing\s+proxy entry 10\.80\.0\.9, a container of another segment \(routed\)$/m);
   });
   it('says when the store or the lease is gone', () => {
     const r = report(false);
@@ -247,10 +248,10 @@ describe('doctor', () => {
     expect(routedCheck('h1', { hosts, networks: [{ ...net, options: {} }] })).toBeUndefined();
     const c = routedCheck('h1', { hosts, networks: [net] })!;
     expect(c.state).toBe('ok');
-    expect(c.detail).toBe('routed network fast on segment 192.0.2.0/24: unencapsulated to h2 (192.0.2.12); VXLAN to h3 (198.51.100.13, 198.51.100.0/24), h4 (192.0.2.14, no segment published); broadcast and multicast stay on each host');
+    expect(c.detail).toBe('routed network fast on segment 192.0.2.0/24: unencapsulated to h2 (192.0.2.12); VXLAN to h3 (198.51.100.13, 198.51.100.0/24), h4 (192.0.2.14, no segment published); broadcast and multicast stay on this segment');
     const w = routedCheck('h4', { hosts, networks: [net] })!;
     expect(w.state).toBe('warn');
-    expect(w.detail).toMatch(/publishes no underlay segment, so they reach every other host through VXLAN/);
+    expect(w.detail).toMatch(/publishes no underlay segment, so containers of theirs cannot start here/);
   });
   it('passes an underlay MTU of overlay + 50 and fails a smaller one, saying what to do', () => {
     expect(mtuCheck('eth0', '192.0.2.11', 1500, [{ what: '--mtu', mtu: 1450 }]).state).toBe('ok');

@@ -1,6 +1,7 @@
 // Routed mode's decisions without a kernel: the option, the refusals, the
-// MAC every peer derives, and which peers a routed network reaches by route
-// (hosts publishing this host's underlay segment) and which through VXLAN.
+// MACs every peer derives, and which peers a routed network reaches straight
+// (hosts publishing this host's underlay segment: nothing to program) and
+// which through VXLAN (a proxy entry, and a neighbour at their host's bridge).
 import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
@@ -8,7 +9,7 @@ import pino from 'pino';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { Agent } from '../../src/agent/agent';
 import { loadConfig } from '../../src/config';
-import { routedMac } from '../../src/dataplane/names';
+import { routedBridgeMac, routedMac } from '../../src/dataplane/names';
 import type { DataPlaneApi, NetworkSpec, PeerState } from '../../src/dataplane/types';
 import { Driver } from '../../src/driver/driver';
 import { networkMode, parseNetworkOptions } from '../../src/driver/options';
@@ -30,7 +31,7 @@ class RecordingDataPlane implements DataPlaneApi {
   peerOps() { return { fdb: 0, neighbour: 0, route: 0 }; }
   announced: string[] = [];
   async announce(_n: NetworkSpec, ip: string, mac: string) { this.announced.push(`${ip} at ${mac}`); }
-  async announceRouted(_n: NetworkSpec, ip: string) { this.announced.push(`${ip} at the bridge`); }
+  async announceRouted(_n: NetworkSpec, ip: string, to: string[]) { this.announced.push(`${ip} at the routed link, to ${to.join(' ')}`); }
   async readPeers(): Promise<PeerState> { return { endpoints: [], floodVteps: [] }; }
   async underlayOf(address: string) { return address === '192.0.2.1' ? { link: 'eth0', cidr: '192.0.2.0/24', mtu: 1500 } : undefined; }
   async listNetworkIds() { return []; }
@@ -87,7 +88,10 @@ describe('routed mode: the option', () => {
     expect(rec.options.mode).toBe('routed');
     const spec = dp.specs.get(NET.slice(0, 10))!;
     expect(spec.vxlan).toBeDefined();
-    expect(spec.routed).toEqual({ name: `rt-${NET.slice(0, 10)}`, local: '192.0.2.1', mac: routedMac('192.0.2.1', rec.vni), gateway: '10.40.0.1', prefixLen: 24 });
+    expect(spec.routed).toEqual({
+      name: `rt-${NET.slice(0, 10)}`, local: '192.0.2.1', mac: routedMac('192.0.2.1', rec.vni), bridgeMac: routedBridgeMac('192.0.2.1', rec.vni),
+      gateway: '10.40.0.1', prefixLen: 24,
+    });
   });
 
   it('is refused with encryption and without a cluster store, before anything is claimed', async () => {
@@ -98,12 +102,17 @@ describe('routed mode: the option', () => {
     expect(await store.get(keys.network(NET))).toBeUndefined();
   });
 
-  it('routedMac is a stable, locally administered unicast MAC, distinct per host and per network', () => {
+  it('routedMac and routedBridgeMac are stable, locally administered unicast MACs, distinct per host, per network and from each other', () => {
     const m = routedMac('192.0.2.11', 5000);
     expect(m).toMatch(/^06(:[0-9a-f]{2}){5}$/);
     expect(routedMac('192.0.2.11', 5000)).toBe(m);
     expect(routedMac('192.0.2.12', 5000)).not.toBe(m);
     expect(routedMac('192.0.2.11', 5001)).not.toBe(m);
+    const b = routedBridgeMac('192.0.2.11', 5000);
+    expect(b).toMatch(/^0a(:[0-9a-f]{2}){5}$/);
+    expect(routedBridgeMac('192.0.2.11', 5000)).toBe(b);
+    expect(routedBridgeMac('192.0.2.12', 5000)).not.toBe(b);
+    expect(routedBridgeMac('192.0.2.11', 5001)).not.toBe(b);
   });
 
   it('a host record carries its underlay segment, checked at the edge', () => {
@@ -113,7 +122,7 @@ describe('routed mode: the option', () => {
 });
 
 describe('routed mode: the path to each peer', () => {
-  it('hosts on this segment get /32 routes through their address, others stay on VXLAN, and no flood entries', async () => {
+  it('hosts on this segment need nothing; others get a proxy entry and a VXLAN neighbour at their bridge; local containers a route; no flood entries', async () => {
     await new Ipam(store, { host: 'h1', defaultPool: '10.213.0.0/16', defaultPoolSize: 24 }).requestPool({ pool: '10.40.0.0/24' });
     await driver.createNetwork(NET, routedOpts, pool, []);
     const vni = JSON.parse((await store.get(keys.network(NET)))!.value).vni;
@@ -139,11 +148,10 @@ describe('routed mode: the path to each peer', () => {
     await (a as unknown as { sync(): Promise<void> }).sync();
     for (let i = 0; i < 100 && !a.view.synced; i++) await new Promise((r) => setTimeout(r, 10));
     const want = a.desiredPeers(NET);
-    expect(want.routed).toEqual({
-      routes: [{ ip: '10.40.0.2', via: '192.0.2.2' }, { ip: '10.40.0.6', via: '192.0.2.2' }],
-      nexthops: [{ ip: '192.0.2.2', mac: routedMac('192.0.2.2', vni) }],
-    });
-    expect(want.endpoints.map((e) => `${e.ip}@${e.vtep}`).sort()).toEqual(['10.40.0.3@198.51.100.3', '10.40.0.4@192.0.2.4']);
+    expect(want.routed).toEqual({ local: ['10.40.0.5'], proxies: ['10.40.0.3', '10.40.0.4'] });
+    expect(want.endpoints.map((e) => `${e.ip}@${e.vtep} ${e.mac}`).sort()).toEqual([
+      `10.40.0.3@198.51.100.3 ${routedBridgeMac('198.51.100.3', vni)}`, `10.40.0.4@192.0.2.4 ${routedBridgeMac('192.0.2.4', vni)}`,
+    ]);
     expect(want.floodVteps).toEqual([]);
     expect(a.pathTo('h2', a.view.hosts.get('h2'))).toBe('routed');
     expect(a.pathTo('h3', a.view.hosts.get('h3'))).toBe('vxlan');
@@ -167,12 +175,13 @@ describe('routed mode: the path to each peer', () => {
     expect(want.floodVteps).toEqual(['192.0.2.2']);
   });
 
-  it('a peer that moves from VXLAN to a route is announced at the bridge\'s MAC to local containers, and back at its own', async () => {
+  it('a peer that moves to another segment is announced at the routed link\'s MAC to each local container; one that comes back, not from here', async () => {
     await new Ipam(store, { host: 'h1', defaultPool: '10.213.0.0/16', defaultPoolSize: 24 }).requestPool({ pool: '10.40.0.0/24' });
     await driver.createNetwork(NET, routedOpts, pool, []);
-    // h2 first without a segment (an older weft): VXLAN.
-    await store.put(keys.host('h2'), JSON.stringify({ address: '192.0.2.2', version: 'x', startedAt: 'x' }));
+    // h2 on this segment; a local container c5.
+    await store.put(keys.host('h2'), JSON.stringify({ address: '192.0.2.2', version: 'x', startedAt: 'x', underlay: '192.0.2.0/24' }));
     await store.put(keys.endpoint(NET, ep(2)), JSON.stringify({ host: 'h2', vtep: '192.0.2.2', ip: '10.40.0.2', mac: '02:42:0a:28:00:02', localNetwork: 'l' }));
+    await store.put(keys.endpoint(NET, ep(5)), JSON.stringify({ host: 'h1', vtep: '192.0.2.1', ip: '10.40.0.5', mac: '02:42:0a:28:00:05', localNetwork: 'l' }));
     const cfg = loadConfig(['--store', 'etcd://127.0.0.1:1', '--host-name', 'h1', '--advertise-addr', '192.0.2.1',
       '--docker-host', 'unix:///nonexistent/docker.sock', '--run-dir', path.join(dir, 'run')], {});
     const a = new Agent({ store, networks: driver.networks, ipam: new Ipam(store, { host: 'h1', defaultPool: '10.213.0.0/16', defaultPoolSize: 24 }), dataplane: dp, cfg, logger: log });
@@ -184,16 +193,18 @@ describe('routed mode: the path to each peer', () => {
       for (let i = 0; i < 300 && !ok(); i++) await new Promise((r) => setTimeout(r, 10));
       expect(ok(), what).toBe(true);
     };
-    await until('c2 on VXLAN', () => dp.programmed.get(id)?.endpoints.some((e) => e.ip === '10.40.0.2') === true);
-    expect(dp.announced).toEqual([]);
-    // h2 upgraded: it publishes this host's segment, so c2 is routed now.
-    await store.put(keys.host('h2'), JSON.stringify({ address: '192.0.2.2', version: 'x', startedAt: 'x', underlay: '192.0.2.0/24' }));
-    await until('c2 routed', () => dp.programmed.get(id)?.routed?.routes.some((r) => r.ip === '10.40.0.2') === true);
+    await until('c5 routed locally', () => dp.programmed.get(id)?.routed?.local.includes('10.40.0.5') === true);
+    expect(dp.programmed.get(id)!.routed!.proxies).toEqual([]);
     expect(dp.programmed.get(id)!.endpoints).toEqual([]);
-    expect(dp.announced).toEqual(['10.40.0.2 at the bridge']);
-    // And back (h2 moved to another segment): its own MAC again.
+    expect(dp.announced).toEqual([]);
+    // h2 moved to another segment: c2 is behind the routed link now, and c5 is told so.
     await store.put(keys.host('h2'), JSON.stringify({ address: '192.0.2.2', version: 'x', startedAt: 'x', underlay: '192.0.2.0/25' }));
-    await until('c2 on VXLAN again', () => dp.programmed.get(id)?.endpoints.some((e) => e.ip === '10.40.0.2') === true);
-    expect(dp.announced).toEqual(['10.40.0.2 at the bridge', '10.40.0.2 at 02:42:0a:28:00:02']);
+    await until('c2 proxied', () => dp.programmed.get(id)?.routed?.proxies.includes('10.40.0.2') === true);
+    expect(dp.announced).toEqual(['10.40.0.2 at the routed link, to 02:42:0a:28:00:05']);
+    // And back: nothing to program, and no announcement from here (c2's own interface announces it when it is made).
+    await store.put(keys.host('h2'), JSON.stringify({ address: '192.0.2.2', version: 'x', startedAt: 'x', underlay: '192.0.2.0/24' }));
+    await until('c2 straight again', () => dp.programmed.get(id)?.routed?.proxies.length === 0);
+    expect(dp.programmed.get(id)!.endpoints).toEqual([]);
+    expect(dp.announced).toEqual(['10.40.0.2 at the routed link, to 02:42:0a:28:00:05']);
   });
 });
