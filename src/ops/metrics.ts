@@ -199,7 +199,7 @@ export class WeftMetrics {
   readonly heapUsed = this.registry.gauge('nodejs_heap_size_used_bytes', 'JavaScript heap in use (V8), after the last garbage collection as far as it ran.');
   readonly heapTotal = this.registry.gauge('nodejs_heap_size_total_bytes', 'JavaScript heap reserved by V8.');
   readonly externalMemory = this.registry.gauge('nodejs_external_memory_bytes', 'Memory outside the JavaScript heap held by JavaScript objects (buffers).');
-  readonly memoryReleases = this.registry.counter('weft_memory_releases_total', 'Times weft asked V8 to give its pool of freed heap pages back to the system, after the resident size grew by 16 MiB (a large list or fill).');
+  readonly memoryReleases = this.registry.counter('weft_memory_releases_total', 'Times weft gave freed memory back to the system (V8\'s pool of freed heap pages, malloc\'s free pages): once after start-up, after the resident size grew by 16 MiB (a large list or fill), or after a smaller burst settled.');
   readonly memoryReleased = this.registry.counter('weft_memory_released_bytes_total', 'Resident memory those releases gave back.');
   readonly leaseAlive = this.registry.gauge('weft_lease_alive', '1 when this host\'s registration (under its lease) is in the store, 0 when not; absent with the embedded store.');
 
