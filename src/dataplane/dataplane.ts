@@ -97,6 +97,8 @@ export class DataPlane implements DataPlaneApi {
   private readonly locks = new Map<string, Promise<unknown>>();
   /** One packet socket per network namespace, for gratuitous ARP (see announce). */
   private readonly packetSockets = new Map<string, number>();
+  /** [routed] The host-namespace link holding each advertise address (the lower link of routed containers' macvlans). */
+  private readonly underlayIndex = new Map<string, number>();
   private readonly used = new Set<string>();
   private closed = false;
   private warnedReadOnlySysctl = false;
@@ -400,12 +402,10 @@ export class DataPlane implements DataPlaneApi {
         let link = await host.getLink(ep.hostIf);
         if (link && link.kind !== 'macvlan') throw new Error(`${ep.hostIf} exists and is a ${link.kind ?? 'device'}, not a macvlan`);
         if (!link) {
-          const under = await findUnderlay(host, net.routed!.local);
-          if (!under) {
-            throw new Error(`no link of this host holds --advertise-addr ${net.routed!.local}, and a routed network's containers get a macvlan on that link: ` +
-              'give weft an --advertise-addr of this host\'s own underlay link, or use a VXLAN network (leave out -o mode=routed)');
-          }
-          await host.createMacvlan({ name: ep.hostIf, lower: under.index, mac: ep.mac, mtu: ep.mtu, mode: 'bridge' });
+          const make = async (lower: number) => host.createMacvlan({ name: ep.hostIf, lower, mac: ep.mac, mtu: ep.mtu, mode: 'bridge' });
+          const cached = this.underlayIndex.get(net.routed!.local);
+          // The underlay link found once (two dumps) serves every Join; a link made anew since is found again.
+          if (cached === undefined || !(await make(cached).then(() => true, () => false))) await make(await this.findUnderlayIndex(net.routed!.local));
           link = await this.mustGet(host, ep.hostIf);
         }
         await this.fixLink(host, link, { mtu: ep.mtu, mac: ep.mac, up: true });
@@ -420,6 +420,18 @@ export class DataPlane implements DataPlaneApi {
         throw wrap(what, e);
       }
     });
+  }
+
+  /** [routed] The index of the host-namespace link holding `address` (remembered for the next Join); an error saying what to do when none does. */
+  private async findUnderlayIndex(address: string): Promise<number> {
+    this.underlayIndex.delete(address);
+    const under = await findUnderlay(this.host(), address);
+    if (!under) {
+      throw new Error(`no link of this host holds --advertise-addr ${address}, and a routed network's containers get a macvlan on that link: ` +
+        'give weft an --advertise-addr of this host\'s own underlay link, or use a VXLAN network (leave out -o mode=routed)');
+    }
+    this.underlayIndex.set(address, under.index);
+    return under.index;
   }
 
   /**
@@ -674,7 +686,6 @@ export class DataPlane implements DataPlaneApi {
     return { ns, vx, fdb, neigh };
   }
 
-  /** Closes the sockets of every namespace this instance used. */
   /** The packet socket of a namespace (the host's, weft's own unless hostNetns says otherwise, when nsPath is undefined), opened once. */
   private packetSocket(nsPath: string | undefined): number {
     const key = nsPath ?? '';
@@ -693,6 +704,7 @@ export class DataPlane implements DataPlaneApi {
     native().closeFd(fd);
   }
 
+  /** Closes the sockets of every namespace this instance used. */
   close(): void {
     if (this.closed) return;
     this.closed = true;

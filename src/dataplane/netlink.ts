@@ -47,7 +47,6 @@ export const peerRequestCounts = {
 /** rtm_protocol of the routes weft programs (routed networks): tells them apart from any other route. */
 export const WEFT_ROUTE_PROTOCOL = 0x77;
 const RT_TABLE_MAIN = 254;
-const RTNH_F_ONLINK = 4;
 const MACVLAN_MODE_PRIVATE = 1;
 const MACVLAN_MODE_BRIDGE = 4;
 const RT_SCOPE_LINK = 253;
@@ -454,7 +453,7 @@ export class Rtnl {
     await this.call(`delete proxy entry ${ip} on ${ifindex}`, (s, o) => s.delNeighbor({ family: AF_INET, ifindex, flags: { proxy: true } }, { dst: ip4(ip) }, o));
   }
 
-  // ---- IPv4 routes of weft's own (routed networks: ip route replace IP/32 via HOP dev DEV onlink proto 0x77)
+  // ---- IPv4 routes of weft's own (routed networks: ip route replace IP/32 dev DEV proto 0x77)
 
   async listRoutes(): Promise<RouteEntry[]> {
     peerRequestCounts.route.dump++;
@@ -473,14 +472,6 @@ export class Rtnl {
       });
     }
     return out;
-  }
-
-  /** Adds or replaces the /32 route to `ip` through `via` on link `oif` (one request). */
-  async replaceRoute(ip: string, via: string, oif: number): Promise<void> {
-    peerRequestCounts.route.add++;
-    await this.call(`replace route ${ip}/32 via ${via} dev ${oif}`, (s, o) =>
-      s.newRoute({ family: AF_INET, dstLen: 32, table: RT_TABLE_MAIN, protocol: WEFT_ROUTE_PROTOCOL as never, scope: 0 as never, type: 1 as never, flags: { __unknown: RTNH_F_ONLINK } },
-        { dst: ip4(ip), gateway: ip4(via), oif }, { flags: FlagsNew.CREATE | FlagsNew.REPLACE, ...o }));
   }
 
   /** Adds or replaces the /32 route to `ip` straight on link `oif` (scope link: `ip route replace IP/32 dev DEV proto 0x77`). */
