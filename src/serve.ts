@@ -22,6 +22,7 @@ import { createLogger } from './log';
 import { startDns } from './dns';
 import { createOps } from './ops/serve-hooks';
 import { MemoryReturner } from './util/memory';
+import { CompilerTiers } from './util/tiering';
 import { openStore } from './store';
 import { RUNTIME, runtimeWarning, VERSION } from './version';
 import { checkHostName, DuplicateHostError, IDENTITY_PROBE_MS } from './agent/identity';
@@ -99,6 +100,9 @@ export async function serve(cfg: Config): Promise<void> {
   const memory = new MemoryReturner({ logger: log.child({ part: 'memory' }) });
   ops.observeMemory(() => memory.stats);
   memory.start();
+  // Launched with the optimizing compilers off (start-up's one-shot work would page their code in): on at the first busy second.
+  const tiers = new CompilerTiers({ logger: log.child({ part: 'memory' }) });
+  tiers.start();
 
   let stopping = false;
   const stop = async (signal: string, code = 0) => {
@@ -109,6 +113,7 @@ export async function serve(cfg: Config): Promise<void> {
     force.unref();
     try {
       memory.stop();
+      tiers.stop();
       await app.close();
       await ops.close();
       await dns?.close();

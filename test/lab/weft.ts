@@ -15,8 +15,8 @@ import { LineTail, killQuiet, sleep } from './proc';
 
 export const REPO_ROOT = path.resolve(__dirname, '..', '..');
 export const WEFT_CLI = path.join(REPO_ROOT, 'dist', 'cli.js');
-/** The runtime flags weft ships with (package.json "start", config.json's entrypoint). */
-export const WEFT_NODE_FLAGS = ['--max-semi-space-size=1'];
+/** The runtime flags weft ships with (package.json "start", config.json's entrypoint, the README's systemd unit; test/unit/runtime-flags.test.ts keeps them equal). */
+export const WEFT_NODE_FLAGS = ['--max-semi-space-size=1', '--max-opt=1'];
 
 export interface StartWeftOptions {
   /** extra arguments after the lab's own (e.g. ['--store', 'etcd://...', '--advertise-addr', ip]) */
