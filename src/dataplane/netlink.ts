@@ -48,7 +48,8 @@ export const peerRequestCounts = {
 export const WEFT_ROUTE_PROTOCOL = 0x77;
 const RT_TABLE_MAIN = 254;
 const MACVLAN_MODE_PRIVATE = 1;
-const MACVLAN_MODE_BRIDGE = 4;
+/** IFLA_MACVLAN_MODE of bridge mode (LinkInfo.macvlanMode). */
+export const MACVLAN_MODE_BRIDGE = 4;
 const RT_SCOPE_LINK = 253;
 
 /** A route of the main IPv4 table, as weft reads it back. */

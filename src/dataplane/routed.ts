@@ -19,7 +19,7 @@
 // Docker's FORWARD policy, its firewall rules and the host's routing table
 // play no part, and weft opens nothing in the host namespace.
 import type { NetworkSpec, PeerState, UnderlayInfo } from './types';
-import { LinkInfo, Rtnl, WEFT_ROUTE_PROTOCOL } from './netlink';
+import { LinkInfo, MACVLAN_MODE_BRIDGE, Rtnl, WEFT_ROUTE_PROTOCOL } from './netlink';
 import { setSysctlIn, withNsFd } from './netns';
 
 /** A routed network's tables on the routed link: /32 routes to this host's containers, proxy entries for other segments' containers. */
@@ -53,8 +53,6 @@ export function setRoutedSysctls(nsPath: string): void {
     }
   }
 }
-
-const MACVLAN_BRIDGE = 4;
 
 /** The host-namespace link holding `address`, and its on-link prefix. */
 export async function findUnderlay(host: Rtnl, address: string): Promise<(UnderlayInfo & { index: number }) | undefined> {
@@ -97,7 +95,7 @@ export async function ensureRoutedLink(c: RoutedLinkContext): Promise<boolean> {
   let mv = c.links.get(r.name);
   let made = false;
   // Bridge mode, or this host's containers (macvlans of the same link) cannot reach it: an older weft made it private.
-  if (mv && (mv.kind !== 'macvlan' || (mv.macvlanMode !== undefined && mv.macvlanMode !== MACVLAN_BRIDGE))) {
+  if (mv && (mv.kind !== 'macvlan' || (mv.macvlanMode !== undefined && mv.macvlanMode !== MACVLAN_MODE_BRIDGE))) {
     log.warn({ network: spec.id, link: mv.name, kind: mv.kind, mode: mv.macvlanMode }, 'replacing a link that is not a macvlan in bridge mode');
     await ns.delLink(mv.index);
     mv = undefined;
