@@ -46,6 +46,16 @@ for (const [i, engine] of engines.entries()) {
   if (files.length) runs.push({ label: `integration on Docker ${engine}`, engine, files });
 }
 
+/**
+ * The first lines of a failure's message, for the summary: CI keeps only the
+ * end of the output, and a failed test's name alone does not say what failed.
+ */
+function why(messages) {
+  const text = (messages || []).join('\n').replace(/\x1b\[[0-9;]*m/g, '');
+  const lines = text.split('\n').map((l) => l.trim()).filter((l) => l && !l.startsWith('at ')).slice(0, 4);
+  return lines.length ? `\n         ${lines.map((l) => (l.length > 240 ? `${l.slice(0, 240)}...` : l)).join('\n         ')}` : '';
+}
+
 const outDir = fs.mkdtempSync(path.join(os.tmpdir(), 'weft-test-'));
 const results = [];
 for (const [i, r] of runs.entries()) {
@@ -68,7 +78,9 @@ for (const [i, r] of runs.entries()) {
     failed = rep.numFailedTests;
     skipped = rep.numPendingTests + (rep.numTodoTests || 0);
     for (const f of rep.testResults || []) {
-      for (const a of f.assertionResults || []) if (a.status === 'failed') failures.push(`${path.relative(repo, f.name)} > ${a.fullName}`);
+      for (const a of f.assertionResults || []) {
+        if (a.status === 'failed') failures.push(`${path.relative(repo, f.name)} > ${a.fullName}${why(a.failureMessages)}`);
+      }
       if (f.status === 'failed' && !(f.assertionResults || []).some((a) => a.status === 'failed')) failures.push(`${path.relative(repo, f.name)} (${f.message || 'failed to run'})`);
     }
   } catch {
