@@ -6,7 +6,7 @@
 // leaves out (with a warning) endpoints behind a VTEP of the other family that
 // slip through (two hosts of different families starting at the same moment).
 import type { Store } from '../store/store';
-import { keys } from '../store/keys';
+import { keys, leaf } from '../store/keys';
 import { readHost } from '../store/records';
 import { ipFamily } from '../util/ip';
 
@@ -27,7 +27,7 @@ export async function checkUnderlayFamily(store: Store, me: string, myAddress: s
   const list = await store.list(keys.hosts());
   const others: string[] = [];
   for (const kv of list.kvs) {
-    const host = kv.key.slice(keys.hosts().length);
+    const host = leaf(kv.key);
     if (host === me) continue;
     const r = readHost(kv.value);
     if (r.ok && ipFamily(r.value.address) !== mine) others.push(`${host} (${r.value.address})`);

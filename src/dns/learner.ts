@@ -27,7 +27,7 @@ import type { Logger } from 'pino';
 import type { DockerClient, DockerContainer, DockerNetwork, EventStream } from '../agent/docker';
 import { DockerError } from '../agent/docker';
 import type { LocalNetwork } from '../cluster/local-networks';
-import { AskerRecord, keys, NameRecord } from '../store/keys';
+import { AskerRecord, keys, NameRecord, parseKey } from '../store/keys';
 import type { LeaseId, Store } from '../store/store';
 import { NameTable } from './table';
 import { canonicalIPv6, isIPv4, isIPv6 } from '../ipam/cidr';
@@ -346,8 +346,10 @@ export class NameLearner {
   /** Hands this host's askers to the DNS table at once (the store copy follows). */
   private publishAskers(): void {
     const askers = new Map<string, AskerRecord>();
-    const prefix = keys.askersOf(this.d.host);
-    for (const [k, v] of this.desired()) if (k.startsWith(prefix)) askers.set(k.slice(prefix.length), JSON.parse(v) as AskerRecord);
+    for (const [key, v] of this.desired()) {
+      const k = parseKey(key);
+      if (k?.kind === 'asker' && k.host === this.d.host) askers.set(k.ip, JSON.parse(v) as AskerRecord);
+    }
     this.d.table.setLocalAskers(askers);
   }
 

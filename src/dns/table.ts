@@ -8,7 +8,7 @@
 // before its own host's agent has deleted the name record. A host whose lease
 // expires takes its name and asker records with it.
 
-import { AskerRecord, EndpointRecord, NameRecord, NetworkRecord, ROOT } from '../store/keys';
+import { AskerRecord, EndpointRecord, NameRecord, NetworkRecord, parseKey } from '../store/keys';
 import { canonicalIPv6, isIPv4, isIPv6, toNumber } from '../ipam/cidr';
 import type { WatchEvent } from '../store/store';
 
@@ -63,36 +63,33 @@ export class NameTable implements MirrorListener {
   }
 
   apply(ev: WatchEvent): void {
-    if (!ev.key.startsWith(ROOT)) return;
-    const rest = ev.key.slice(ROOT.length).split('/');
+    const k = parseKey(ev.key);
+    if (!k) return;
     const put = ev.type === 'put' && ev.value !== undefined;
     let hit = true;
     try {
-      switch (rest[0]) {
-        case 'names':
-          if (rest.length !== 3) return;
-          if (put) this.names.set(`${rest[1]}/${rest[2]}`, parseName(ev.value!));
-          else this.names.delete(`${rest[1]}/${rest[2]}`);
+      switch (k.kind) {
+        case 'name':
+          if (put) this.names.set(`${k.network}/${k.endpoint}`, parseName(ev.value!));
+          else this.names.delete(`${k.network}/${k.endpoint}`);
           break;
-        case 'endpoints':
-          if (rest.length !== 3) return;
+        case 'endpoint':
           if (put) {
             const ep = JSON.parse(ev.value!) as EndpointRecord;
-            this.endpoints.set(`${rest[1]}/${rest[2]}`, { ip: ep.ip ?? '', ...(typeof ep.ip6 === 'string' ? { ip6: ep.ip6 } : {}) });
+            this.endpoints.set(`${k.network}/${k.endpoint}`, { ip: ep.ip ?? '', ...(typeof ep.ip6 === 'string' ? { ip6: ep.ip6 } : {}) });
           }
-          else this.endpoints.delete(`${rest[1]}/${rest[2]}`);
+          else this.endpoints.delete(`${k.network}/${k.endpoint}`);
           break;
-        case 'networks': {
-          if (rest.length !== 2) return;
+        case 'network': {
           const name = put ? (JSON.parse(ev.value!) as NetworkRecord).name : undefined;
-          if (name) this.networkNames.set(rest[1], name);
-          else this.networkNames.delete(rest[1]);
+          if (name) this.networkNames.set(k.network, name);
+          else this.networkNames.delete(k.network);
           break;
         }
-        case 'askers':
-          if (rest.length !== 3 || rest[1] !== this.me) return;
-          if (put) this.storedAskers.set(rest[2], parseAsker(ev.value!));
-          else this.storedAskers.delete(rest[2]);
+        case 'asker':
+          if (k.host !== this.me) return;
+          if (put) this.storedAskers.set(k.ip, parseAsker(ev.value!));
+          else this.storedAskers.delete(k.ip);
           break;
         default:
           hit = false;
@@ -100,8 +97,8 @@ export class NameTable implements MirrorListener {
     } catch {
       // An unreadable record: the agent logs it; DNS just leaves it out.
       if (put) {
-        if (rest[0] === 'names') this.names.delete(`${rest[1]}/${rest[2]}`);
-        if (rest[0] === 'askers') this.storedAskers.delete(rest[2]);
+        if (k.kind === 'name') this.names.delete(`${k.network}/${k.endpoint}`);
+        if (k.kind === 'asker') this.storedAskers.delete(k.ip);
       }
     }
     if (hit) this.changed();

@@ -1,22 +1,13 @@
 // A Store that times every request and counts failures, for the metrics and
 // for /healthz ("the store answered recently"). It forwards everything else
 // untouched: watches and leases keep their own connection to the store.
-import { ROOT } from '../store/keys';
+import { areaOf } from '../store/keys';
 import type { Compare, KeyValue, Lease, ListResult, Op, Store, TxnResult, Watcher, WatchOptions } from '../store/store';
 
 export interface StoreObserver {
   observeStore(op: string, ok: boolean, seconds: number): void;
-  /** Bytes of keys and values an answer carried, by key area (see areaOf). */
+  /** Bytes of keys and values an answer carried, by key area (areaOf, store/keys.ts). */
   observeStoreBytes?(op: string, area: string, bytes: number): void;
-}
-
-/** The first part of a key or prefix after /weft/v1/ ("endpoints", "addrs", ...), "all" for the whole tree, "other" outside it. */
-export function areaOf(key: string): string {
-  if (!key.startsWith(ROOT)) return 'other';
-  const rest = key.slice(ROOT.length);
-  if (rest === '') return 'all';
-  const slash = rest.indexOf('/');
-  return slash < 0 ? rest : rest.slice(0, slash);
 }
 
 const kvBytes = (kv: KeyValue): number => Buffer.byteLength(kv.key) + Buffer.byteLength(kv.value);

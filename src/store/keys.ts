@@ -88,6 +88,15 @@ export function parseKey(key: string): ParsedKey | undefined {
   }
 }
 
+/** The first part of a key or prefix after /weft/v1/ ("endpoints", "addrs", ...), "all" for the whole tree, "other" outside it (the metrics' key areas). */
+export function areaOf(key: string): string {
+  if (!key.startsWith(ROOT)) return 'other';
+  const rest = key.slice(ROOT.length);
+  if (rest === '') return 'all';
+  const slash = rest.indexOf('/');
+  return slash < 0 ? rest : rest.slice(0, slash);
+}
+
 export interface HostRecord {
   address: string;
   version: string;

@@ -117,6 +117,15 @@ async function peersConsistent(live: number[]): Promise<string | undefined> {
   return undefined;
 }
 
+/** Waits until peersConsistent(live) holds; on time-out the error says what still differed. */
+async function waitConsistent(live: number[], opts: { timeoutMs: number; what: string }): Promise<void> {
+  await waitFor(async () => {
+    const differs = await peersConsistent(live);
+    if (differs) throw new Error(differs);
+    return true;
+  }, opts);
+}
+
 async function containerIp(i: number, name: string, network: string): Promise<string> {
   return (await hosts[i].dockerOk(['inspect', '-f', `{{(index .NetworkSettings.Networks "${network}").IPAddress}}`, name])).stdout.trim();
 }
@@ -235,7 +244,7 @@ describe('encrypted networks', () => {
       expect(s.wireguard?.keyFileMode).toBe('600');
     }
     expect([...(await storeKeys()).keys()].sort()).toEqual([hosts[0].name, hosts[1].name]);
-    await waitFor(async () => (await peersConsistent([0, 1])) === undefined || undefined, { timeoutMs: 15_000, what: 'peers from the store' });
+    await waitConsistent([0, 1], { timeoutMs: 15_000, what: 'peers from the store' });
   });
 
   it('two hosts: an encrypted network (MTU 1390 by default) and a plain one; ping by IP and by name', async () => {
@@ -432,7 +441,7 @@ describe('encrypted networks', () => {
 
   it('a third host joins: peers everywhere, ping in every direction, by name too', { timeout: 240_000 }, async () => {
     await addHost(2);
-    await waitFor(async () => (await peersConsistent([0, 1, 2])) === undefined || undefined, { timeoutMs: 20_000, what: 'three hosts in every peer list' });
+    await waitConsistent([0, 1, 2], { timeoutMs: 20_000, what: 'three hosts in every peer list' });
     await waitFor(async () => (await hosts[2].docker(['network', 'inspect', 'sec'])).code === 0, { timeoutMs: 20_000, what: 'sec on host 3' });
     await hosts[2].dockerOk(['run', '-d', '--name', 's3', '--network', 'sec', '--restart', 'always', 'busybox:local', 'sleep', '3600']);
     const ips = [await containerIp(0, 's1', 'sec'), await containerIp(1, 's2', 'sec'), await containerIp(2, 's3', 'sec')];
@@ -509,11 +518,11 @@ describe('encrypted networks', () => {
     wefts[2].kill('SIGKILL');
     killWireguardGo(2);
     await hosts[2].powerOff();
-    await waitFor(async () => (await peersConsistent([0, 1])) === undefined || undefined, { timeoutMs: 20_000, what: "host 3's key to leave every peer list (lease expiry)" });
+    await waitConsistent([0, 1], { timeoutMs: 20_000, what: "host 3's key to leave every peer list (lease expiry)" });
     for (const i of [0, 1]) expect((await wgDump(i)).peers).not.toContain(key3);
     await wefts[2].start();
     await hosts[2].startDockerd();
-    await waitFor(async () => (await peersConsistent([0, 1, 2])) === undefined || undefined, { timeoutMs: 30_000, what: 'host 3 back in every peer list' });
+    await waitConsistent([0, 1, 2], { timeoutMs: 30_000, what: 'host 3 back in every peer list' });
     expect((await storeKeys()).get(hosts[2].name)).toBe(key3);
     const s3 = await waitFor(async () => {
       const x = await hosts[2].docker(['inspect', '-f', '{{.State.Running}} {{(index .NetworkSettings.Networks "sec").IPAddress}}', 's3']);
