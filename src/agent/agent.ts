@@ -371,12 +371,16 @@ export class Agent {
   }
 
   private async flush(): Promise<void> {
+    // Suspects first: a host whose lease just expired but that has endpoints
+    // stays a peer (WireGuard's and the tables') while it answers probes.
+    // Decided after WireGuard's peers, it was taken off the device and put
+    // back a moment later, each time a lease expired.
+    if (this.cluster && this.stats.synced) this.refreshLiveness();
     if (this.wgDirty && this.d.wireguard) {
       // [wireguard] Peers first: an encrypted network's VTEPs are reachable only through them.
       this.wgDirty = false;
       await this.d.wireguard.setHosts(this.wireGuardHosts());
     }
-    if (this.cluster && this.stats.synced) this.refreshLiveness();
     const cids = [...this.dirty];
     this.dirty.clear();
     await Promise.all(cids.map(async (cid) => {
@@ -745,7 +749,11 @@ export class Agent {
     const wanted = new Set<string>();
     // [wireguard] Peers drifted (a peer removed by hand, a device restarted), or the interface
     // lost its address or state: put back. A WireGuard that cannot come up is logged by its manager.
-    if (this.d.wireguard && this.stats.synced) corrections += await this.d.wireguard.setHosts(this.wireGuardHosts());
+    // Suspects first, as in flush(): a flush still queued behind another has not told liveness of the latest lease expiry.
+    if (this.d.wireguard && this.stats.synced) {
+      if (this.cluster) this.refreshLiveness();
+      corrections += await this.d.wireguard.setHosts(this.wireGuardHosts());
+    }
     if (this.d.wireguard) corrections += await this.d.wireguard.ensure().catch(() => 0);
     for (const local of locals) {
       wanted.add(this.d.networks.spec(local.clusterId, local.record).id);

@@ -13,7 +13,8 @@ import { DataPlaneApi, EndpointSpec, NetworkSpec, PeerState } from '../../src/da
 import { Driver } from '../../src/driver/driver';
 import { Ipam } from '../../src/ipam/ipam';
 import { FileStore } from '../../src/store/file-store';
-import { keys } from '../../src/store/keys';
+import { HostRecord, keys } from '../../src/store/keys';
+import type { WireGuard } from '../../src/wireguard';
 
 const IPV4 = /^(25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)(\.(25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)){3}$/;
 const MAC = /^[0-9a-f]{2}(:[0-9a-f]{2}){5}$/;
@@ -84,13 +85,14 @@ async function setUp(): Promise<void> {
   await driver.createNetwork(NET, {}, [{ AddressSpace: 'weft', Pool: '10.40.0.0/24', Gateway: '10.40.0.1/24' }], []);
 }
 
-function startAgent(extra: string[] = []): Agent {
+function startAgent(extra: string[] = [], wireguard?: WireGuard): Agent {
   const cfg = loadConfig(['--store', 'etcd://127.0.0.1:1', '--host-name', 'h1', '--advertise-addr', '192.0.2.1',
     '--docker-host', 'unix:///nonexistent/docker.sock', '--peer-timeout', '1', '--run-dir', path.join(dir, 'run'), ...extra], {});
   const a = new Agent({
     store, networks: driver.networks, ipam: new Ipam(store, { host: 'h1', defaultPool: '10.213.0.0/16', defaultPoolSize: 24 }), dataplane: dp, cfg, logger: log,
     // A fake underlay: the weft at an address answers with the host name in `answers`, or not at all.
     ask: async (address) => (answers.has(address) ? { host: answers.get(address)! } : undefined),
+    ...(wireguard ? { wireguard } : {}),
   });
   // The mirror only (list + watch), without registration or the periodic reconcile.
   void (a as unknown as { sync(): Promise<void> }).sync();
@@ -250,6 +252,28 @@ describe('agent: a host whose registration is gone', () => {
     await store.put(keys.host('h3'), JSON.stringify({ address: '192.0.2.3', version: '0.1.0', startedAt: 'y' }));
     await vi.waitFor(() => expect(a.liveness.report()).toEqual([]), { timeout: 10_000 });
     expect(programmedIps()).toEqual(['10.40.0.2', '10.40.0.3']);
+  });
+
+  it("[wireguard] its peer stays on the device all along while it answers (never taken out and put back at its lease's expiry), and leaves once it is gone", async () => {
+    // WireGuard's side of the agent: the hosts it is told to keep peers with, call by call
+    const told: string[][] = [];
+    const wg = { setHosts: async (h: Map<string, HostRecord>) => { told.push([...h.keys()].sort()); return 0; } } as unknown as WireGuard;
+    await store.put(keys.host('h2'), JSON.stringify({ address: '192.0.2.2', version: '0.1.0', startedAt: 'x' }));
+    await store.put(keys.host('h3'), JSON.stringify({ address: '192.0.2.3', version: '0.1.0', startedAt: 'x' }));
+    await store.put(keys.endpoint(NET, ep(1)), JSON.stringify({ host: 'h2', vtep: '192.0.2.2', ip: '10.40.0.2', mac: '02:42:0a:28:00:02' }));
+    await store.put(keys.endpoint(NET, ep(2)), JSON.stringify({ host: 'h3', vtep: '192.0.2.3', ip: '10.40.0.3', mac: '02:42:0a:28:00:03' }));
+    const a = startAgent([], wg);
+    await vi.waitFor(() => expect(told.at(-1)).toEqual(['h2', 'h3']), { timeout: 10_000 });
+    const before = told.length;
+    answers.set('192.0.2.3', 'h3');
+    await store.delete(keys.host('h3')); // its lease expired: cut off from the store, still there
+    await vi.waitFor(() => expect(a.liveness.report().some((s) => s.host === 'h3' && s.lastAnswer)).toBe(true), { timeout: 10_000 });
+    expect(told.length).toBeGreaterThan(before); // the change was seen and WireGuard told
+    expect(told.slice(before).filter((h) => !h.includes('h3'))).toEqual([]);
+    // it stops answering: gone after --peer-timeout, and then out of WireGuard's peers
+    answers.delete('192.0.2.3');
+    await vi.waitFor(() => expect(a.liveness.goneHosts()).toEqual(['h3']), { timeout: 15_000 });
+    await vi.waitFor(() => expect(told.at(-1)).toEqual(['h2']), { timeout: 10_000 });
   });
 
   it('leaves the tables once it has not answered for --peer-timeout; an answer from another host name does not count', async () => {
