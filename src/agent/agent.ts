@@ -747,13 +747,12 @@ export class Agent {
     }
     const locals = this.d.networks.list();
     const wanted = new Set<string>();
+    // Suspects first, as in flush(), for WireGuard's peers and the tables below alike:
+    // a flush still queued behind another has not told liveness of the latest lease expiry.
+    if (this.cluster && this.stats.synced) this.refreshLiveness();
     // [wireguard] Peers drifted (a peer removed by hand, a device restarted), or the interface
     // lost its address or state: put back. A WireGuard that cannot come up is logged by its manager.
-    // Suspects first, as in flush(): a flush still queued behind another has not told liveness of the latest lease expiry.
-    if (this.d.wireguard && this.stats.synced) {
-      if (this.cluster) this.refreshLiveness();
-      corrections += await this.d.wireguard.setHosts(this.wireGuardHosts());
-    }
+    if (this.d.wireguard && this.stats.synced) corrections += await this.d.wireguard.setHosts(this.wireGuardHosts());
     if (this.d.wireguard) corrections += await this.d.wireguard.ensure().catch(() => 0);
     for (const local of locals) {
       wanted.add(this.d.networks.spec(local.clusterId, local.record).id);
